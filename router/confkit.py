@@ -1,0 +1,198 @@
+"""Reading YAML into specs with errors that name their exact path.
+
+Every reader method records a problem as `path: message, got value` and returns
+a default instead of raising, so one pass over a file reports every error at
+once (`routerctl validate` prints them all). The caller raises `ConfigError`
+at the end when `errors` is not empty. Unknown keys are errors: a typo must not
+pass silently, so each mapping is closed with `done()`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|k|mb|mib|m|gb|gib|g)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    None: 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; `errors` lists every problem with its path."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def show(value: object) -> str:
+    """A value as the user wrote it, short enough for one line."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def parse_duration(value: object) -> float | None:
+    """`30s`, `5m`, `250ms`, `1h` or a bare number of seconds; None if invalid."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if value >= 0 else None
+    if isinstance(value, str) and (m := _DURATION.match(value)):
+        return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    return None
+
+
+def parse_size(value: object) -> int | None:
+    """`512`, `64KiB`, `10MB`, `1m`; None if invalid."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and (m := _SIZE.match(value)):
+        unit = m.group(2).lower() if m.group(2) else None
+        return int(m.group(1)) * _SIZE_UNITS[unit]
+    return None
+
+
+class Node:
+    """One YAML mapping being read, with its path and the shared error list."""
+
+    def __init__(self, value: object, path: str, errors: list[str]) -> None:
+        self.path = path
+        self.errors = errors
+        self.ok = isinstance(value, dict)
+        self.data: dict[str, object] = value if isinstance(value, dict) else {}
+        self.seen: set[str] = set()
+        if not self.ok and value is not None:
+            self.error(path, "must be a mapping", value)
+
+    # -- bookkeeping -------------------------------------------------------
+    def sub(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def error(self, path: str, message: str, value: object = ...) -> None:
+        got = "" if value is ... else f", got {show(value)}"
+        self.errors.append(f"{path}: {message}{got}")
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def raw(self, key: str) -> object:
+        self.seen.add(key)
+        return self.data.get(key)
+
+    def keys(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def done(self) -> None:
+        """Report every key that no reader asked for: a typo is an error."""
+        for key in self.data:
+            if key not in self.seen:
+                self.error(self.sub(str(key)), "unknown key")
+
+    # -- typed readers -----------------------------------------------------
+    def string(self, key: str, default: str | None = None, *, required: bool = False) -> str:
+        value = self.raw(key)
+        if value is None:
+            if required:
+                self.error(self.sub(key), "is required")
+            return default or ""
+        if not isinstance(value, str) or not value:
+            self.error(self.sub(key), "must be a non-empty string", value)
+            return default or ""
+        return value
+
+    def opt_string(self, key: str) -> str | None:
+        if self.raw(key) is None:
+            return None
+        return self.string(key) or None
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.raw(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.error(self.sub(key), "must be true or false", value)
+            return default
+        return value
+
+    def number(self, key: str, default: float, lo: float, hi: float) -> float:
+        value = self.raw(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+            self.error(self.sub(key), f"must be a number in {lo:g}..{hi:g}", value)
+            return default
+        return float(value)
+
+    def integer(self, key: str, default: int, lo: int, hi: int) -> int:
+        value = self.raw(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            self.error(self.sub(key), f"must be an integer in {lo}..{hi}", value)
+            return default
+        return value
+
+    def duration(self, key: str, default: float, *, positive: bool = True) -> float:
+        value = self.raw(key)
+        if value is None:
+            return default
+        seconds = parse_duration(value)
+        if seconds is None or (positive and seconds <= 0):
+            self.error(self.sub(key), "must be a duration like 500ms, 30s, 5m or 1h", value)
+            return default
+        return seconds
+
+    def size(self, key: str, default: int) -> int:
+        value = self.raw(key)
+        if value is None:
+            return default
+        size = parse_size(value)
+        if size is None:
+            self.error(self.sub(key), "must be a size like 512, 64KiB or 10MiB", value)
+            return default
+        return size
+
+    def choice(self, key: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.raw(key)
+        if value is None:
+            return default
+        if value not in allowed:
+            self.error(self.sub(key), f"must be one of {', '.join(allowed)}", value)
+            return default
+        return str(value)
+
+    def mapping(self, key: str, *, required: bool = False) -> Node:
+        value = self.raw(key)
+        if value is None and required:
+            self.error(self.sub(key), "is required")
+        return Node(value, self.sub(key), self.errors)
+
+    def items(self, key: str, *, required: bool = False) -> list[tuple[str, object]]:
+        """A list under `key` as (path, item) pairs; a scalar or mapping is an error."""
+        value = self.raw(key)
+        if value is None:
+            if required:
+                self.error(self.sub(key), "is required")
+            return []
+        if not isinstance(value, list):
+            self.error(self.sub(key), "must be a list", value)
+            return []
+        return [(f"{self.sub(key)}[{i}]", item) for i, item in enumerate(value)]

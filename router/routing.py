@@ -1,0 +1,120 @@
+"""The routing table: request -> route -> decision, all pure and precompiled.
+
+Built once per config load (hot reload builds a new table and swaps one
+reference). `match` picks the route with the longest path prefix, on segment
+boundaries (`/iris` matches `/iris` and `/iris/predict`, not `/irises`); a
+route with a `host` beats one without for the same prefix. `decide` hashes the
+route's sticky identity into a key and asks the strategy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from router.hashing import key_of, random_key
+from router.spec import Config, RouteSpec
+from router.state.model import Rollout
+from strategies.base import Decision, Strategy
+
+Headers = Sequence[tuple[bytes, bytes]]  # names lower case, as received
+
+
+def header_value(headers: Headers, name: bytes) -> bytes | None:
+    """The first value of a header (name lower case), or None."""
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def cookie_value(headers: Headers, name: bytes) -> bytes | None:
+    """The value of one cookie from the Cookie header(s), or None."""
+    for key, value in headers:
+        if key != b"cookie":
+            continue
+        for part in value.split(b";"):
+            k, sep, v = part.strip().partition(b"=")
+            if sep and k == name:
+                return v.strip(b'"')
+    return None
+
+
+class CompiledRoute:
+    """One route ready to decide: its strategy built, its sticky key compiled."""
+
+    __slots__ = ("_client_ip", "_cookie", "_header", "_override", "name", "spec", "strategy")
+
+    def __init__(self, spec: RouteSpec, strategy: Strategy) -> None:
+        self.name = spec.name
+        self.spec = spec
+        self.strategy = strategy
+        sticky = spec.sticky
+        self._header = sticky.header.lower().encode() if sticky and sticky.header else None
+        self._cookie = sticky.cookie.encode() if sticky and sticky.cookie else None
+        self._client_ip = bool(sticky and sticky.client_ip)
+        self._override = strategy.override_header
+
+    def key(self, headers: Headers, client_ip: str) -> int:
+        """The request's sticky key: header, then cookie, then address, else random."""
+        if self._header is not None and (v := header_value(headers, self._header)):
+            return key_of(v)
+        if self._cookie is not None and (v := cookie_value(headers, self._cookie)):
+            return key_of(v)
+        if self._client_ip and client_ip:
+            return key_of(client_ip.encode())
+        return random_key()
+
+    def decide(
+        self, headers: Headers, client_ip: str, live: Mapping[str, Rollout]
+    ) -> Decision:
+        override = header_value(headers, self._override) if self._override else None
+        return self.strategy.decide(self.key(headers, client_ip), live.get(self.name), override)
+
+
+def _prefix_matches(prefix: str, path: str) -> bool:
+    if not path.startswith(prefix):
+        return False
+    return len(path) == len(prefix) or prefix.endswith("/") or path[len(prefix)] in "/?"
+
+
+class RouteTable:
+    """Routes in match order; `match` is a short linear scan (routes are few)."""
+
+    def __init__(self, routes: Sequence[CompiledRoute]) -> None:
+        order = sorted(
+            routes,
+            key=lambda r: (len(r.spec.match.path_prefix), r.spec.match.host is not None),
+            reverse=True,
+        )
+        self.routes: tuple[CompiledRoute, ...] = tuple(order)
+        self.by_name: dict[str, CompiledRoute] = {r.name: r for r in routes}
+
+    def match(self, host: bytes | None, path: bytes) -> CompiledRoute | None:
+        text = path.decode("latin-1")
+        hostname = _hostname(host)
+        for route in self.routes:
+            m = route.spec.match
+            if m.host is not None and m.host != hostname:
+                continue
+            if _prefix_matches(m.path_prefix, text):
+                return route
+        return None
+
+
+def _hostname(host: bytes | None) -> str | None:
+    if not host:
+        return None
+    text = host.decode("latin-1").lower()
+    if text.startswith("["):  # [::1]:8080
+        return text.split("]", 1)[0] + "]"
+    return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+
+
+def build_table(config: Config) -> RouteTable:
+    """Build every route's strategy from its validated spec."""
+    from strategies.registry import REGISTRY
+
+    compiled = [
+        CompiledRoute(r, REGISTRY[r.strategy_kind].build(r.strategy)) for r in config.routes
+    ]
+    return RouteTable(compiled)

@@ -1,0 +1,72 @@
+"""The process's current world, shared by the data plane, admin API and tasks.
+
+One mutable holder of immutable parts: a hot reload swaps `config` and `table`
+(two reference assignments, done together on the event loop, so no request sees
+half of a change); the state follower swaps `live`. Readers take the reference
+once per request and use that.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from router.routing import RouteTable
+from router.spec import Config
+from router.state.model import Rollout
+
+
+class Recorder(Protocol):
+    """Told once per finished request; must be cheap (no I/O, no await)."""
+
+    def record(
+        self,
+        route: str,
+        backend: str,
+        status: int,
+        seconds: float,
+        reason: str,
+        request_id: str,
+        nbytes: int,
+    ) -> None: ...
+
+
+class NullRecorder:
+    def record(
+        self,
+        route: str,
+        backend: str,
+        status: int,
+        seconds: float,
+        reason: str,
+        request_id: str,
+        nbytes: int,
+    ) -> None:
+        return None
+
+
+@dataclass
+class Runtime:
+    config: Config
+    table: RouteTable
+    config_path: str = ""
+    live: Mapping[str, Rollout] = field(default_factory=dict)
+    loaded_at: float = field(default_factory=time.time)
+    last_reload_error: str | None = None
+    last_reload_error_at: float | None = None
+    store_ok: bool = True  # False while the state store is unreachable
+    store_kind: str = "memory"
+    started_at: float = field(default_factory=time.time)
+
+    def swap_config(self, config: Config, table: RouteTable) -> None:
+        self.config = config
+        self.table = table
+        self.loaded_at = time.time()
+        self.last_reload_error = None
+        self.last_reload_error_at = None
+
+    def reload_failed(self, message: str) -> None:
+        self.last_reload_error = message
+        self.last_reload_error_at = time.time()

@@ -1,0 +1,124 @@
+"""The validated config: frozen, slotted dataclasses built by router/config.py.
+
+Everything here is a value: a hot reload parses a new `Config`, builds a new
+routing table from it and swaps one reference; nothing is mutated in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from strategies.base import StrategySpec
+
+
+@dataclass(frozen=True, slots=True)
+class TLSSpec:
+    cert: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListenSpec:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    tls: TLSSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSpec:
+    host: str = "127.0.0.1"
+    port: int = 9901
+    token_file: str | None = None  # else ROUTER_ADMIN_TOKEN
+
+
+@dataclass(frozen=True, slots=True)
+class StateSpec:
+    url: str | None = None  # None: in-memory, one process
+    poll_interval: float = 5.0  # slow poll behind pub/sub, seconds
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsSpec:
+    max_header_bytes: int = 16 * 1024  # request line + headers; beyond: 431
+    max_body: int = 10 * 1024 * 1024  # request body; beyond: 413
+    header_timeout: float = 10.0  # a client must send its whole head within this
+    body_timeout: float = 30.0  # ... and its body within this (slowloris)
+    idle_timeout: float = 60.0  # keep-alive connection with no request
+    drain_timeout: float = 10.0  # graceful shutdown waits this long for in-flight
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSpec:
+    level: str = "info"
+    access_sample: float = 1.0  # share of requests with an access line, 0..1
+    log_bodies: bool = False  # never on unless the operator says so
+
+
+@dataclass(frozen=True, slots=True)
+class HeadersSpec:
+    router_backend: bool = True  # X-Router-Backend on every response
+    request_id: str = "x-request-id"
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSpec:
+    name: str
+    url: str
+    scheme: str  # "http" or "https"
+    host: str
+    port: int
+    base_path: str = ""  # prefix prepended to the request path ("" for none)
+    timeout: float = 30.0  # from request sent to response head received
+    connect_timeout: float = 2.0
+    pool_size: int = 64  # idle keep-alive connections kept
+    health: str | None = None  # health path, e.g. /health
+    tls_verify: bool = True
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MatchSpec:
+    path_prefix: str = "/"
+    host: str | None = None  # exact Host (without port), lower case
+
+
+@dataclass(frozen=True, slots=True)
+class StickySpec:
+    header: str | None = None  # lower case
+    cookie: str | None = None
+    client_ip: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    name: str
+    match: MatchSpec
+    strategy_kind: str  # the word under strategy:, e.g. "split"
+    strategy: StrategySpec
+    sticky: StickySpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerSpec:
+    interval: float = 1.0  # seconds between controller ticks
+    lease_ttl: float = 5.0  # leader lease
+
+
+def _empty_backends() -> Mapping[str, BackendSpec]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    listen: ListenSpec = ListenSpec()
+    admin: AdminSpec = AdminSpec()
+    state: StateSpec = StateSpec()
+    limits: LimitsSpec = LimitsSpec()
+    logging: LoggingSpec = LoggingSpec()
+    headers: HeadersSpec = HeadersSpec()
+    controller: ControllerSpec = ControllerSpec()
+    backends: Mapping[str, BackendSpec] = field(default_factory=_empty_backends)
+    routes: tuple[RouteSpec, ...] = ()
+    source_hash: str = ""  # sha256 of the file's bytes, first 12 hex digits

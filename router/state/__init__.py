@@ -1,0 +1,1 @@
+"""Shared state: rollouts, history, counters, samples, leases. See base.py."""

@@ -1,0 +1,1 @@
+"""Routing strategies: pure decisions, no I/O. See strategies/base.py."""
