@@ -9,6 +9,7 @@ pass silently, so each mapping is closed with `done()`.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from typing import TypeVar
@@ -52,7 +53,8 @@ def parse_duration(value: object) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value) if value >= 0 else None
+        # YAML .inf and .nan are floats too; neither is a usable timeout
+        return float(value) if 0 <= value < math.inf else None
     if isinstance(value, str) and (m := _DURATION.match(value)):
         return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
     return None

@@ -64,9 +64,7 @@ class CompiledRoute:
             return key_of(client_ip.encode())
         return random_key()
 
-    def decide(
-        self, headers: Headers, client_ip: str, live: Mapping[str, Rollout]
-    ) -> Decision:
+    def decide(self, headers: Headers, client_ip: str, live: Mapping[str, Rollout]) -> Decision:
         override = header_value(headers, self._override) if self._override else None
         return self.strategy.decide(self.key(headers, client_ip), live.get(self.name), override)
 

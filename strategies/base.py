@@ -29,6 +29,9 @@ class Decision:
     primary: str  # backend name that answers the client
     reason: str  # short machine-readable word, e.g. "weight", "sticky", "override"
     mirrors: tuple[str, ...] = ()  # backends that get a copy; never awaited
+    # True: buffer the primary's answer and pass it to the strategy's `after` hook
+    # (see strategies/automation.py), which may send the request on to another backend
+    follow_up: bool = False
 
 
 class Strategy(Protocol):

@@ -28,6 +28,9 @@ from typing import Any, Protocol
 from router.state.model import Rollout
 
 CHANGES_CHANNEL = "dr:changes"
+# Yielded by `subscribe()` once the subscription is live (first item, and again
+# after any message may have been lost): "re-read everything you follow".
+RESYNC = "*"
 
 
 class StoreUnavailable(Exception):
@@ -64,8 +67,11 @@ class StateStore(Protocol):
         ...
 
     def subscribe(self) -> AsyncIterator[str]:
-        """Route names as their rollouts change, from every replica. The iterator
-        raises StoreUnavailable when the connection is lost; subscribe again."""
+        """Route names as their rollouts change, from every replica. The first
+        item is RESYNC, once the subscription is live; RESYNC comes again if
+        messages may have been dropped. The iterator raises StoreUnavailable
+        when the connection is lost (or ends when the store closes); subscribe
+        again. Close it with `aclose()` when done."""
         ...
 
     async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:

@@ -1,0 +1,1 @@
+"""Benchmark harness: the router against direct-to-backend and nginx, in one run."""

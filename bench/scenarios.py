@@ -1,0 +1,227 @@
+"""What `make bench` measures: each scenario is one function `Context -> Section`.
+
+Adding a scenario (mirror cost, rollback propagation, drift cost ...) means
+writing one such function and appending it to `SCENARIOS`. A scenario may use
+the shared targets in `ctx.targets` (started once, in the order given) or
+start its own with bench.targets and stop them before returning.
+
+Throughput alternates targets A B C A B C so that a slow drift of the machine
+(another tenant, thermal limits) hits each target alike; the median of the
+runs is reported. CPU µs per request is the CPU used by the target's process
+tree during the measured run (warm-up excluded) divided by wrk's count.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import procstat, wrk
+from bench.targets import Target
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    duration: float = 10.0  # one measured wrk run, seconds
+    warmup: float = 3.0  # wrk run before each measured one, not counted
+    runs: int = 3  # measured runs per target; the median is reported
+    threads: int = 2
+    connections: int = 64
+    latency_duration: float = 5.0  # the one-connection run
+    memory_requests: int = 200_000
+    memory_max_seconds: float = 90.0  # stop adding load after this even if short of the count
+
+
+@dataclass
+class Context:
+    settings: Settings
+    workdir: Path
+    targets: dict[str, Target]  # "direct", "nginx", "router", in measuring order
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """A foundation target, reported as information (it never fails the run)."""
+
+    name: str
+    value: float | None
+    limit: float
+    unit: str
+    higher_is_better: bool = False
+
+    @property
+    def passed(self) -> bool | None:
+        if self.value is None:
+            return None
+        return self.value >= self.limit if self.higher_is_better else self.value <= self.limit
+
+
+@dataclass
+class Section:
+    title: str
+    header: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)  # ratios and remarks under the table
+    checks: list[Check] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)  # goes to the JSON file
+
+
+Scenario = Callable[[Context], Section]
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """One wrk shape: threads, connections, measured seconds, warm-up seconds before it."""
+
+    threads: int
+    connections: int
+    duration: float
+    warmup: float
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    result: wrk.WrkResult
+    cpu_us: float
+
+
+def measure(target: Target, load: Load) -> Run:
+    """Warm up, then one measured wrk run with the target's CPU read around it."""
+    if load.warmup > 0:
+        wrk.run(
+            target.url, threads=load.threads, connections=load.connections, duration=load.warmup
+        )
+    before = procstat.tree_cpu_seconds(target.pid)
+    result = wrk.run(
+        target.url, threads=load.threads, connections=load.connections, duration=load.duration
+    )
+    used = procstat.tree_cpu_seconds(target.pid) - before
+    return Run(result, used * 1e6 / max(result.requests, 1))
+
+
+def _median(runs: list[Run]) -> dict[str, float]:
+    return {
+        "rps": statistics.median(r.result.rps for r in runs),
+        "p50_ms": statistics.median(r.result.p50_ms for r in runs),
+        "p99_ms": statistics.median(r.result.p99_ms for r in runs),
+        "cpu_us": statistics.median(r.cpu_us for r in runs),
+        "errors": float(sum(r.result.errors for r in runs)),
+        "requests": float(sum(r.result.requests for r in runs)),
+    }
+
+
+def alternate(ctx: Context, rounds: int, load: Load) -> dict[str, dict[str, float]]:
+    """Measure every target once per round (A B C A B C ...); median per target."""
+    runs: dict[str, list[Run]] = {name: [] for name in ctx.targets}
+    for _ in range(rounds):
+        for name, target in ctx.targets.items():
+            runs[name].append(measure(target, load))
+    return {name: _median(r) for name, r in runs.items()}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def throughput(ctx: Context) -> Section:
+    s = ctx.settings
+    med = alternate(ctx, s.runs, Load(s.threads, s.connections, s.duration, s.warmup))
+    sec = Section(
+        f"throughput: wrk -t{s.threads} -c{s.connections} -d{s.duration:g}s, "
+        f"median of {s.runs} (A B C alternating)",
+        ["target", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "errors"],
+        data=med,
+    )
+    for name, m in med.items():
+        sec.rows.append(
+            [
+                name,
+                f"{m['rps']:.0f}",
+                f"{m['p50_ms']:.3f}",
+                f"{m['p99_ms']:.3f}",
+                f"{m['cpu_us']:.1f}",
+                f"{m['errors']:.0f}",
+            ]
+        )
+    rps = {name: m["rps"] for name, m in med.items()}
+    vs_nginx = _ratio(rps.get("router"), rps.get("nginx"))
+    vs_direct = _ratio(rps.get("router"), rps.get("direct"))
+    sec.data["ratios"] = {"router_vs_nginx": vs_nginx, "router_vs_direct": vs_direct}
+    sec.lines.append(
+        f"router/nginx req/s: {_fmt(vs_nginx, 'x')}   router/direct req/s: {_fmt(vs_direct, 'x')}"
+    )
+    cpu = med["router"]["cpu_us"] if "router" in med else None
+    sec.checks += [
+        Check("req/s vs nginx", vs_nginx, 0.8, "x", higher_is_better=True),
+        Check("CPU per request", cpu, 30.0, "µs"),
+    ]
+    return sec
+
+
+def added_latency(ctx: Context) -> Section:
+    s = ctx.settings
+    med = alternate(ctx, s.runs, Load(1, 1, s.latency_duration, min(1.0, s.warmup)))
+    sec = Section(
+        f"added latency: wrk -t1 -c1 -d{s.latency_duration:g}s, median of {s.runs}",
+        ["target", "p50 ms", "p99 ms", "added p50 ms"],
+        data=med,
+    )
+    direct = med.get("direct", {}).get("p50_ms")
+    added: dict[str, float | None] = {}
+    for name, m in med.items():
+        added[name] = m["p50_ms"] - direct if direct is not None else None
+        sec.rows.append(
+            [name, f"{m['p50_ms']:.3f}", f"{m['p99_ms']:.3f}", _fmt(added[name], "", "+.3f")]
+        )
+    sec.data["added_p50_ms"] = added
+    sec.checks.append(Check("added p50 at c=1", added.get("router"), 0.06, "ms"))
+    return sec
+
+
+def _load_until(target: Target, s: Settings, count: int) -> int:
+    """Keep wrk running in short chunks until `count` requests or the time cap."""
+    done, deadline = 0, time.monotonic() + s.memory_max_seconds
+    while done < count and time.monotonic() < deadline:
+        chunk = wrk.run(target.url, threads=s.threads, connections=s.connections, duration=5)
+        done += chunk.requests
+    return done
+
+
+def memory_growth(ctx: Context) -> Section:
+    s = ctx.settings
+    sec = Section(
+        "router memory: RSS before / after load (after warm-up)",
+        ["target", "requests", "RSS before MB", "RSS after MB", "growth MB"],
+    )
+    router = ctx.targets.get("router")
+    if router is None:
+        sec.lines.append("skipped: no router target")
+        sec.checks.append(Check("RSS growth", None, 10.0, "MB"))
+        return sec
+    wrk.run(router.url, threads=s.threads, connections=s.connections, duration=s.warmup)
+    before = procstat.tree_rss_bytes(router.pid)
+    done = _load_until(router, s, s.memory_requests)
+    after = procstat.tree_rss_bytes(router.pid)
+    growth = (after - before) / MB
+    sec.rows.append(
+        ["router", str(done), f"{before / MB:.1f}", f"{after / MB:.1f}", f"{growth:+.2f}"]
+    )
+    if done < s.memory_requests:
+        sec.lines.append(f"note: only {done} of {s.memory_requests} requests within the time cap")
+    sec.data = {"requests": done, "rss_before": before, "rss_after": after, "growth_mb": growth}
+    sec.checks.append(Check("RSS growth", growth, 10.0, "MB"))
+    return sec
+
+
+def _fmt(value: float | None, unit: str, spec: str = ".2f") -> str:
+    return "n/a" if value is None else f"{value:{spec}}{unit}"
+
+
+SCENARIOS: list[Scenario] = [throughput, added_latency, memory_growth]

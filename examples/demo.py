@@ -1,0 +1,222 @@
+"""`make demo`: two example model servers and the router, ready to try by hand.
+
+Starts model v1 on :8101 and v2 on :8102 (examples.model_server), then
+`python -m router --config config.yaml`, waits until the router's admin
+/healthz and its data port answer, prints commands to try, and waits. Every
+child runs in its own session, so Ctrl-C reaches only this launcher, which
+then stops them in order: router first (it drains), then the models; each
+gets SIGTERM, a few seconds, then SIGKILL. If a child dies on its own, the
+demo stops the others and exits 1.
+
+Ports are checked before anything starts: a port in use (an earlier demo
+still running?) is reported and the demo exits 1. Logs go to run/demo/ unless
+`--verbose`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+MODELS = (("v1", 8101), ("v2", 8102))
+LOG_DIR = Path("run/demo")
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+
+    def stop(self, grace: float = 5.0) -> None:
+        if self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=grace)
+
+
+class DemoError(RuntimeError):
+    """Something the user must fix; the message says what."""
+
+
+def router_ports(config_path: str) -> tuple[str, int, str, int]:
+    """(listen host, port, admin host, port) from the router's own config loader."""
+    from router.config import load_file  # the router validates its config its own way
+    from router.confkit import ConfigError
+
+    try:
+        config = load_file(config_path)
+    except (ConfigError, OSError) as exc:
+        raise DemoError(f"cannot use {config_path}: {exc}") from None
+    return config.listen.host, config.listen.port, config.admin.host, config.admin.port
+
+
+def check_free(host: str, port: int, what: str) -> None:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise DemoError(
+                f"port {port} ({what}) is already in use: is another demo or router running? "
+                f"(`ss -ltnp 'sport = :{port}'` shows who)"
+            ) from None
+
+
+def http_ok(url: str, data: bytes | None = None) -> bool:
+    headers = {"Content-Type": "application/json"} if data else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data, headers), timeout=1) as r:
+            return bool(r.status < 500)
+    except urllib.error.HTTPError as exc:  # an answer all the same (e.g. 400 for a bad body)
+        return exc.code < 500
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def spawn(name: str, cmd: list[str], verbose: bool) -> Child:
+    out: IO[bytes] | None = None
+    if not verbose:
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        out = (LOG_DIR / f"{name}.log").open("ab")
+    try:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT if out else None, start_new_session=True
+        )
+    finally:
+        if out is not None:
+            out.close()  # the child holds its own copy of the descriptor
+    return Child(name, proc)
+
+
+def wait_until(children: list[Child], what: str, probe: list[tuple[str, bytes | None]]) -> None:
+    deadline = time.monotonic() + 20.0
+    while time.monotonic() < deadline:
+        dead = [c for c in children if c.proc.poll() is not None]
+        if dead:
+            raise DemoError(f"{dead[0].name} exited with {dead[0].proc.returncode}{_log_hint()}")
+        if all(http_ok(url, data) for url, data in probe):
+            return
+        time.sleep(0.1)
+    raise DemoError(f"{what} did not answer within 20 s{_log_hint()}")
+
+
+def _log_hint() -> str:
+    return f" (see {LOG_DIR}/*.log)" if LOG_DIR.exists() else ""
+
+
+def start_all(config: str, verbose: bool) -> list[Child]:
+    children: list[Child] = []
+    try:
+        for version, port in MODELS:
+            cmd = [sys.executable, "-m", "examples.model_server", "--version", version]
+            children.append(spawn(f"model-{version}", [*cmd, "--port", str(port)], verbose))
+        health: list[tuple[str, bytes | None]] = [
+            (f"http://127.0.0.1:{port}/health", None) for _, port in MODELS
+        ]
+        wait_until(children, "the model servers", health)
+        _, port, _, admin = router_ports(config)
+        cmd = [sys.executable, "-m", "router", "--config", config]
+        children.append(spawn("router", cmd, verbose))
+        probe = [(f"http://127.0.0.1:{admin}/healthz", None), (_predict_url(port), b"{}")]
+        wait_until(children, "the router", probe)
+    except BaseException:
+        stop_all(children)
+        raise
+    return children
+
+
+def _predict_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/predict"
+
+
+def stop_all(children: list[Child]) -> None:
+    for child in reversed(children):  # router first: it drains toward the models
+        child.stop()
+
+
+def print_hints(config: str, port: int, admin: int) -> None:
+    body = '{"features":[0.1,0.2,0.3,0.4]}'
+    print(
+        f"""
+deploy-router demo is up: router :{port} (admin :{admin}), model v1 :8101, model v2 :8102
+config: {config} (edit it while this runs: valid changes apply, bad ones are refused)
+
+try:
+  curl -s -X POST localhost:{port}/predict -H 'Content-Type: application/json' \\
+       -d '{body}' -i
+  curl -s -X POST localhost:{port}/predict -H 'X-User-Id: alice' \\
+       -H 'Content-Type: application/json' -d '{body}'   # same user, same model
+  .venv/bin/routerctl --admin http://127.0.0.1:{admin} status
+  curl -s localhost:{admin}/metrics | head
+logs: {LOG_DIR}/ (router.log, model-v1.log, model-v2.log)
+Ctrl-C stops everything.
+""",
+        flush=True,
+    )
+
+
+def watch(children: list[Child]) -> int:
+    """Block until Ctrl-C / SIGTERM (exit 0) or until a child dies (exit 1)."""
+    while True:
+        for child in children:
+            if child.proc.poll() is not None:
+                print(f"demo: {child.name} exited with {child.proc.returncode}{_log_hint()}")
+                return 1
+        time.sleep(0.5)
+
+
+def _sigterm(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="demo", description="Run the deploy-router demo.")
+    p.add_argument("--config", default="config.yaml", help="router config (default config.yaml)")
+    p.add_argument("--verbose", action="store_true", help="children log to this terminal")
+    args = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm)
+    # Started in the background by a script, SIGINT arrives ignored; Ctrl-C must still work.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    children: list[Child] = []
+    try:
+        host, port, admin_host, admin = router_ports(args.config)
+        for what, h, prt in [
+            ("router", host, port),
+            ("admin", admin_host, admin),
+            ("model v1", "127.0.0.1", 8101),
+            ("model v2", "127.0.0.1", 8102),
+        ]:
+            check_free(h, prt, what)
+        children = start_all(args.config, args.verbose)
+        print_hints(args.config, port, admin)
+        return watch(children)
+    except DemoError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ndemo: stopping ...", flush=True)
+        return 0
+    finally:
+        stop_all(children)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,364 @@
+"""routerctl: the operator's command line, a thin client of the admin API.
+
+    routerctl [--admin URL] [--token T] VERB ...
+    env: ROUTERCTL_ADMIN (default http://127.0.0.1:9901), ROUTER_ADMIN_TOKEN
+
+Theory of operation
+-------------------
+Every verb is one HTTP call to the admin API (router/admin.py) with the
+standard library's urllib and a 5 s timeout, so routerctl starts fast and needs
+nothing beyond Python. Route actions are data: `ACTIONS` lists each verb, its
+help and its flags; a new verb that the admin API knows is one more entry.
+
+Exit codes are for scripts: 0 all is well; 1 the router refused or failed the
+command, or a shown rollout is aborted; 2 usage errors and an unreachable admin
+API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_ADMIN = "http://127.0.0.1:9901"
+TIMEOUT = 5.0
+OK, FAILED, USAGE = 0, 1, 2
+
+
+class Unreachable(Exception):
+    """The admin API did not answer (connection refused, timeout, bad URL)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ActionVerb:
+    name: str
+    help: str
+    flag: str | None = None  # an optional --flag sent as {"<flag>": true}
+    flag_help: str = ""
+
+
+ACTIONS: tuple[ActionVerb, ...] = (
+    ActionVerb(
+        "promote",
+        "Move ROUTE's rollout to its next step now, without waiting for the step's pause.",
+        "full",
+        "skip the remaining steps: make the candidate the stable backend at 100 %%",
+    ),
+    ActionVerb("pause", "Hold ROUTE's rollout at its current step and weight until resume."),
+    ActionVerb("resume", "Let a paused rollout of ROUTE continue from where it was held."),
+    ActionVerb(
+        "abort",
+        "Stop ROUTE's rollout: all traffic back to the stable backend on every replica; "
+        "stays aborted until a new revision or `retry`.",
+    ),
+    ActionVerb("retry", "Restart an aborted rollout of ROUTE from its first step."),
+    ActionVerb(
+        "rollback",
+        "Undo ROUTE's last change: a running rollout is aborted, a promoted one returns "
+        "to the previous stable backend, blue/green returns to the previous colour.",
+    ),
+    ActionVerb(
+        "switch",
+        "Blue/green: send all of ROUTE's traffic to the idle colour at once.",
+        "force",
+        "switch even if the idle colour's health check is failing",
+    ),
+)
+
+
+class Api:
+    """The admin API at one base URL, with an optional bearer token."""
+
+    def __init__(self, base: str, token: str | None) -> None:
+        self.base = base.rstrip("/")
+        self.token = token
+
+    def call(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """(status, JSON answer); 4xx/5xx answers are returned, not raised."""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("Accept", "application/json")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+                return resp.status, _parse(resp.read())
+        except urllib.error.HTTPError as err:
+            with err:
+                return err.code, _parse(err.read())
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            reason = getattr(err, "reason", err)
+            raise Unreachable(f"cannot reach the admin API at {self.base}: {reason}") from err
+
+
+def _parse(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return {"message": raw.decode("utf-8", "replace").strip()}
+    return body if isinstance(body, dict) else {"result": body}
+
+
+# -- formatting ---------------------------------------------------------------
+
+
+def _when(ts: Any) -> str:
+    """An epoch time (s or ms) as UTC text with its age; other values as given."""
+    if not isinstance(ts, int | float) or isinstance(ts, bool) or ts <= 0:
+        return str(ts) if ts else "-"
+    seconds = ts / 1000 if ts > 1e12 else float(ts)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(seconds))
+    return f"{stamp} ({_age(time.time() - seconds)} ago)"
+
+
+def _age(delta: float) -> str:
+    delta = max(delta, 0.0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if delta >= size:
+            return f"{int(delta // size)}{unit}"
+    return f"{int(delta)}s"
+
+
+def _shares(weights: dict[str, Any]) -> str:
+    return ", ".join(f"{name} {float(share):g}%" for name, share in weights.items()) or "-"
+
+
+def _rollout(r: dict[str, Any] | None) -> str:
+    if not r:
+        return "-"
+    parts = [str(r.get("phase") or "-")]
+    if r.get("kind") == "canary" or r.get("candidate"):
+        parts.append(f"step {r.get('step', 0)}")
+        parts.append(f"weight {int(r.get('weight_bp', 0)) / 100:g}%")
+    for key in ("active", "level"):
+        if r.get(key):
+            parts.append(f"{key} {r[key]}")
+    parts.append(f"rev {r.get('revision', 1)}")
+    if r.get("reason"):
+        parts.append(f"({r['reason']})")
+    return "  ".join(parts)
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return [
+        "  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]])
+        for row in rows
+    ]
+
+
+def route_lines(routes: list[dict[str, Any]]) -> list[str]:
+    rows = [["ROUTE", "STRATEGY", "BACKENDS", "ROLLOUT"]]
+    for r in routes:
+        rows.append(
+            [
+                r["name"],
+                str(r.get("strategy", "")),
+                _shares(r.get("weights", {})),
+                _rollout(r.get("rollout")),
+            ]
+        )
+    return _table(rows)
+
+
+def status_lines(status: dict[str, Any]) -> list[str]:
+    cfg, store = status.get("config", {}), status.get("store", {})
+    loaded = _when(cfg.get("loaded_at"))
+    store_state = "ok" if store.get("ok") else "UNREACHABLE (serving last known state)"
+    lines = [
+        f"config  {cfg.get('hash') or '-'}  loaded {loaded}  {cfg.get('path') or ''}".rstrip(),
+        f"store   {store.get('kind', '?')}  {store_state}",
+    ]
+    if cfg.get("last_reload_error"):
+        refused = _when(cfg.get("last_reload_error_at"))
+        lines.append(f"reload  REFUSED {refused}; the previous config keeps serving:")
+        lines += [f"        {line}" for line in str(cfg["last_reload_error"]).splitlines()]
+    return [*lines, "", *route_lines(status.get("routes", []))]
+
+
+def _aborted(routes: list[dict[str, Any]]) -> bool:
+    return any((r.get("rollout") or {}).get("phase") == "aborted" for r in routes)
+
+
+# -- verbs ----------------------------------------------------------------------
+
+
+def cmd_status(api: Api, args: argparse.Namespace) -> int:
+    if not args.watch:
+        return _status_once(api, args)
+    try:
+        while True:
+            print("\033[H\033[J", end="")  # clear the terminal, cursor home
+            _status_once(api, args)
+            print(f"\n(every {args.watch:g}s; Ctrl-C to stop)", flush=True)
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return OK
+
+
+def _status_once(api: Api, args: argparse.Namespace) -> int:
+    path = f"/v1/routes/{_q(args.route)}" if args.route else "/v1/status"
+    code, body = api.call("GET", path)
+    if code >= 400:
+        return _fail(body)
+    routes = [body] if args.route else body.get("routes", [])
+    if args.json:
+        print(json.dumps(body, indent=2, sort_keys=True))
+    else:
+        print("\n".join(route_lines(routes) if args.route else status_lines(body)))
+    return FAILED if _aborted(routes) else OK
+
+
+def cmd_validate(api: Api, args: argparse.Namespace) -> int:
+    from router.config import validate_file  # lazy: the CLI stays light for other verbs
+
+    errors = validate_file(args.file)
+    if not errors:
+        print(f"OK: {args.file}")
+        return OK
+    for error in errors:
+        print(error)
+    return FAILED
+
+
+def cmd_history(api: Api, args: argparse.Namespace) -> int:
+    code, body = api.call("GET", f"/v1/routes/{_q(args.route)}/history?n={args.n}")
+    if code >= 400:
+        return _fail(body)
+    entries = body.get("entries", [])
+    if args.json:
+        print(json.dumps(entries, indent=2, sort_keys=True))
+        return OK
+    for e in entries:
+        actor = e.get("actor") or e.get("by") or e.get("updated_by") or "-"
+        print(
+            f"{_when(e.get('ts'))}  {actor}  {e.get('event', '-')}  {e.get('reason', '')}".rstrip()
+        )
+    return OK
+
+
+def cmd_action(api: Api, args: argparse.Namespace) -> int:
+    verb: ActionVerb = args.verb
+    body: dict[str, Any] = {"actor": "routerctl", "user": os.environ.get("USER", "")}
+    if verb.flag and getattr(args, verb.flag):
+        body[verb.flag] = True
+    code, answer = api.call("POST", f"/v1/routes/{_q(args.route)}/{verb.name}", body)
+    if code >= 400:
+        return _fail(answer)
+    print(answer.get("message") or json.dumps(answer))
+    return OK
+
+
+def _q(name: str) -> str:
+    return urllib.parse.quote(name, safe="")
+
+
+def _fail(body: dict[str, Any]) -> int:
+    print(f"error: {body.get('message') or body.get('error') or body}", file=sys.stderr)
+    return FAILED
+
+
+# -- argument parsing -------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="routerctl",
+        description="Inspect and steer a running deploy-router through its admin API.",
+    )
+    parser.add_argument(
+        "--admin",
+        default=os.environ.get("ROUTERCTL_ADMIN", DEFAULT_ADMIN),
+        help="admin API base URL (env ROUTERCTL_ADMIN; default %(default)s)",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("ROUTER_ADMIN_TOKEN"),
+        help="bearer token for changes (env ROUTER_ADMIN_TOKEN)",
+    )
+    verbs = parser.add_subparsers(dest="command", required=True, metavar="VERB")
+    _add_status(verbs)
+    _add_validate(verbs)
+    _add_history(verbs)
+    for verb in ACTIONS:
+        _add_action(verbs, verb)
+    return parser
+
+
+def _add_status(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    text = (
+        "Show every route (or ROUTE): strategy, share of traffic per backend, rollout "
+        "phase/step/weight; the config hash and load time, the last refused reload in "
+        "full, and the state store. Exits 1 if a shown rollout is aborted."
+    )
+    p = verbs.add_parser("status", help=text, description=text)
+    p.add_argument("route", nargs="?", metavar="ROUTE", help="only this route")
+    p.add_argument("--json", action="store_true", help="print the admin API's JSON as is")
+    p.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=2.0,
+        default=0.0,
+        metavar="SECONDS",
+        help="redraw every SECONDS (default 2) until Ctrl-C",
+    )
+    p.set_defaults(func=cmd_status)
+
+
+def _add_validate(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    text = (
+        "Check a config file locally (no router needed): print 'OK: FILE', or each error "
+        "with its exact path and exit 1."
+    )
+    p = verbs.add_parser("validate", help=text, description=text)
+    p.add_argument("file", metavar="FILE", help="path of the config.yaml to check")
+    p.set_defaults(func=cmd_validate)
+
+
+def _add_history(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    text = "Show ROUTE's rollout history, oldest first: time, actor, event, reason."
+    p = verbs.add_parser("history", help=text, description=text)
+    p.add_argument("route", metavar="ROUTE")
+    p.add_argument("-n", type=int, default=20, help="how many newest entries (default 20)")
+    p.add_argument("--json", action="store_true", help="print the entries as JSON")
+    p.set_defaults(func=cmd_history)
+
+
+def _add_action(
+    verbs: argparse._SubParsersAction[argparse.ArgumentParser], verb: ActionVerb
+) -> None:
+    text = verb.help + " Needs the admin token; exits 1 if the router refuses."
+    p = verbs.add_parser(verb.name, help=text, description=text)
+    p.add_argument("route", metavar="ROUTE")
+    if verb.flag:
+        p.add_argument(f"--{verb.flag}", action="store_true", help=verb.flag_help)
+    p.set_defaults(func=cmd_action, verb=verb)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # exits 2 on usage errors
+    api = Api(args.admin, args.token)
+    try:
+        code: int = args.func(api, args)
+    except Unreachable as err:
+        print(str(err), file=sys.stderr)
+        return USAGE
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

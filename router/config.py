@@ -1,0 +1,411 @@
+"""config.yaml -> the frozen `Config` of router/spec.py, with every error at once.
+
+Theory of operation. The file is read by `yaml.safe_load` (with a loader that
+refuses duplicate keys: a second `backends:` must not silently replace the
+first) and walked once with `confkit.Node`, which records each problem as
+`path: message, got value` and hands back a default so reading can go on. At
+the end, any recorded problem raises `ConfigError` with the full list, so an
+operator fixes a file in one round (`routerctl validate` prints them all).
+
+Backends are read before routes so that each strategy block can check the
+names it uses; a backend with a bad field still counts as defined, so one typo
+in its URL does not cascade into "undefined backend" errors on every route.
+Each strategy parses its own block through the registry; this module only
+checks that `strategy:` holds exactly one known word.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import SplitResult, urlsplit
+
+import yaml
+
+from router.confkit import ConfigError, Node, show
+from router.spec import (
+    AdminSpec,
+    BackendSpec,
+    Config,
+    ControllerSpec,
+    HeadersSpec,
+    LimitsSpec,
+    ListenSpec,
+    LoggingSpec,
+    MatchSpec,
+    RouteSpec,
+    StateSpec,
+    StickySpec,
+    TLSSpec,
+)
+
+__all__ = ["ConfigError", "load_file", "parse", "validate_file"]
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9-]{1,63})*$")
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 header name
+_LEVELS = ("debug", "info", "warning", "error", "critical")
+_STATE_SCHEMES = ("redis", "rediss", "redis+sentinel", "unix")
+# defaults come from instances: a slotted dataclass has no class-level defaults
+_DEFAULT = Config()
+_DEFAULT_BACKEND = BackendSpec(name="", url="", scheme="http", host="", port=80)
+
+
+# -- YAML ------------------------------------------------------------------
+class _Loader(yaml.SafeLoader):
+    """safe_load that refuses a key written twice in one mapping."""
+
+
+def _unique_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[object] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *base` then overriding a key is intended
+        key = loader.construct_object(key_node)
+        if isinstance(key, str | int | float | bool) and key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {show(key)}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def _load_yaml(data: bytes, source: str) -> object:
+    try:
+        return yaml.load(data, Loader=_Loader)  # _Loader derives from SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise ConfigError([f"{where}: invalid YAML: {exc.problem or exc.context}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{source}: invalid YAML: {exc}"]) from None
+
+
+# -- addresses and URLs ----------------------------------------------------
+def _valid_host(host: str) -> bool:
+    if _HOSTNAME.match(host):
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _address(node: Node, path: str, value: object, default_host: str) -> tuple[str, int] | None:
+    """`host:port`, `[::1]:8080`, `:8080` (all interfaces) or a bare port (the section's
+    default host: loopback for admin). Port 0 asks for an ephemeral port (tests)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535:
+        return default_host, value
+    text = value if isinstance(value, str) else ""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        ok = ":" in host and _valid_host(host)
+    else:
+        ok = ":" not in host and (host == "" or _valid_host(host))
+    if not (sep and ok and port.isdigit() and int(port) <= 65535):
+        node.error(path, "must be host:port, [v6-address]:port or :port", value)
+        return None
+    return host or "0.0.0.0", int(port)
+
+
+def _url_port(node: Node, path: str, url: SplitResult) -> int | None:
+    try:
+        port = url.port
+    except ValueError:
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        node.error(path, "port must be 1..65535", url.geturl())
+        return None
+    return port or (443 if url.scheme == "https" else 80)
+
+
+def _backend_url(node: Node, path: str, text: str) -> tuple[str, str, int, str] | None:
+    """(scheme, host, port, base_path) of a backend URL, or None after an error."""
+    url = urlsplit(text)
+    problem = None
+    if url.scheme not in ("http", "https"):
+        problem = "scheme must be http or https"
+    elif not url.hostname:
+        problem = "must name a host"
+    elif url.query or url.fragment or url.username is not None:
+        problem = "must not carry a query, fragment or credentials"
+    if problem:
+        node.error(path, problem, text)
+        return None
+    port = _url_port(node, path, url)
+    if port is None or url.hostname is None:
+        return None
+    return url.scheme, url.hostname, port, url.path.rstrip("/")
+
+
+# -- top-level sections ----------------------------------------------------
+def _listen(root: Node) -> ListenSpec:
+    """`listen: host:port`, or `{address: host:port, tls: {cert, key}}` for TLS."""
+    value = root.raw("listen")
+    if value is None:
+        return ListenSpec()
+    if not isinstance(value, dict):
+        addr = _address(root, "listen", value, _DEFAULT.listen.host)
+        return ListenSpec(*addr) if addr else ListenSpec()
+    node = root.mapping("listen")
+    raw = node.raw("address")
+    addr = None if raw is None else _address(node, node.sub("address"), raw, _DEFAULT.listen.host)
+    tls = None
+    if node.has("tls"):
+        t = node.mapping("tls")
+        tls = TLSSpec(t.string("cert", required=True), t.string("key", required=True))
+        t.done()
+    node.done()
+    host, port = addr or (_DEFAULT.listen.host, _DEFAULT.listen.port)
+    return ListenSpec(host, port, tls)
+
+
+def _admin(root: Node) -> AdminSpec:
+    node = root.mapping("admin")
+    value = node.raw("listen")
+    addr = None if value is None else _address(node, node.sub("listen"), value, "127.0.0.1")
+    token_file = node.opt_string("token_file")
+    node.done()
+    host, port = addr or (_DEFAULT.admin.host, _DEFAULT.admin.port)
+    return AdminSpec(host, port, token_file)
+
+
+def _state(root: Node) -> StateSpec:
+    node = root.mapping("state")
+    url = node.opt_string("url")
+    if url and urlsplit(url).scheme not in _STATE_SCHEMES:
+        node.error(node.sub("url"), f"scheme must be one of {', '.join(_STATE_SCHEMES)}", url)
+        url = None
+    poll = node.duration("poll_interval", _DEFAULT.state.poll_interval)
+    node.done()
+    return StateSpec(url, poll)
+
+
+def _limits(root: Node) -> LimitsSpec:
+    node, d = root.mapping("limits"), _DEFAULT.limits
+    spec = LimitsSpec(
+        max_header_bytes=node.size("max_header_bytes", d.max_header_bytes),
+        max_body=node.size("max_body", d.max_body),
+        header_timeout=node.duration("header_timeout", d.header_timeout),
+        body_timeout=node.duration("body_timeout", d.body_timeout),
+        idle_timeout=node.duration("idle_timeout", d.idle_timeout),
+        drain_timeout=node.duration("drain_timeout", d.drain_timeout, positive=False),
+    )
+    if node.has("max_header_bytes") and spec.max_header_bytes < 1024:
+        node.error(node.sub("max_header_bytes"), "must be at least 1KiB", spec.max_header_bytes)
+    node.done()
+    return spec
+
+
+def _logging(root: Node) -> LoggingSpec:
+    node, d = root.mapping("logging"), _DEFAULT.logging
+    spec = LoggingSpec(
+        level=node.choice("level", d.level, _LEVELS),
+        access_sample=node.number("access_sample", d.access_sample, 0, 1),
+        log_bodies=node.boolean("log_bodies", d.log_bodies),
+    )
+    node.done()
+    return spec
+
+
+def _headers(root: Node) -> HeadersSpec:
+    node = root.mapping("headers")
+    request_id = node.string("request_id", _DEFAULT.headers.request_id)
+    if not _TOKEN.match(request_id):
+        node.error(node.sub("request_id"), "must be a header name", request_id)
+    spec = HeadersSpec(node.boolean("router_backend", True), request_id.lower())
+    node.done()
+    return spec
+
+
+def _controller(root: Node) -> ControllerSpec:
+    node, d = root.mapping("controller"), _DEFAULT.controller
+    spec = ControllerSpec(
+        interval=node.duration("interval", d.interval),
+        lease_ttl=node.duration("lease_ttl", d.lease_ttl),
+    )
+    # a lease shorter than a tick would expire between two renewals
+    if spec.lease_ttl <= spec.interval:
+        node.error(node.sub("lease_ttl"), "must be longer than controller.interval", spec.lease_ttl)
+    node.done()
+    return spec
+
+
+# -- backends --------------------------------------------------------------
+def _backend(name: str, node: Node) -> BackendSpec | None:
+    url = node.string("url", required=True)
+    parts = _backend_url(node, node.sub("url"), url) if url else None
+    d = _DEFAULT_BACKEND
+    timeout = node.duration("timeout", d.timeout)
+    connect_timeout = node.duration("connect_timeout", d.connect_timeout)
+    pool_size = node.integer("pool_size", d.pool_size, 0, 10_000)
+    health = node.opt_string("health")
+    if health is not None and not health.startswith("/"):
+        node.error(node.sub("health"), "must be a path starting with /", health)
+    tls_verify = node.boolean("tls_verify", True)
+    ca_file = node.opt_string("ca_file")
+    if ca_file and parts and parts[0] != "https":
+        node.error(node.sub("ca_file"), "only applies to an https url", ca_file)
+    node.done()
+    if parts is None:
+        return None
+    scheme, host, port, base = parts
+    return BackendSpec(
+        name, url, scheme, host, port, base, timeout, connect_timeout, pool_size, health,
+        tls_verify, ca_file,
+    )  # fmt: skip
+
+
+def _backends(root: Node) -> tuple[dict[str, BackendSpec], frozenset[str]]:
+    """Valid backends by name, and every name written (valid or not)."""
+    node = root.mapping("backends", required=True)
+    if node.ok and not node.data:
+        node.error(node.path, "must define at least one backend")
+    out: dict[str, BackendSpec] = {}
+    for key in list(node.keys()):
+        name = str(key)
+        if not _NAME.match(name):
+            node.error(node.sub(name), "name must match [A-Za-z0-9_.-]+", name)
+        spec = _backend(name, node.mapping(key, required=True))
+        if spec is not None:
+            out[name] = spec
+    return out, frozenset(str(k) for k in node.data)
+
+
+# -- routes ----------------------------------------------------------------
+def _match(route: Node) -> MatchSpec:
+    node = route.mapping("match", required=True)
+    prefix = node.string("path_prefix", "/")
+    if not prefix.startswith("/") or any(c in prefix for c in "?# \t"):
+        node.error(node.sub("path_prefix"), "must be a path starting with / (no query)", prefix)
+    host = node.opt_string("host")
+    if host is not None and not _HOSTNAME.match(host):
+        node.error(node.sub("host"), "must be a host name without port", host)
+    node.done()
+    return MatchSpec(prefix, host.lower() if host else None)
+
+
+def _sticky(route: Node) -> StickySpec | None:
+    if route.raw("sticky") is None:
+        return None
+    node = route.mapping("sticky")
+    header, cookie = node.opt_string("header"), node.opt_string("cookie")
+    client_ip = node.boolean("client_ip", False)
+    if header is not None and not _TOKEN.match(header):
+        node.error(node.sub("header"), "must be a header name", header)
+    if node.ok and (header is not None) + (cookie is not None) + client_ip != 1:
+        node.error(node.path, "must set exactly one of header, cookie, client_ip: true")
+    node.done()
+    return StickySpec(header.lower() if header else None, cookie, client_ip)
+
+
+def _strategy(route: Node, known: frozenset[str]) -> tuple[str, Any] | None:
+    from strategies.registry import REGISTRY  # late: strategies import router modules
+
+    node = route.mapping("strategy", required=True)
+    words = list(node.keys())
+    if node.ok and len(words) != 1:
+        node.error(node.path, f"must have exactly one key, one of {', '.join(REGISTRY)}", words)
+        return None
+    if not words:
+        return None
+    word = str(words[0])
+    kind = REGISTRY.get(word)
+    if kind is None:
+        node.error(node.sub(word), f"unknown strategy; known: {', '.join(REGISTRY)}")
+        node.raw(word)
+        return None
+    block = node.mapping(word, required=True)
+    try:
+        spec = kind.parse(block, known)
+    except Exception as exc:  # a strategy parser tripping on odd input must not crash a reload
+        node.error(block.path, f"could not be read ({type(exc).__name__}: {exc})")
+        return None
+    block.done()  # in case the strategy forgot; duplicates are dropped at the end
+    node.done()
+    return word, spec
+
+
+def _route_node(node: Node, known: frozenset[str]) -> RouteSpec | None:
+    name = node.string("name", required=True)
+    if name and not _NAME.match(name):
+        node.error(node.sub("name"), "must match [A-Za-z0-9_.-]+", name)
+    match = _match(node)
+    sticky = _sticky(node)
+    strategy = _strategy(node, known)
+    node.done()
+    if not node.ok or strategy is None:
+        return None
+    return RouteSpec(name, match, strategy[0], strategy[1], sticky)
+
+
+def _routes(root: Node, known: frozenset[str]) -> tuple[RouteSpec, ...]:
+    items = root.items("routes", required=True)
+    if root.has("routes") and isinstance(root.data["routes"], list) and not items:
+        root.error("routes", "must list at least one route")
+    routes: list[RouteSpec] = []
+    names: dict[str, str] = {}
+    places: dict[tuple[str | None, str], str] = {}
+    for path, item in items:
+        if item is None:
+            root.error(path, "must be a mapping with name, match and strategy")
+            continue
+        name = item.get("name") if isinstance(item, dict) else None
+        if isinstance(name, str) and (first := names.setdefault(name, path)) != path:
+            root.error(f"{path}.name", f"duplicate route name, first used at {first}", name)
+        route = _route_node(Node(item, path, root.errors), known)
+        if route is None:
+            continue
+        where = (route.match.host, route.match.path_prefix)
+        if (first := places.setdefault(where, path)) != path:
+            root.error(f"{path}.match", f"same host and path_prefix as {first}")
+        routes.append(route)
+    return tuple(routes)
+
+
+# -- entry points ----------------------------------------------------------
+def parse(text: str | bytes, *, source: str = "config.yaml") -> Config:
+    """Parse and validate a whole config; raises ConfigError listing every problem."""
+    data = text.encode() if isinstance(text, str) else text
+    doc = _load_yaml(data, source)
+    if not isinstance(doc, dict):
+        raise ConfigError([f"{source}: must be a YAML mapping of sections, got {show(doc)}"])
+    root = Node(doc, "", [])
+    sections = (_listen(root), _admin(root), _state(root), _limits(root), _logging(root))
+    headers, controller = _headers(root), _controller(root)
+    backends, known = _backends(root)
+    routes = _routes(root, known)
+    root.done()
+    if root.errors:
+        raise ConfigError(list(dict.fromkeys(root.errors)))
+    return Config(
+        *sections, headers, controller, MappingProxyType(backends), routes,
+        hashlib.sha256(data).hexdigest()[:12],
+    )  # fmt: skip
+
+
+def load_file(path: str) -> Config:
+    """Read and parse one file; an unreadable file is a ConfigError too."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    return parse(data, source=path)
+
+
+def validate_file(path: str) -> list[str]:
+    """Every problem in the file (empty list: the file is valid). For `routerctl validate`."""
+    try:
+        load_file(path)
+    except ConfigError as exc:
+        return exc.errors
+    return []

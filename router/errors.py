@@ -1,0 +1,83 @@
+"""Errors of the request path, each knowing the status the client gets.
+
+The hierarchy (h11's `error_status_hint` idea: the error carries its answer)::
+
+    ProxyError(status)                 anything that ends one request early
+    ├── NoRoute              404   no route matches the host and path
+    ├── ClientError                    the client's fault: answered, connection closed
+    │   ├── BadRequest           400   malformed, or framing that could smuggle a request
+    │   ├── RequestTimeout       408   head or body not received in time (slowloris)
+    │   ├── RequestTooLarge      413   body over limits.max_body
+    │   └── HeadersTooLarge      431   request line + headers over limits.max_header_bytes
+    └── UpstreamError                  the backend's fault
+        ├── UpstreamConnectError 502   refused, unreachable, TLS failure, connect timeout
+        ├── UpstreamProtocolError 502  reset, EOF or garbage before a complete response head
+        └── UpstreamTimeout      504   no response head within backend.timeout
+
+Once a response head went to the client, no status can be sent any more: the
+proxy aborts the client connection instead, so a truncated body never looks
+complete.
+"""
+
+from __future__ import annotations
+
+
+class ProxyError(Exception):
+    """One request ended early; `status` is what the client is told."""
+
+    status: int = 502
+    code: str = "proxy error"  # short words for the JSON body's "error"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail or self.code)
+        self.detail = detail or self.code
+
+
+class NoRoute(ProxyError):
+    status = 404
+    code = "no route"
+
+
+class ClientError(ProxyError):
+    status = 400
+    code = "bad request"
+
+
+class BadRequest(ClientError):
+    status = 400
+    code = "bad request"
+
+
+class RequestTimeout(ClientError):
+    status = 408
+    code = "request timeout"
+
+
+class RequestTooLarge(ClientError):
+    status = 413
+    code = "request body too large"
+
+
+class HeadersTooLarge(ClientError):
+    status = 431
+    code = "request header fields too large"
+
+
+class UpstreamError(ProxyError):
+    status = 502
+    code = "bad gateway"
+
+
+class UpstreamConnectError(UpstreamError):
+    status = 502
+    code = "backend unreachable"
+
+
+class UpstreamProtocolError(UpstreamError):
+    status = 502
+    code = "backend closed or sent an invalid response"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "backend timeout"

@@ -1,0 +1,118 @@
+"""Every long-lived part of one router process, wired together.
+
+`Parts` owns the objects and their order; each part owns its own task. A hot
+reload goes through `apply_config`: the new routing table is built first (a
+strategy that fails to build leaves the old config serving), then the runtime
+swaps its references and the data plane adjusts its pools.
+"""
+
+from __future__ import annotations
+
+import os
+
+import structlog
+from aiohttp import web
+
+from router.admin import build_admin_app, load_token
+from router.logs import AccessLog, Fanout, configure_logging
+from router.metrics import Metrics, MetricsFlusher
+from router.proxy import DataPlane
+from router.reload import ConfigWatcher, diff_summary
+from router.routing import build_table
+from router.runtime import Runtime
+from router.spec import Config
+from router.state.factory import open_store
+from router.state.live import LiveState
+from router.state.model import Rollout
+
+log = structlog.get_logger("router")
+
+
+class Parts:
+    def __init__(self, config_path: str, config: Config, *, worker: int, reuse_port: bool) -> None:
+        configure_logging(config.logging.level)
+        self.worker = worker
+        self.reuse_port = reuse_port
+        self.runtime = Runtime(config=config, table=build_table(config), config_path=config_path)
+        self.runtime.store_kind = "redis" if config.state.url else "memory"
+        self.store = open_store(config.state.url)
+        self.metrics = Metrics()
+        self.access = AccessLog(config.logging.access_sample)
+        self.dataplane = DataPlane(self.runtime, Fanout(self.metrics, self.access))
+        self.live = LiveState(
+            self.store,
+            routes=self._route_names,
+            poll_interval=config.state.poll_interval,
+            on_health=self._store_health,
+            on_change=self._rollout_changed,
+        )
+        self.watcher = ConfigWatcher(config_path, self.apply_config, self._reload_failed)
+        self.flusher = MetricsFlusher(self.metrics, self.store)
+        self.admin_runner: web.AppRunner | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+    async def start(self) -> None:
+        await self.store.start()
+        await self.live.start()
+        self.runtime.live = self.live.snapshot
+        self.dataplane.apply_config(self.runtime.config)
+        await self.dataplane.start()
+        await self.watcher.start()
+        await self.flusher.start()
+        if self.worker == 0:
+            await self._start_admin()
+        listen = self.runtime.config.listen
+        self.server = await self.dataplane.serve(listen, reuse_port=self.reuse_port)
+        log.info("router started", pid=os.getpid(), worker=self.worker, listen=_addr(listen))
+
+    async def stop(self) -> None:
+        log.info("router stopping", pid=os.getpid(), worker=self.worker)
+        await self.dataplane.shutdown(self.runtime.config.limits.drain_timeout)
+        await self.watcher.stop()
+        await self.live.stop()
+        await self.flusher.stop()
+        if self.admin_runner is not None:
+            await self.admin_runner.cleanup()
+        await self.store.close()
+        log.info("router stopped", pid=os.getpid(), worker=self.worker)
+
+    async def _start_admin(self) -> None:
+        spec = self.runtime.config.admin
+        app = build_admin_app(
+            self.runtime, self.metrics, load_token(spec), reload=self.watcher.check_now
+        )
+        self.admin_runner = web.AppRunner(app, access_log=None)
+        await self.admin_runner.setup()
+        await web.TCPSite(self.admin_runner, spec.host, spec.port).start()
+
+    # -- callbacks ---------------------------------------------------------
+    def apply_config(self, config: Config) -> None:
+        old = self.runtime.config
+        try:
+            table = build_table(config)
+        except Exception as exc:  # a strategy that cannot build must not take the router down
+            self._reload_failed(f"building routes failed: {exc}")
+            return
+        self.runtime.swap_config(config, table)
+        self.dataplane.apply_config(config)
+        log.info("config reloaded", hash=config.source_hash, changes=diff_summary(old, config))
+
+    def _reload_failed(self, message: str) -> None:
+        self.runtime.reload_failed(message)
+        log.error("config reload refused; the last good config keeps serving", error=message)
+
+    def _route_names(self) -> list[str]:
+        return [r.name for r in self.runtime.config.routes]
+
+    def _store_health(self, ok: bool) -> None:
+        self.runtime.store_ok = ok
+        log.warning("state store", ok=ok) if not ok else log.info("state store", ok=ok)
+
+    def _rollout_changed(self, route: str, old: Rollout | None, new: Rollout) -> None:
+        self.runtime.live = self.live.snapshot
+
+
+def _addr(listen: object) -> str:
+    host = getattr(listen, "host", "")
+    port = getattr(listen, "port", "")
+    return f"{host}:{port}"

@@ -1,0 +1,596 @@
+"""One request end to end: route -> decide -> forward -> mirror -> record.
+
+Theory of operation. The client connection (router/server.py) makes an
+`Exchange` per request head and activates it when it is first in line. The
+exchange reads the runtime once (table, live state, config through the data
+plane's cached header settings), asks the route for a `Decision`, takes an idle
+connection from the primary backend's pool (or starts a connect) and becomes
+that connection's `ResponseSink`. From then on everything is callbacks:
+
+    client body piece  -> out buffer -> one backend write per client read
+    response head/body -> client buffer -> one client write per backend read
+    response end       -> record once, hand the connection back, next request
+
+Framing toward the client: the backend's Content-Length when it sent one,
+chunked toward an HTTP/1.1 client otherwise, close-delimited toward HTTP/1.0.
+Failures before the response head become a JSON 502/504 (or the client error's
+own status); after it, the client connection is aborted so a truncated body
+never looks complete. An idempotent request that went out on a reused
+keep-alive connection which died before any response byte is retried once on
+a fresh connection (the backend may have closed it while we were writing).
+
+`seconds` given to the recorder runs from activation to the last byte handed to
+the client socket; `nbytes` counts response body bytes from the backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from time import perf_counter
+from typing import Protocol
+
+import httptools
+
+from router.errors import (
+    ClientError,
+    NoRoute,
+    ProxyError,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from router.http1 import (
+    CONTINUE_100,
+    IDEMPOTENT,
+    LAST_CHUNK,
+    REQUEST_OWN,
+    RESPONSE_OWN,
+    Header,
+    connection_tokens,
+    error_response,
+    filtered,
+    new_request_id,
+    no_body_status,
+    sane_request_id,
+)
+from router.runtime import Recorder, Runtime
+from router.server import PAUSE_UPSTREAM, ClientConnection, Request
+from router.spec import Config, ListenSpec, TLSSpec
+from router.sweeper import Sweeper
+from router.upstream import UpstreamConnection, UpstreamPool
+
+MIRROR_MAX_BODY = 1024 * 1024  # bodies kept for a mirror copy, at most
+RETRY_MAX_BODY = 64 * 1024  # requests kept for a retry, at most
+PENDING_MAX = 256 * 1024  # request bytes buffered while a connect is in progress
+MODE_NONE, MODE_LENGTH, MODE_CHUNKED, MODE_CLOSE = 0, 1, 2, 3
+
+
+class MirrorSink(Protocol):
+    """Takes a copy of a request for shadow backends; must not block or await."""
+
+    def offer(
+        self,
+        route: str,
+        backends: tuple[str, ...],
+        method: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        request_id: str,
+    ) -> None: ...
+
+
+def origin_form(target: bytes) -> bytes:
+    """`/path?query` from any request target (absolute-form included)."""
+    if target.startswith(b"/") or target == b"*":
+        return target
+    try:
+        url = httptools.parse_url(target)
+    except httptools.HttpParserInvalidURLError:
+        return target
+    path = url.path or b"/"
+    return path + b"?" + url.query if url.query else path
+
+
+class Exchange:
+    """One request's trip through the proxy; see the module docstring."""
+
+    __slots__ = (
+        "backend",
+        "conn",
+        "cout",
+        "deadline",
+        "early",
+        "finished",
+        "keep_alive",
+        "mirror",
+        "mirror_len",
+        "mirrors",
+        "mode",
+        "nbytes",
+        "out",
+        "out_len",
+        "plane",
+        "pool",
+        "reason",
+        "req",
+        "request_done",
+        "retried",
+        "retry",
+        "retry_len",
+        "rid",
+        "route_name",
+        "sent",
+        "started",
+        "status",
+        "t0",
+        "target",
+        "upstream",
+    )
+
+    def __init__(self, plane: DataPlane, conn: ClientConnection, req: Request) -> None:
+        self.plane = plane
+        self.conn = conn
+        self.req = req
+        self.target = origin_form(req.target)
+        self.rid = ""
+        self.route_name = ""
+        self.backend = ""
+        self.reason = ""
+        self.pool: UpstreamPool | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.early: list[bytes] | None = None  # body read before activation
+        self.out: list[bytes] = []  # bytes due to the backend
+        self.out_len = 0
+        self.cout: list[bytes] = []  # bytes due to the client, one write per backend read
+        self.mirror: list[bytes] | None = None
+        self.mirror_len = 0
+        self.mirrors: tuple[str, ...] = ()
+        self.retry: list[bytes] | None = None
+        self.retry_len = 0
+        self.retried = self.request_done = self.sent = self.started = self.finished = False
+        self.keep_alive = False
+        self.mode = MODE_NONE
+        self.status = 0
+        self.nbytes = 0
+        self.deadline = 0.0  # backend must answer by then (loop time); 0 = none
+        self.t0 = 0.0
+
+    # request side
+
+    def activate(self) -> None:
+        """First in line: route, decide, pick a connection, send what we have."""
+        self.t0 = perf_counter()
+        req, plane = self.req, self.plane
+        self.rid = sane_request_id(req.request_id) or new_request_id()
+        runtime = plane.runtime
+        route = runtime.table.match(req.host, self.target)
+        if route is None:
+            self.fail(NoRoute())
+            return
+        self.route_name = route.name
+        if req.error is not None:
+            self.fail(req.error)
+            return
+        d = route.decide(req.headers, self.conn.client_ip, runtime.live)
+        self.backend, self.reason = d.primary, d.reason
+        pool = self.pool = plane.pools.get(d.primary)
+        if pool is None:
+            self.fail(UpstreamConnectError(f"backend {d.primary!r} is not configured"))
+            return
+        if d.mirrors and plane.mirror_sink is not None:
+            self._keep_mirror(d.mirrors)
+        if req.method in IDEMPOTENT:
+            self.retry = []
+        self._queue_head(pool)
+        if req.expect_continue and req.has_body and not self.request_done:
+            self.conn.write(CONTINUE_100)
+        up = pool.acquire()
+        if up is None:
+            pool.connect(self.on_connected)
+        else:
+            self._attach(up)
+
+    def on_request_body(self, data: bytes) -> None:
+        if self.finished:
+            return
+        if self.mirror is not None:
+            self._mirror_add(self.mirror, data)
+        if self.pool is None:  # not active yet (pipelined) or refused
+            if self.early is None:
+                self.early = []
+            self.early.append(data)
+        elif self.req.chunked:
+            self.out += (b"%x\r\n" % len(data), data, b"\r\n")
+            self.out_len += len(data)
+        else:
+            self.out.append(data)
+            self.out_len += len(data)
+
+    def on_request_end(self) -> None:
+        self.request_done = True
+        if self.pool is not None and self.req.chunked:
+            self.out.append(LAST_CHUNK)
+        if self.upstream is not None and not self.out:
+            self._sent()
+
+    def flush_request(self) -> None:
+        """Send what is buffered in one write (called after each client read)."""
+        up = self.upstream
+        if up is None or self.finished:
+            if self.out_len > PENDING_MAX:
+                self.conn.pause_input(PAUSE_UPSTREAM)
+            return
+        out = self.out
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            self.out_len = 0
+            up.write(data)
+            if self.retry is not None:
+                self._retry_add(self.retry, data)
+        if self.request_done and not self.sent:
+            self._sent()
+
+    def on_connected(self, up: UpstreamConnection | None, error: UpstreamError | None) -> None:
+        if self.finished:
+            if up is not None and self.pool is not None:
+                self.pool.release(up)
+            return
+        if up is None:
+            self.fail(error or UpstreamConnectError())
+            return
+        self._attach(up)
+
+    def _attach(self, up: UpstreamConnection) -> None:
+        self.upstream = up
+        up.bind(self, self.req.method == b"HEAD")
+        if self.conn.write_paused and up.transport is not None:
+            up.transport.pause_reading()
+        if not self.conn.feeding:  # else the client read's end flushes: one write, not two
+            self.flush_request()
+        self.conn.resume_input(PAUSE_UPSTREAM)
+
+    def _queue_head(self, pool: UpstreamPool) -> None:
+        req, conn, plane = self.req, self.conn, self.plane
+        ip = conn.client_ip.encode()
+        xff = req.forwarded_for + b", " + ip if req.forwarded_for else ip
+        if req.chunked:
+            framing = b"transfer-encoding: chunked\r\n"
+        elif req.content_length is not None:
+            framing = b"content-length: %d\r\n" % req.content_length
+        else:
+            framing = b""
+        fwd_host = b"x-forwarded-host: %b\r\n" % req.host if req.host else b""
+        head = b"%b %b%b HTTP/1.1\r\nhost: %b\r\n%b%bx-forwarded-for: %b\r\n" % (
+            req.method,
+            pool.base_path,
+            self.target,
+            pool.host_header,
+            filtered(req.headers, plane.request_drop, connection_tokens(req.connection)),
+            fwd_host,
+            xff,
+        )
+        self.out.append(
+            b"%bx-forwarded-proto: %b\r\n%b: %b\r\n%b\r\n"
+            % (head, conn.scheme, plane.rid_name, self.rid.encode(), framing)
+        )
+        for piece in self.early or ():
+            self.early = None
+            self.on_request_body(piece)
+        if self.request_done and req.chunked:
+            self.out.append(LAST_CHUNK)
+
+    def _sent(self) -> None:
+        """The whole request is on its way: start the backend's clock; mirror it."""
+        self.sent = True
+        timeout = self.pool.spec.timeout if self.pool is not None else 0.0
+        self.deadline = self.conn.loop.time() + timeout
+        if self.mirror is not None:
+            self._offer_mirror()
+
+    # mirrors and retries
+
+    def _keep_mirror(self, mirrors: tuple[str, ...]) -> None:
+        length = self.req.content_length
+        if length is None or length <= MIRROR_MAX_BODY:
+            self.mirrors = mirrors
+            self.mirror = []
+            for piece in self.early or ():
+                self._mirror_add(self.mirror, piece)
+
+    def _mirror_add(self, mirror: list[bytes], data: bytes) -> None:
+        self.mirror_len += len(data)
+        if self.mirror_len > MIRROR_MAX_BODY:
+            self.mirror = None  # too big to copy: the mirror is skipped
+        else:
+            mirror.append(data)
+
+    def _offer_mirror(self) -> None:
+        sink, body = self.plane.mirror_sink, self.mirror
+        self.mirror = None
+        if sink is None or body is None or self.retried:
+            return
+        req = self.req
+        try:
+            sink.offer(
+                self.route_name,
+                self.mirrors,
+                req.method,
+                self.target,
+                req.headers,
+                b"".join(body),
+                self.rid,
+            )
+        except Exception:  # a broken sink must never fail the client's request
+            self.plane.mirror_errors += 1
+
+    def _retry_add(self, retry: list[bytes], data: bytes) -> None:
+        self.retry_len += len(data)
+        if self.retry_len > RETRY_MAX_BODY:
+            self.retry = None  # too big to keep: this request won't be retried
+        else:
+            retry.append(data)
+
+    def _retry(self) -> bool:
+        """Resend on a fresh connection, if this request may be retried."""
+        if self.retried or self.retry is None or self.started or self.pool is None:
+            return False
+        self.retried = True
+        self.out[:0] = self.retry
+        self.out_len += self.retry_len
+        self.retry, self.retry_len = [], 0
+        self.sent = False
+        self.deadline = 0.0
+        self.pool.connect(self.on_connected)
+        return True
+
+    # response side (ResponseSink)
+
+    def on_response_head(
+        self, status: int, reason: bytes, headers: list[Header], length: int | None
+    ) -> None:
+        self.deadline = 0.0
+        req, plane = self.req, self.plane
+        if req.method == b"HEAD" or no_body_status(status):
+            mode = MODE_NONE
+            framing = b"content-length: %d\r\n" % length if length is not None else b""
+            if status == 204 or status < 200:
+                framing = b""
+        elif length is not None:
+            mode, framing = MODE_LENGTH, b"content-length: %d\r\n" % length
+        elif req.version == "1.1":
+            mode, framing = MODE_CHUNKED, b"transfer-encoding: chunked\r\n"
+        else:
+            mode, framing = MODE_CLOSE, b""
+        keep = req.keep_alive and self.request_done and mode != MODE_CLOSE
+        self.keep_alive = keep = keep and not self.conn.closing
+        if not keep:
+            framing += b"connection: close\r\n"
+        elif req.version != "1.1":
+            framing += b"connection: keep-alive\r\n"
+        self.mode, self.status, self.started = mode, status, True
+        tokens = _response_tokens(headers)
+        self.cout.append(
+            b"HTTP/1.1 %d %b\r\n%b%b%b\r\n"
+            % (status, reason, filtered(headers, plane.response_drop, tokens), self._ids(), framing)
+        )
+
+    def on_response_body(self, data: bytes) -> None:
+        self.nbytes += len(data)
+        if self.mode == MODE_CHUNKED:
+            self.cout += (b"%x\r\n" % len(data), data, b"\r\n")
+        elif self.mode != MODE_NONE:
+            self.cout.append(data)
+
+    def flush_response(self) -> None:
+        cout = self.cout
+        if cout:
+            self.conn.write(cout[0] if len(cout) == 1 else b"".join(cout))
+            cout.clear()
+
+    def on_response_end(self) -> None:
+        self.upstream = None
+        if self.mode == MODE_CHUNKED:
+            self.cout.append(LAST_CHUNK)
+        self.flush_response()
+        self._finish(self.status, self.keep_alive)
+
+    def on_upstream_lost(self, error: UpstreamError, received: bool, reused: bool) -> None:
+        self.upstream = None
+        if not received and reused and self._retry():
+            return
+        self.fail(error)
+
+    def request_sent(self) -> bool:
+        return self.sent
+
+    def pause_request(self) -> None:
+        self.conn.pause_input(PAUSE_UPSTREAM)
+
+    def resume_request(self) -> None:
+        self.conn.resume_input(PAUSE_UPSTREAM)
+
+    # endings
+
+    def client_paused(self, paused: bool) -> None:
+        """Client socket full (or drained): stop (or resume) reading the backend."""
+        up = self.upstream
+        if up is None or up.transport is None or up.closed:
+            return
+        if paused:
+            up.transport.pause_reading()
+        else:
+            up.transport.resume_reading()
+
+    def check(self, now: float) -> None:
+        """Sweeper: a backend that has not answered by the deadline gets a 504."""
+        if self.deadline and now >= self.deadline and not self.finished:
+            self.fail(UpstreamTimeout())
+
+    def fail(self, err: ProxyError) -> None:
+        """End the request with `err`: a JSON answer, or an abort once streaming."""
+        if self.finished:
+            return
+        up, self.upstream = self.upstream, None
+        if up is not None:
+            up.abandon()
+        if self.started:
+            self.conn.abort()
+            self._finish(err.status, False)
+            return
+        client_side = isinstance(err, ClientError)
+        keep = self.req.keep_alive and self.request_done and not client_side
+        keep = keep and not self.conn.closing
+        body = {"error": err.detail if client_side else err.code, "request_id": self.rid}
+        if self.backend and not client_side:
+            body["backend"] = self.backend
+        self.conn.write(error_response(err.status, body, keep_alive=keep, extra=self._ids()))
+        self._finish(err.status, keep)
+
+    def client_gone(self) -> None:
+        """The client hung up (or was aborted): drop the backend side too."""
+        if self.finished:
+            return
+        self.finished = True
+        up, self.upstream = self.upstream, None
+        if up is not None:
+            up.abandon()
+        if self.t0:
+            self._record(502 if self.started else 499)  # 499: client left first (nginx's word)
+
+    def _finish(self, status: int, keep_alive: bool) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self._record(status)
+        self.conn.exchange_done(self, keep_alive)
+
+    def _record(self, status: int) -> None:
+        self.plane.recorder.record(
+            self.route_name,
+            self.backend if self.pool is not None else "",
+            status,
+            perf_counter() - self.t0,
+            self.reason,
+            self.rid,
+            self.nbytes,
+        )
+
+    def _ids(self) -> bytes:
+        """The request id and backend headers every response carries."""
+        line = b"%b: %b\r\n" % (self.plane.rid_name, self.rid.encode())
+        if self.plane.router_backend and self.backend:
+            line += b"x-router-backend: %b\r\n" % self.backend.encode()
+        return line
+
+
+def _response_tokens(headers: list[Header]) -> frozenset[bytes]:
+    for name, value in headers:
+        if name == b"connection":
+            return connection_tokens(value)
+    return frozenset()
+
+
+class DataPlane:
+    """Listeners, pools and the sweeper; the request path's owner."""
+
+    def __init__(
+        self, runtime: Runtime, recorder: Recorder, *, sweep_interval: float = 0.5
+    ) -> None:
+        self.runtime = runtime
+        self.recorder = recorder
+        self.pools: dict[str, UpstreamPool] = {}
+        self.connections: set[ClientConnection] = set()
+        self.servers: list[asyncio.Server] = []
+        self.mirror_sink: MirrorSink | None = None
+        self.mirror_errors = 0  # offers that raised; the request went on regardless
+        self.draining = False
+        self.sweeper = Sweeper(self.connections, sweep_interval)
+        self._drained: asyncio.Event | None = None
+        self.apply_config(runtime.config)
+
+    def apply_config(self, config: Config) -> None:
+        """Pools per backend: unchanged specs keep theirs, others start afresh."""
+        self.rid_name = config.headers.request_id.lower().encode()
+        self.request_drop = REQUEST_OWN | {self.rid_name}
+        self.response_drop = RESPONSE_OWN | {self.rid_name, b"content-length"}
+        self.router_backend = config.headers.router_backend
+        pools: dict[str, UpstreamPool] = {}
+        for name, spec in config.backends.items():
+            old = self.pools.get(name)
+            pools[name] = old if old is not None and old.spec == spec else UpstreamPool(spec)
+        for name, old in self.pools.items():
+            if pools.get(name) is not old:
+                old.retire()
+        self.pools = pools
+
+    def new_exchange(self, conn: ClientConnection, req: Request) -> Exchange:
+        return Exchange(self, conn, req)
+
+    async def start(self) -> None:
+        self.sweeper.start()
+
+    async def serve(
+        self, listen: ListenSpec, *, reuse_port: bool = False, sock: socket.socket | None = None
+    ) -> asyncio.Server:
+        """Listen (TLS when `listen.tls`); `bound_port(server)` tells port 0's pick."""
+        loop = asyncio.get_running_loop()
+        ctx = server_ssl_context(listen.tls) if listen.tls else None
+        scheme = b"https" if ctx else b"http"
+
+        def factory() -> ClientConnection:
+            return ClientConnection(self, scheme)
+
+        if sock is not None:
+            server = await loop.create_server(factory, sock=sock, ssl=ctx, backlog=1024)
+        else:
+            server = await loop.create_server(
+                factory,
+                listen.host,
+                listen.port,
+                ssl=ctx,
+                reuse_port=reuse_port or None,
+                backlog=1024,
+            )
+        self.servers.append(server)
+        return server
+
+    def connection_closed(self, conn: ClientConnection) -> None:
+        self.connections.discard(conn)
+        if self._drained is not None and not self.connections:
+            self._drained.set()
+
+    async def shutdown(self, drain_timeout: float) -> None:
+        """Stop accepting, let in-flight answers finish, abort the rest, close pools."""
+        self.draining = True
+        for server in self.servers:
+            server.close()
+        self._drained = asyncio.Event()
+        for conn in list(self.connections):
+            conn.shutdown()
+        if self.connections:
+            try:
+                await asyncio.wait_for(self._drained.wait(), drain_timeout)
+            except TimeoutError:
+                for conn in list(self.connections):
+                    conn.abort()
+        await self.sweeper.stop()
+        for server in self.servers:
+            await server.wait_closed()
+        for pool in self.pools.values():
+            await pool.close()
+
+
+def bound_port(server: asyncio.Server) -> int:
+    """The port a listener got (useful after asking for port 0)."""
+    port: int = server.sockets[0].getsockname()[1]
+    return port
+
+
+def server_ssl_context(tls: TLSSpec) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(tls.cert, tls.key)
+    return ctx

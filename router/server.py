@@ -1,0 +1,347 @@
+"""The client-facing HTTP/1.1 protocol: framing, limits, pipelining, timeouts.
+
+Theory of operation. One `ClientConnection` per accepted socket parses
+requests with llhttp (httptools) in callbacks; no task, no future, no timer per
+request. Each request head becomes an `Exchange` (router/proxy.py) appended to
+a FIFO; only the first one is active (talks to a backend and writes to the
+client), so pipelined requests are answered in order. While a later request
+waits its turn the connection stops reading, so at most one socket read of
+extra input is ever buffered.
+
+The request body flows through the active exchange as it arrives: callbacks
+append to the exchange's outgoing buffer and, after each `feed_data`, the
+buffer goes to the backend in one write (head and body together when they came
+in one read).
+
+Deadlines are plain numbers checked by the sweeper (router/sweeper.py):
+
+    IDLE  keep-alive, no request begun     idle_timeout   -> closed silently
+    HEAD  head begun, not complete         header_timeout -> 408, closed
+    BODY  head read, body not complete     body_timeout   -> 408 (or abort), closed
+    WAIT  request read, response pending   the exchange's own backend deadline
+
+Framing that could smuggle a second request past the router (both
+Content-Length and Transfer-Encoding, several different lengths, a transfer
+coding other than chunked) is refused with 400 and the connection is closed.
+Flow control runs both ways: a client that reads slowly pauses the backend's
+socket (pause_writing -> pause_reading) and a backend that reads slowly pauses
+the client's socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from router.errors import (
+    BadRequest,
+    ClientError,
+    HeadersTooLarge,
+    RequestTimeout,
+    RequestTooLarge,
+)
+from router.http1 import Header, error_response, new_request_id
+
+if TYPE_CHECKING:
+    from router.proxy import DataPlane, Exchange
+
+IDLE, HEAD, BODY, WAIT = 0, 1, 2, 3
+PAUSE_PIPELINE, PAUSE_UPSTREAM, PAUSE_STOPPED = 1, 2, 4
+WRITE_HIGH_WATER = 64 * 1024
+
+
+class Request:
+    """One parsed request head, plus the few headers the proxy acts on."""
+
+    __slots__ = (
+        "chunked",
+        "connection",
+        "content_length",
+        "error",
+        "expect_continue",
+        "forwarded_for",
+        "headers",
+        "host",
+        "keep_alive",
+        "method",
+        "request_id",
+        "target",
+        "version",
+    )
+
+    def __init__(self, method: bytes, target: bytes, version: str, keep_alive: bool) -> None:
+        self.method = method
+        self.target = target
+        self.version = version  # "1.1" or "1.0"
+        self.keep_alive = keep_alive
+        self.headers: list[Header] = []
+        self.host: bytes | None = None
+        self.content_length: int | None = None
+        self.chunked = False
+        self.connection: bytes | None = None
+        self.expect_continue = False
+        self.request_id: bytes | None = None
+        self.forwarded_for: bytes | None = None
+        self.error: ClientError | None = None  # answered in turn, without a backend
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+
+def read_headers(req: Request, headers: list[Header], rid_name: bytes) -> None:
+    """Pick out the headers the proxy acts on; refuse ambiguous framing."""
+    lengths: set[bytes] = set()
+    codings: list[bytes] = []
+    for name, value in headers:
+        if name == b"content-length":
+            lengths.add(value.strip())
+        elif name == b"transfer-encoding":
+            codings.append(value.strip().lower())
+        elif name == b"host":
+            req.host = value
+        elif name == b"expect":
+            req.expect_continue = value.strip().lower() == b"100-continue"
+        elif name == b"connection":
+            req.connection = value if req.connection is None else req.connection + b"," + value
+        elif name == rid_name:
+            req.request_id = value
+        elif name == b"x-forwarded-for":
+            xff = req.forwarded_for
+            req.forwarded_for = value if xff is None else xff + b", " + value
+    req.headers = headers
+    if codings:
+        if lengths:
+            raise BadRequest("both Content-Length and Transfer-Encoding")
+        if codings != [b"chunked"]:
+            raise BadRequest("unsupported Transfer-Encoding")
+        req.chunked = True
+    elif lengths:
+        if len(lengths) > 1 or not next(iter(lengths)).isdigit():
+            raise BadRequest("invalid Content-Length")
+        req.content_length = int(next(iter(lengths)))
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client's HTTP/1.1 connection; see the module docstring."""
+
+    def __init__(self, plane: DataPlane, scheme: bytes) -> None:
+        self.plane = plane
+        self.scheme = scheme
+        self.limits = plane.runtime.config.limits
+        self.loop = asyncio.get_running_loop()
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.client_ip = ""
+        self.queue: deque[Exchange] = deque()
+        self.current: Exchange | None = None  # the exchange whose body is being read
+        self.state = IDLE
+        self.deadline = 0.0
+        self.closing = False  # answer the active request, then close
+        self.closed = False
+        self.write_paused = False
+        self._paused = 0
+        self._feeding = 0
+        self._head_raw = 0
+        self._head_size = 0
+        self._body_size = 0
+        self._url = b""
+        self._headers: list[Header] = []
+        self._error: ClientError | None = None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if isinstance(peer, tuple) else ""
+        self.deadline = self.loop.time() + self.limits.idle_timeout
+        self.plane.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._paused & PAUSE_STOPPED:
+            return  # after an error or an upgrade: the rest can't be framed
+        if self.state == HEAD:
+            self._head_raw += len(data)
+        self._feeding = len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.stop_input()  # Upgrade is not proxied; answer this request, then close
+        except httptools.HttpParserError as exc:
+            self._feeding = 0
+            self.reject(self._error or BadRequest(f"malformed request: {exc}"))
+            return
+        self._feeding = 0
+        if self.queue and self.queue[0].out:
+            self.queue[0].flush_request()
+        if self.state == HEAD and self._head_raw > self.limits.max_header_bytes:
+            self.reject(HeadersTooLarge())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        queue, self.queue = self.queue, deque()
+        for ex in queue:
+            ex.client_gone()
+        self.plane.connection_closed(self)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.queue:
+            self.queue[0].client_paused(True)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.queue:
+            self.queue[0].client_paused(False)
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self.state = HEAD
+        self.deadline = self.loop.time() + self.limits.header_timeout
+        self._head_raw = self._feeding  # over-counts a pipelined tail; errs on the safe side
+        self._head_size = 0
+        self._body_size = 0
+        self._url = b""
+        self._headers = []
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._grow_head(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+        self._grow_head(len(name) + len(value) + 4)
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        req = Request(
+            parser.get_method(), self._url, parser.get_http_version(), parser.should_keep_alive()
+        )
+        try:
+            read_headers(req, self._headers, self.plane.rid_name)
+        except BadRequest as exc:
+            self._error = exc
+            raise
+        if req.content_length is not None and req.content_length > self.limits.max_body:
+            req.error = RequestTooLarge(f"Content-Length {req.content_length} over the limit")
+            self.stop_input()
+        self._begin(req)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self.limits.max_body:
+            self._error = RequestTooLarge()
+            raise self._error
+        if self.current is not None:
+            self.current.on_request_body(body)
+
+    def on_message_complete(self) -> None:
+        ex, self.current = self.current, None
+        if self.state != IDLE:
+            self.state = WAIT
+        if ex is not None:
+            ex.on_request_end()
+
+    # called by the exchange
+
+    @property
+    def feeding(self) -> bool:
+        """Inside `data_received`: whatever is buffered for the backend goes after it."""
+        return self._feeding != 0
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def exchange_done(self, ex: Exchange, keep_alive: bool) -> None:
+        """The active exchange answered; start the next one or close."""
+        if self.queue and self.queue[0] is ex:
+            self.queue.popleft()
+        if not keep_alive or self.closing or self.closed:
+            self.close()
+        elif self.queue:
+            self.resume_input(PAUSE_PIPELINE)
+            self.queue[0].activate()
+        elif self.state == WAIT:
+            self.state = IDLE
+            self.deadline = self.loop.time() + self.limits.idle_timeout
+
+    def pause_input(self, reason: int) -> None:
+        if not self._paused and self.transport is not None:
+            self.transport.pause_reading()
+        self._paused |= reason
+
+    def resume_input(self, reason: int) -> None:
+        was = self._paused
+        self._paused &= ~reason
+        if was and not self._paused and self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def stop_input(self) -> None:
+        """Read no more requests on this connection."""
+        self.closing = True
+        self.pause_input(PAUSE_STOPPED)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()  # flushes what was written, then closes
+
+    # lifecycle
+
+    def reject(self, err: ClientError) -> None:
+        """A client error outside any answerable exchange's normal flow."""
+        self.stop_input()
+        self.state = WAIT  # no further client deadlines
+        if self.current is not None and self.queue and self.queue[0] is self.current:
+            self.current.fail(err)
+        elif not self.queue:
+            rid = new_request_id()
+            body = {"error": err.detail, "request_id": rid}
+            self.write(error_response(err.status, body, keep_alive=False))
+            self.close()
+        # else: a pipelined request went bad behind an active one: close after it
+
+    def check(self, now: float) -> None:
+        """Sweeper tick: enforce this connection's and its exchange's deadlines."""
+        if self.state == IDLE and now >= self.deadline and not self.queue:
+            self.close()
+        elif self.state in (HEAD, BODY) and now >= self.deadline:
+            self.reject(RequestTimeout())
+        if self.queue:
+            self.queue[0].check(now)
+
+    def shutdown(self) -> None:
+        """Graceful stop: idle connections close now, busy ones after their answer."""
+        self.closing = True
+        if not self.queue:
+            self.close()
+
+    def _begin(self, req: Request) -> None:
+        ex = self.plane.new_exchange(self, req)
+        self.queue.append(ex)
+        self.current = ex
+        if req.has_body and req.error is None:
+            self.state = BODY
+            self.deadline = self.loop.time() + self.limits.body_timeout
+        else:
+            self.state = WAIT
+        if len(self.queue) == 1:
+            ex.activate()
+        else:
+            self.pause_input(PAUSE_PIPELINE)
+
+    def _grow_head(self, n: int) -> None:
+        self._head_size += n
+        if self._head_size > self.limits.max_header_bytes:
+            self._error = HeadersTooLarge()
+            raise self._error

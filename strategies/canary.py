@@ -1,0 +1,261 @@
+"""`canary`: a sticky, growing share of users on a candidate, judged by gates.
+
+    canary:
+      stable: iris-v1
+      candidate: iris-v2
+      override_header: X-Canary            # values: always | never
+      steps: [{weight: 5, pause: 2m, min_requests: 500}, {weight: 25, pause: 5m}, {weight: 100}]
+      # or: ramp: {policy: exponential, start: 1, factor: 2, max: 100, pause: 1m}
+      analysis: {interval: 2s, error_rate: {}, latency: {p99_ratio: 1.5}}
+
+Theory of operation. The spec lists the steps; the live `Rollout` (written by
+the controller through router/rollout.py) says which step is current and the
+candidate's weight in basis points. `decide` is then one comparison: a request
+goes to the candidate when `key % 10_000 < weight_bp`. Raising the weight only
+adds buckets below the line, so a ramp only moves users into the candidate.
+
+Steps. Weights are percentages with up to two decimals, strictly increasing.
+Each step below 100 % is a window the gates judge; passing the last such step
+promotes the candidate. A final `{weight: 100}` step is therefore the promotion
+itself (a 100 % window would leave the stable nothing to be compared with), and
+its pause is not used. A ramp expands into steps: start, then start*factor (or
+start+step) ... and always ends at `max`.
+
+Whose state counts. Live state applies only when it is a canary for this spec's
+candidate; otherwise (no state yet, or a new candidate the controller has not
+reconciled) everybody stays on the stable backend. After a promotion the live
+`stable` is the promoted candidate and takes every request; after an abort or a
+rollback the live `stable` (the old one) takes every request. The override
+header wins in every phase so a tester can reach an aborted candidate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from router.analysis import AnalysisSpec, parse_analysis
+from router.confkit import Node
+from router.hashing import BASIS_POINTS
+from strategies.base import Decision, StrategyKind, StrategySpec, check_backend
+
+if TYPE_CHECKING:
+    from router.state.model import Rollout
+
+_EPSILON = 1e-6  # float slack when checking "at most two decimals"
+_MAX_STEPS = 100  # a ramp with a tiny step must not expand into thousands
+
+
+@dataclass(frozen=True, slots=True)
+class StepSpec:
+    weight_bp: int  # candidate share in basis points
+    pause: float = 0.0  # seconds the step lasts at least
+    min_requests: int = 0  # candidate requests the step needs before advancing
+
+
+@dataclass(frozen=True, slots=True)
+class CanarySpec:
+    stable: str
+    candidate: str
+    steps: tuple[StepSpec, ...]
+    analysis: AnalysisSpec = field(default_factory=AnalysisSpec)
+    override_header: str = "x-canary"  # lower case
+
+    def backends(self) -> tuple[str, ...]:
+        return (self.stable, self.candidate)
+
+    @property
+    def last_window(self) -> int:
+        """Index of the last step judged by gates (the one before any 100 % step)."""
+        below = [i for i, s in enumerate(self.steps) if s.weight_bp < BASIS_POINTS]
+        return below[-1] if below else 0
+
+
+class Canary:
+    """The built strategy; every Decision it can return is made once, here."""
+
+    __slots__ = ("_backends", "_candidate", "_decisions", "_override", "_settled", "spec")
+
+    def __init__(self, spec: CanarySpec) -> None:
+        self.spec = spec
+        self._candidate = spec.candidate
+        self._backends = spec.backends()
+        self._override = spec.override_header.encode()
+        self._decisions = {
+            "canary": Decision(spec.candidate, "canary"),
+            "stable": Decision(spec.stable, "stable"),
+            "always": Decision(spec.candidate, "override"),
+            "never": Decision(spec.stable, "override"),
+        }
+        # keyed by backend (after an abort) and "+backend" (after a promotion)
+        self._settled = {b: Decision(b, "aborted") for b in self._backends}
+        self._settled |= {f"+{b}": Decision(b, "promoted") for b in self._backends}
+
+    @property
+    def override_header(self) -> bytes | None:
+        return self._override
+
+    def backends(self) -> tuple[str, ...]:
+        return self._backends
+
+    def decide(self, key: int, live: Rollout | None, override: bytes | None) -> Decision:
+        if override is not None and (forced := self._forced(override)) is not None:
+            return forced
+        if live is None or not self._applies(live):
+            return self._decisions["stable"]
+        if live.phase == "promoted":
+            return self._settled["+" + self._home(live.stable, self._candidate)]
+        if live.phase == "aborted":
+            return self._settled[self._home(live.stable, self.spec.stable)]
+        if key % BASIS_POINTS < live.weight_bp:
+            return self._decisions["canary"]
+        return self._decisions["stable"]
+
+    def _applies(self, live: Rollout) -> bool:
+        return live.kind == "canary" and live.candidate == self._candidate
+
+    def _forced(self, override: bytes) -> Decision | None:
+        word = override.strip().lower()
+        if word == b"always":
+            return self._decisions["always"]
+        if word == b"never":
+            return self._decisions["never"]
+        return None  # other values are ignored, as if the header were absent
+
+    def _home(self, live_stable: str, fallback: str) -> str:
+        # a stored name outside this spec (stale state) must never reach the proxy
+        return live_stable if live_stable in self._backends else fallback
+
+    def weights(self, live: Rollout | None) -> dict[str, float]:
+        """Percent of requests per backend, for status display."""
+        share = dict.fromkeys(self._backends, 0.0)
+        if live is None or not self._applies(live):
+            return share | {self.spec.stable: 100.0}
+        if live.phase in ("promoted", "aborted"):
+            return share | {self.decide(0, live, None).primary: 100.0}
+        bp = max(0, min(live.weight_bp, BASIS_POINTS))
+        return {self.spec.stable: (BASIS_POINTS - bp) / 100, self.spec.candidate: bp / 100}
+
+
+# -- parsing -------------------------------------------------------------------
+def _weight(node: Node, key: str, default: float | None = None) -> int | None:
+    """A percentage 0..100 with at most two decimals, as basis points."""
+    value, path = node.raw(key), node.sub(key)
+    if value is None:
+        if default is None:
+            node.error(path, "is required")
+            return None
+        value = default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
+        node.error(path, "must be 0..100", value)
+        return None
+    bp = round(value * 100)
+    if abs(value * 100 - bp) > _EPSILON:
+        node.error(path, "must have at most two decimals (0.01 % steps)", value)
+        return None
+    return bp
+
+
+def _step(node: Node) -> StepSpec | None:
+    bp = _weight(node, "weight")
+    pause = node.duration("pause", 0.0, positive=False)
+    min_requests = node.integer("min_requests", 0, 0, 10**9)
+    node.done()
+    return None if bp is None else StepSpec(bp, pause, min_requests)
+
+
+def _read_steps(node: Node) -> list[StepSpec]:
+    steps: list[StepSpec] = []
+    items = node.items("steps")
+    if node.has("steps") and not items and isinstance(node.data.get("steps"), list):
+        node.error(node.sub("steps"), "must list at least one step")
+    for path, item in items:
+        step = _step(_node(node, item, path))
+        if step is not None and steps and step.weight_bp <= steps[-1].weight_bp:
+            prior = steps[-1].weight_bp / 100
+            node.error(
+                f"{path}.weight",
+                f"must be above the previous step's {prior:g}",
+                step.weight_bp / 100,
+            )
+        elif step is not None:
+            steps.append(step)
+    return steps
+
+
+def _node(parent: Node, value: object, path: str) -> Node:
+    return Node(value, path, parent.errors)
+
+
+def _read_ramp(node: Node) -> list[StepSpec]:
+    ramp = node.mapping("ramp")
+    policy = ramp.choice("policy", "exponential", ("exponential", "linear"))
+    start = _weight(ramp, "start", 1)
+    top = _weight(ramp, "max", 100)
+    factor = ramp.number("factor", 2.0, 1.01, 100.0) if policy == "exponential" else 0.0
+    inc = _weight(ramp, "step", 10) if policy == "linear" else 0
+    pause = ramp.duration("pause", 0.0, positive=False)
+    min_requests = ramp.integer("min_requests", 0, 0, 10**9)
+    ramp.done()
+    if start is None or top is None or inc is None:
+        return []
+    if not 0 < start < top:
+        node.error(
+            ramp.sub("start"),
+            f"must be above 0 and below max ({top / 100:g})",
+            ramp.data.get("start", 1),
+        )
+        return []
+    weights = _expand(start, top, factor, inc)
+    if len(weights) > _MAX_STEPS:
+        node.error(ramp.path, f"expands into {len(weights)} steps; at most {_MAX_STEPS}")
+        return []
+    return [StepSpec(bp, pause, min_requests) for bp in weights]
+
+
+def _expand(start: int, top: int, factor: float, inc: int) -> list[int]:
+    """Basis-point weights from start, growing by factor or inc, ending at top."""
+    out: list[int] = []
+    weight = float(start)
+    while round(weight) < top and len(out) <= _MAX_STEPS:
+        if not out or round(weight) > out[-1]:
+            out.append(round(weight))
+        weight = weight * factor if factor else weight + max(inc, 1)
+    return [*out, top]
+
+
+def _read_schedule(node: Node) -> list[StepSpec]:
+    """Steps, written out or expanded from a ramp; at least one below 100 %."""
+    has_steps, has_ramp = node.has("steps"), node.has("ramp")
+    if has_steps == has_ramp:
+        node.error(node.path, "needs either steps or ramp (exactly one)")
+    steps = _read_steps(node) if has_steps else _read_ramp(node) if has_ramp else []
+    node.raw("steps")  # both seen: the error above already names them
+    node.raw("ramp")
+    if has_steps and steps and steps[0].weight_bp == 0:
+        node.error(node.sub("steps[0].weight"), "must be above 0 (a step sends users)", 0)
+    elif steps and steps[0].weight_bp >= BASIS_POINTS:
+        node.error(node.sub("steps"), "needs a step below 100 (100 % is the promotion)")
+    return steps
+
+
+def parse(node: Node, known: frozenset[str]) -> StrategySpec:
+    """Read a `canary:` block; every problem goes to node.errors with its path."""
+    stable = check_backend(node, "stable", known)
+    candidate = check_backend(node, "candidate", known)
+    if stable and stable == candidate:
+        node.error(node.sub("candidate"), "must differ from stable", candidate)
+    header = node.string("override_header", "X-Canary").lower()
+    steps = _read_schedule(node)
+    analysis = parse_analysis(node.mapping("analysis"))
+    node.done()
+    return CanarySpec(stable, candidate, tuple(steps), analysis, header)
+
+
+def build(spec: StrategySpec) -> Canary:
+    if not isinstance(spec, CanarySpec):
+        raise TypeError(f"canary cannot build from {type(spec).__name__}")
+    return Canary(spec)
+
+
+CANARY = StrategyKind("canary", parse, build)

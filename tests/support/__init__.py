@@ -1,0 +1,1 @@
+"""Test helpers: scriptable raw backends, an in-process data plane, raw clients."""
