@@ -39,6 +39,7 @@ from typing import Protocol
 
 import structlog
 
+from router.analysis import LATENCY_BOUNDS
 from router.state.base import StoreUnavailable
 
 log = structlog.get_logger("router.metrics")
@@ -60,16 +61,12 @@ class CounterStore(Protocol):
     ) -> dict[str, dict[str, int]]: ...
 
 
-def _latency_bounds(low: float = 0.0005, high: float = 60.0, n: int = 40) -> tuple[float, ...]:
-    """Log-spaced upper bounds, rounded to 3 significant digits so labels stay short."""
-    ratio = (high / low) ** (1 / (n - 1))
-    return tuple(float(f"{low * ratio**i:.3g}") for i in range(n))
-
-
 # Upper bounds in seconds; bucket i counts bounds[i-1] < x <= bounds[i] (Prometheus
 # `le`), bucket len(BOUNDS) is the overflow. Never change in place: every replica
 # and every stored window depends on this exact table.
-BOUNDS: tuple[float, ...] = _latency_bounds()
+# The table is analysis.LATENCY_BOUNDS, so the canary's latency gate reads these
+# histograms as they are.
+BOUNDS: tuple[float, ...] = LATENCY_BOUNDS
 NBUCKETS = len(BOUNDS) + 1
 _CLASS_LABELS = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
 
@@ -127,6 +124,11 @@ class WindowStats:
         return self.errors / self.requests
 
 
+def step_window_name(backend: str, window: str) -> str:
+    """The counter hash of one backend during one rollout step (see `step_window`)."""
+    return f"s:{backend}:{window}"
+
+
 async def read_window(
     store: CounterStore, route: str, backend: str, start: float, end: float
 ) -> WindowStats:
@@ -134,15 +136,32 @@ async def read_window(
     first = window_start(start)
     names = [window_name(backend, ws) for ws in range(first, math.ceil(end), WINDOW_SECONDS)]
     hashes = await store.read_counters(route, names) if names else {}
+    return _sum_hashes(hashes.values())
+
+
+async def read_step_window(
+    store: CounterStore, route: str, backends: Sequence[str], window: str
+) -> dict[str, WindowStats]:
+    """Every replica's counts of each backend during one rollout step, in one read."""
+    names = [step_window_name(b, window) for b in backends]
+    hashes = await store.read_counters(route, names)
+    return {b: _sum_hashes([hashes.get(n, {})]) for b, n in zip(backends, names, strict=True)}
+
+
+def _sum_hashes(hashes: Iterable[Mapping[str, int]]) -> WindowStats:
     requests = errors = lat_ms = 0
     hist = [0] * NBUCKETS
-    for fields in hashes.values():
+    for fields in hashes:
         requests += int(fields.get("n", 0))
         errors += int(fields.get("err", 0))
         lat_ms += int(fields.get("lat_sum_ms", 0))
         for i in range(NBUCKETS):
             hist[i] += int(fields.get(f"b{i}", 0))
     return WindowStats(requests, errors, hist, BOUNDS, lat_ms / 1000)
+
+
+def _no_step(route: str) -> str | None:
+    return None
 
 
 class _Slot:
@@ -181,6 +200,9 @@ class Metrics:
     """The process's request metrics; a `Recorder` (see router/runtime.py)."""
 
     def __init__(self, max_pending_windows: int = 360) -> None:
+        # route -> id of its current rollout step, or None: set by the router so
+        # that each step's counts land in a hash of their own ("windows per step")
+        self.step_window: Callable[[str], str | None] = _no_step
         self._slots: dict[tuple[str, str], _Slot] = {}
         self._collectors: list[Collector] = []
         self._pending: Pending = {}
@@ -226,9 +248,14 @@ class Metrics:
         ws = window_start(now)
         for (route, backend), slot in self._slots.items():
             delta = slot.take_delta()
-            if delta:
-                counters = self._pending.setdefault(ws, {}).setdefault(route, {})
-                merged = counters.setdefault(window_name(backend, ws), {})
+            if not delta:
+                continue
+            counters = self._pending.setdefault(ws, {}).setdefault(route, {})
+            names = [window_name(backend, ws)]
+            if (step := self.step_window(route)) is not None:
+                names.append(step_window_name(backend, step))
+            for name in names:
+                merged = counters.setdefault(name, {})
                 for key, value in delta.items():
                     merged[key] = merged.get(key, 0) + value
         self._trim_pending()
@@ -252,7 +279,11 @@ class Metrics:
         batch: dict[str, dict[str, dict[str, int]]] = {}
         for routes in self._pending.values():
             for route, counters in routes.items():
-                batch.setdefault(route, {}).update(counters)
+                into = batch.setdefault(route, {})
+                for name, fields in counters.items():  # a step's hash spans windows: sum
+                    merged = into.setdefault(name, {})
+                    for key, value in fields.items():
+                        merged[key] = merged.get(key, 0) + value
         try:
             await store.add_counters_many(batch, ttl)
         except StoreUnavailable:

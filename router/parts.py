@@ -14,6 +14,8 @@ import structlog
 from aiohttp import web
 
 from router.admin import build_admin_app, load_token
+from router.canary_ctl import CanaryController, step_window
+from router.controller import Controller, Writer
 from router.logs import AccessLog, Fanout, configure_logging
 from router.metrics import Metrics, MetricsFlusher
 from router.proxy import DataPlane
@@ -22,6 +24,7 @@ from router.routing import build_table
 from router.runtime import Runtime
 from router.spec import Config
 from router.state.factory import open_store
+from router.state.lease import Leadership
 from router.state.live import LiveState
 from router.state.model import Rollout
 
@@ -46,9 +49,19 @@ class Parts:
             on_health=self._store_health,
             on_change=self._rollout_changed,
         )
-        self.watcher = ConfigWatcher(config_path, self.apply_config, self._reload_failed)
+        self.watcher = ConfigWatcher(
+            config_path, self.apply_config, self._reload_failed, current_hash=config.source_hash
+        )
         self.flusher = MetricsFlusher(self.metrics, self.store)
+        self.metrics.step_window = self._step_window
+        self.controller = self._build_controller(config)
         self.admin_runner: web.AppRunner | None = None
+
+    def _build_controller(self, config: Config) -> Controller:
+        lease = Leadership(self.store, "controller", ttl=config.controller.lease_ttl)
+        writer = Writer(self.store, self.live, actor=f"controller@{lease.holder}")
+        canary = CanaryController(self.store, self.live, self.metrics, writer)
+        return Controller(self.runtime, self.store, lease, [canary])
 
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
@@ -59,6 +72,7 @@ class Parts:
         await self.dataplane.start()
         await self.watcher.start()
         await self.flusher.start()
+        await self.controller.start()
         if self.worker == 0:
             await self._start_admin()
         listen = self.runtime.config.listen
@@ -69,6 +83,7 @@ class Parts:
         log.info("router stopping", pid=os.getpid(), worker=self.worker)
         await self.dataplane.shutdown(self.runtime.config.limits.drain_timeout)
         await self.watcher.stop()
+        await self.controller.stop()
         await self.live.stop()
         await self.flusher.stop()
         if self.admin_runner is not None:
@@ -78,8 +93,15 @@ class Parts:
 
     async def _start_admin(self) -> None:
         spec = self.runtime.config.admin
+        ctl = self.controller
         app = build_admin_app(
-            self.runtime, self.metrics, load_token(spec), reload=self.watcher.check_now
+            self.runtime,
+            self.metrics,
+            load_token(spec),
+            actions={verb: ctl.action(verb) for verb in ctl.verbs()},
+            extra_status=ctl.explain,
+            reload=self.watcher.check_now,
+            history=self.store.history,
         )
         self.admin_runner = web.AppRunner(app, access_log=None)
         await self.admin_runner.setup()
@@ -100,6 +122,9 @@ class Parts:
     def _reload_failed(self, message: str) -> None:
         self.runtime.reload_failed(message)
         log.error("config reload refused; the last good config keeps serving", error=message)
+
+    def _step_window(self, route: str) -> str | None:
+        return step_window(self.runtime.live.get(route))
 
     def _route_names(self) -> list[str]:
         return [r.name for r in self.runtime.config.routes]

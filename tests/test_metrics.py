@@ -286,3 +286,25 @@ async def test_redis_outage_keeps_deltas(fresh_redis: RedisServer) -> None:
         assert (stats.requests, stats.errors) == (2, 1)
     finally:
         await store.close()
+
+
+async def test_step_windows_sum_across_pending_windows_and_replicas() -> None:
+    """Counts of one rollout step land in one hash, summed over flushes and replicas."""
+    from router.metrics import read_step_window
+    from router.state.memory import MemoryStore
+
+    store = MemoryStore()
+    one, two = Metrics(), Metrics()
+    for m in (one, two):
+        m.step_window = lambda route: "r1-1000" if route == "iris" else None
+    for i in range(30):
+        one.record("iris", "v2", 500 if i % 3 == 0 else 200, 0.01, "canary", "", 0)
+    one.collect(100.0)  # a failed flush leaves this pending in window 100 ...
+    for _ in range(5):
+        one.record("iris", "v2", 200, 0.01, "canary", "", 0)
+    assert await one.flush(store, now=125.0)  # ... and this lands in window 120
+    two.record("iris", "v2", 500, 0.02, "canary", "", 0)
+    assert await two.flush(store, now=126.0)
+    stats = await read_step_window(store, "iris", ["v2", "v1"], "r1-1000")
+    assert (stats["v2"].requests, stats["v2"].errors) == (36, 11)
+    assert stats["v1"].requests == 0
