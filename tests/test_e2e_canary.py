@@ -101,7 +101,7 @@ async def wait_phase(router: RouterProcess, phase: str, within: float) -> dict[s
 async def broken_candidate_is_stopped(tmp_path: Path, rate: float) -> int:
     async with named_backends("v1", "v2") as backends:
         backends["v2"].status = 500
-        steps = [{"weight": 5, "pause": "1h"}, {"weight": 100}]
+        steps: list[dict[str, Any]] = [{"weight": 5, "pause": "1h"}, {"weight": 100}]
         router = RouterProcess(tmp_path, canary_config(backends, steps)).start()
         load = Load(router.url + "/predict", rate)
         try:
@@ -136,7 +136,7 @@ async def test_candidate_failing_every_request_is_aborted_at_20_rps(tmp_path: Pa
 async def test_healthy_candidate_is_promoted(tmp_path: Path) -> None:
     """A candidate that behaves like stable ramps step by step and is promoted."""
     async with named_backends("v1", "v2") as backends:
-        steps = [
+        steps: list[dict[str, Any]] = [
             {"weight": 20, "pause": "500ms", "min_requests": 10},
             {"weight": 60, "pause": "500ms", "min_requests": 10},
             {"weight": 100},
@@ -172,7 +172,11 @@ async def test_routerctl_steers_and_a_restart_resumes_the_same_step(
 ) -> None:
     """promote/pause via routerctl; killing the router keeps step, weight and history."""
     async with named_backends("v1", "v2") as backends:
-        steps = [{"weight": 5, "pause": "1h"}, {"weight": 25, "pause": "1h"}, {"weight": 100}]
+        steps: list[dict[str, Any]] = [
+            {"weight": 5, "pause": "1h"},
+            {"weight": 25, "pause": "1h"},
+            {"weight": 100},
+        ]
         config = canary_config(backends, steps, redis_url=fresh_redis.url)
         router = RouterProcess(tmp_path, config).start()
         try:
