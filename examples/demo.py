@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
+import os
+import random
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -32,6 +36,8 @@ from typing import IO
 
 MODELS = (("v1", 8101), ("v2", 8102))
 LOG_DIR = Path("run/demo")
+DEMO_TOKEN = "demo-token"  # used only when ROUTER_ADMIN_TOKEN is not set
+TRAFFIC_RATE = 40.0  # requests a second, so the canary has something to judge
 
 
 @dataclass
@@ -134,6 +140,7 @@ def start_all(config: str, verbose: bool) -> list[Child]:
         wait_until(children, "the model servers", health)
         _, port, _, admin = router_ports(config)
         cmd = [sys.executable, "-m", "router", "--config", config]
+        os.environ.setdefault("ROUTER_ADMIN_TOKEN", DEMO_TOKEN)  # the router and routerctl
         children.append(spawn("router", cmd, verbose))
         probe = [(f"http://127.0.0.1:{admin}/healthz", None), (_predict_url(port), b"{}")]
         wait_until(children, "the router", probe)
@@ -141,6 +148,36 @@ def start_all(config: str, verbose: bool) -> list[Child]:
         stop_all(children)
         raise
     return children
+
+
+class Traffic(threading.Thread):
+    """A few sticky users sending predictions, so the demo's rollouts have data."""
+
+    def __init__(self, port: int, rate: float = TRAFFIC_RATE) -> None:
+        super().__init__(name="demo-traffic", daemon=True)
+        self.port = port
+        self.rate = rate
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        rng = random.Random(7)
+        while not self.done.wait(1 / self.rate):
+            features = [round(rng.gauss(0, 1), 3) for _ in range(4)]
+            user = f"user-{rng.randrange(2000)}"
+            if rng.random() < 0.8:
+                self._post(_predict_url(self.port), {"features": features}, user)
+            else:
+                url = f"http://127.0.0.1:{self.port}/v2/models/iris/infer"
+                self._post(url, {"inputs": [{"name": "x", "data": features}]}, user)
+
+    def _post(self, url: str, body: object, user: str) -> None:
+        headers = {"Content-Type": "application/json", "X-User-Id": user}
+        req = urllib.request.Request(url, json.dumps(body).encode(), headers)
+        try:
+            with urllib.request.urlopen(req, timeout=2) as r:
+                r.read()
+        except (urllib.error.URLError, OSError):
+            pass  # an error is part of what the router measures; the demo goes on
 
 
 def _predict_url(port: int) -> str:
@@ -164,8 +201,13 @@ try:
        -d '{body}' -i
   curl -s -X POST localhost:{port}/predict -H 'X-User-Id: alice' \\
        -H 'Content-Type: application/json' -d '{body}'   # same user, same model
-  .venv/bin/routerctl --admin http://127.0.0.1:{admin} status
+  export ROUTER_ADMIN_TOKEN={os.environ.get("ROUTER_ADMIN_TOKEN", DEMO_TOKEN)}
+  .venv/bin/routerctl status --watch          # the canary ramping, live
+  .venv/bin/routerctl history predict         # what the controller did, and why
+  .venv/bin/routerctl rollback predict        # everyone back on model-v1, now
+  .venv/bin/routerctl status infer            # shadow: how often v2 agrees with v1
   curl -s localhost:{admin}/metrics | head
+a little traffic ({TRAFFIC_RATE:g} req/s) runs so the rollouts have data (--no-traffic: none)
 logs: {LOG_DIR}/ (router.log, model-v1.log, model-v2.log)
 Ctrl-C stops everything.
 """,
@@ -191,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="demo", description="Run the deploy-router demo.")
     p.add_argument("--config", default="config.yaml", help="router config (default config.yaml)")
     p.add_argument("--verbose", action="store_true", help="children log to this terminal")
+    p.add_argument("--no-traffic", action="store_true", help="send no background requests")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm)
     # Started in the background by a script, SIGINT arrives ignored; Ctrl-C must still work.
@@ -207,7 +250,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_free(h, prt, what)
         children = start_all(args.config, args.verbose)
         print_hints(args.config, port, admin)
-        return watch(children)
+        traffic = Traffic(port)
+        if not args.no_traffic:
+            traffic.start()
+        try:
+            return watch(children)
+        finally:
+            traffic.done.set()
     except DemoError as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
