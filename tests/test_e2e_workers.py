@@ -1,0 +1,63 @@
+"""`router --workers N`: N processes on one port acting as one router through Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import Counter
+from pathlib import Path
+
+from tests.support.backends import named_backends
+from tests.support.redis_server import RedisServer
+from tests.support.routerproc import RouterProcess
+from tests.test_e2e_split import fan_out, split_config
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime (fields 14 and 15)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def worker_pids(supervisor: int) -> set[int]:
+    children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    return {int(pid) for pid in children}
+
+
+async def test_two_workers_share_the_port_and_stop_together(
+    tmp_path: Path, fresh_redis: RedisServer
+) -> None:
+    """Both workers answer on one port with the same sticky choices; SIGTERM stops both."""
+    async with named_backends("a", "b") as backends:
+        config = split_config(backends, {"a": 50, "b": 50})
+        config["state"] = {"url": fresh_redis.url}
+        router = RouterProcess(tmp_path, config).start("--workers", "2")
+        assert router.proc is not None
+        supervisor = router.proc.pid
+        users = [f"user-{i}" for i in range(400)]
+        try:
+            pids = worker_pids(supervisor)
+            before = {pid: cpu_ticks(pid) for pid in pids}
+            first = await fan_out(router.url, users, concurrency=32)
+            second = await fan_out(router.url, users, concurrency=32)
+            busy = [pid for pid in pids if cpu_ticks(pid) > before[pid]]
+        finally:
+            code = router.stop()
+    assert len(pids) == 2
+    assert len(busy) == 2  # SO_REUSEPORT spread the connections over both workers
+    assert first == second
+    assert 0.4 < Counter(first)["b"] / len(users) < 0.6
+    assert code == 0
+    await asyncio.sleep(0.2)
+    for pid in pids:  # the workers exited with the supervisor
+        assert (
+            not os.path.exists(f"/proc/{pid}")
+            or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        )
