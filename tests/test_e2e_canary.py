@@ -133,6 +133,46 @@ async def test_candidate_failing_every_request_is_aborted_at_20_rps(tmp_path: Pa
     assert await broken_candidate_is_stopped(tmp_path, 20) <= 20
 
 
+async def aborted_by(
+    tmp_path: Path, backends: dict[str, NamedBackend], gates: dict[str, Any]
+) -> Any:
+    steps: list[dict[str, Any]] = [{"weight": 50, "pause": "1h"}, {"weight": 100}]
+    config = canary_config(backends, steps, analysis={"interval": "200ms", **gates})
+    router = RouterProcess(tmp_path, config).start()
+    load = Load(router.url + "/predict", 300)
+    try:
+        runner = asyncio.create_task(load.run(limit=60))
+        await wait_phase(router, "aborted", within=60)
+        load.stop()
+        await runner
+        return router.get_json("/v1/routes/iris/history")["entries"][-1]
+    finally:
+        router.stop()
+
+
+async def test_candidate_with_5_percent_errors_against_half_a_percent_is_aborted(
+    tmp_path: Path,
+) -> None:
+    """5 % errors vs stable's 0.5 %: aborted on error_rate, figures in history."""
+    async with named_backends("v1", "v2") as backends:
+        backends["v1"].error_every, backends["v2"].error_every = 200, 20
+        gates = {"error_rate": {"max_increase": 0.01}}
+        abort = await aborted_by(tmp_path, backends, gates)
+    print(f"\nabort entry: {abort}")
+    assert (abort["event"], abort["gate"]) == ("abort", "error_rate")
+    assert abort["candidate_n"] > 0
+    assert abort["baseline_n"] > 0
+
+
+async def test_candidate_adding_300ms_is_aborted_on_latency(tmp_path: Path) -> None:
+    """A candidate 300 ms slower than stable is aborted by the latency gate."""
+    async with named_backends("v1", "v2") as backends:
+        backends["v2"].delay = 0.3
+        gates = {"error_rate": {}, "latency": {"p99_ratio": 1.5, "min_requests": 50}}
+        abort = await aborted_by(tmp_path, backends, gates)
+    assert (abort["event"], abort["gate"]) == ("abort", "latency")
+
+
 async def test_healthy_candidate_is_promoted(tmp_path: Path) -> None:
     """A candidate that behaves like stable ramps step by step and is promoted."""
     async with named_backends("v1", "v2") as backends:

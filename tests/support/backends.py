@@ -7,6 +7,7 @@ X-Router-Backend header; it counts what it served.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ class NamedBackend:
     port: int = 0
     served: int = 0
     status: int = 200
+    error_every: int = 0  # answer 500 to every Nth request (0: never)
+    delay: float = 0.0  # seconds added before answering
     seen_headers: list[dict[str, str]] = field(default_factory=list)
 
     @property
@@ -29,9 +32,12 @@ class NamedBackend:
     async def handle(self, request: web.Request) -> web.Response:
         self.served += 1
         body = await request.read()
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        failing = self.error_every and self.served % self.error_every == 0
         return web.json_response(
             {"backend": self.name, "path": request.path_qs, "bytes": len(body)},
-            status=self.status,
+            status=500 if failing else self.status,
         )
 
 
