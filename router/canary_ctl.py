@@ -101,7 +101,7 @@ class CanaryController:
         events += more
         if events or _moved(current, r):
             await self.writer.write(r, current.version, [e.entry() for e in events])
-        await self.writer.explain(route.name, _explanation(r, obs, now))
+        await self.writer.explain(route.name, _explanation(r, spec, obs, now))
 
     async def observe(self, route: str, r: Rollout, spec: CanarySpec) -> Observation:
         window = step_window(r)
@@ -184,9 +184,10 @@ def _moved(old: Rollout, new: Rollout) -> bool:
     return any(getattr(old, k) != getattr(new, k) for k in keys) or old.extra != new.extra
 
 
-def _explanation(r: Rollout, obs: Observation, now: float) -> dict[str, Any]:
+def _explanation(r: Rollout, spec: CanarySpec, obs: Observation, now: float) -> dict[str, Any]:
     return {
         "at": now,
+        "steps": [s.weight_bp for s in spec.steps],
         "phase": r.phase,
         "step": r.step,
         "weight_bp": r.weight_bp,
