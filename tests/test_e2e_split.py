@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from tests.support.backends import NamedBackend, named_backends
+from tests.support.rawbackend import RawBackend, reset
 from tests.support.routerproc import RouterProcess
 
 
@@ -170,3 +171,69 @@ async def test_workers_without_redis_are_refused(tmp_path: Path, workers: int) -
         )
     assert out.returncode != 0
     assert "state.url" in out.stderr
+
+
+async def _garbage(
+    backend: RawBackend, reader: asyncio.StreamReader, w: asyncio.StreamWriter
+) -> None:
+    if await backend.next_request(reader) is not None:
+        w.write(b"\x00\x01 this is not HTTP\r\n\r\n")
+        await w.drain()
+
+
+async def _reset_mid_body(
+    backend: RawBackend, reader: asyncio.StreamReader, w: asyncio.StreamWriter
+) -> None:
+    if await backend.next_request(reader) is not None:
+        w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n" + b"x" * 10)
+        await w.drain()
+        reset(w)
+
+
+async def test_broken_backend_gets_502_json_and_other_routes_are_unaffected(
+    tmp_path: Path,
+) -> None:
+    """Garbage: 502 JSON naming the backend; reset mid-body: aborted; the good route: 200."""
+    garbage = await RawBackend(handler=_garbage).start()
+    midway = await RawBackend(handler=_reset_mid_body).start()
+    try:
+        async with named_backends("good") as backends:
+            config: dict[str, Any] = {
+                "logging": {"access_sample": 0},
+                "backends": {
+                    "good": {"url": backends["good"].url},
+                    "garbage": {"url": f"http://127.0.0.1:{garbage.port}"},
+                    "midway": {"url": f"http://127.0.0.1:{midway.port}"},
+                },
+                "routes": [
+                    _one_backend_route("bad", "/bad", "garbage"),
+                    _one_backend_route("cut", "/cut", "midway"),
+                    _one_backend_route("ok", "/", "good"),
+                ],
+            }
+            router = RouterProcess(tmp_path, config).start()
+            try:
+                async with aiohttp.ClientSession() as session:
+                    async with session.post(router.url + "/bad", json={}) as r:
+                        bad_status, bad = r.status, await r.json()
+                    with pytest.raises(aiohttp.ClientPayloadError):
+                        async with session.get(router.url + "/cut") as r:
+                            await r.read()
+                    good = await fan_out(router.url, [f"u{i}" for i in range(50)])
+            finally:
+                router.stop()
+    finally:
+        await garbage.close()
+        await midway.close()
+    assert bad_status == 502
+    assert bad["backend"] == "garbage"
+    assert bad["request_id"]
+    assert set(good) == {"good"}
+
+
+def _one_backend_route(name: str, prefix: str, backend: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "match": {"path_prefix": prefix},
+        "strategy": {"split": {"weights": {backend: 100}}},
+    }
