@@ -13,14 +13,18 @@ tree during the measured run (warm-up excluded) divided by wrk's count.
 
 from __future__ import annotations
 
+import re
+import socket
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import procstat, wrk
+from bench import procstat, targets, wrk
 from bench.targets import Target
 
 MB = 1024 * 1024
@@ -224,4 +228,123 @@ def _fmt(value: float | None, unit: str, spec: str = ".2f") -> str:
     return "n/a" if value is None else f"{value:{spec}}{unit}"
 
 
-SCENARIOS: list[Scenario] = [throughput, added_latency, memory_growth]
+# -- mirror cost: the same router with every request mirrored ----------------------
+
+_SHADOW_YAML = """listen: 127.0.0.1:{{port}}
+admin: {{{{listen: 127.0.0.1:{{admin_port}}}}}}
+logging: {{{{access_sample: 0}}}}
+backends:
+  b: {{{{url: http://127.0.0.1:{{backend_port}}}}}}
+  s: {{{{url: http://127.0.0.1:{shadow_port}, timeout: 5s}}}}
+routes:
+  - name: all
+    match: {{{{path_prefix: /}}}}
+    strategy: {{{{shadow: {{{{primary: b, shadows: [s], percent: 100}}}}}}}}
+"""
+
+
+def _start_sleeper(workdir: Path, latency_ms: int) -> Target:
+    """An example model server answering after `latency_ms` (a slow shadow)."""
+    port = targets.free_port()
+    cmd = [sys.executable, "-m", "examples.model_server", "--port", str(port)]
+    log = workdir / "sleeper.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [*cmd, "--latency-ms", str(latency_ms)], stdout=out, stderr=subprocess.STDOUT
+        )
+    target = Target("sleeper", port, proc, log)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:  # it answers slowly by design: wait for the port only
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return target
+        except OSError:
+            time.sleep(0.05)
+    target.stop()
+    raise targets.StartError("the sleeping shadow did not start")
+
+
+def _mirror_router(ctx: Context, backend_port: int, shadow_port: int, name: str) -> Target:
+    yaml = _SHADOW_YAML.format(shadow_port=shadow_port)
+    return targets.start_router(ctx.workdir, backend_port, name=name, config=yaml)
+
+
+def mirror_cost(ctx: Context) -> Section:
+    """Router CPU and req/s with 100 % mirroring vs none; p99 with a 2 s shadow."""
+    s = ctx.settings
+    sec = Section(
+        f"mirror cost: 100 % mirrored vs none, wrk -t{s.threads} -c{s.connections}, "
+        f"median of {s.runs}",
+        ["target", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "errors"],
+    )
+    plain = ctx.targets.get("router")
+    if plain is None:
+        sec.lines.append("skipped: no router target")
+        return sec
+    backend_port = _backend_port(ctx)
+    started: list[Target] = []
+    try:
+        started.append(_mirror_router(ctx, backend_port, backend_port, "router-mirror"))
+        started.append(_start_sleeper(ctx.workdir, 2000))
+        started.append(_mirror_router(ctx, backend_port, started[1].port, "router-slow-shadow"))
+        _mirror_runs(ctx, sec, {"router": plain, "router-mirror": started[0]})
+        _slow_shadow_runs(ctx, sec, plain, started[2])
+    finally:
+        for target in reversed(started):
+            target.stop()
+    return sec
+
+
+def _backend_port(ctx: Context) -> int:
+    """The backend behind the shared router, read back from the router's config."""
+    text = (ctx.workdir / "router.yaml").read_text()
+    found = re.search(r"b: \{url: http://127\.0\.0\.1:(\d+)", text)
+    return int(found.group(1)) if found else 0
+
+
+def _row(name: str, m: dict[str, float]) -> list[str]:
+    return [
+        name,
+        f"{m['rps']:.0f}",
+        f"{m['p50_ms']:.3f}",
+        f"{m['p99_ms']:.3f}",
+        f"{m['cpu_us']:.1f}",
+        f"{m['errors']:.0f}",
+    ]
+
+
+def _mirror_runs(ctx: Context, sec: Section, pair: dict[str, Target]) -> None:
+    s = ctx.settings
+    sub = Context(s, ctx.workdir, pair, ctx.notes)
+    med = alternate(sub, s.runs, Load(s.threads, s.connections, s.duration, s.warmup))
+    sec.rows += [_row(name, m) for name, m in med.items()]
+    kept = _ratio(med["router-mirror"]["rps"], med["router"]["rps"])
+    extra_cpu = med["router-mirror"]["cpu_us"] - med["router"]["cpu_us"]
+    sec.data["mirror"] = {**med, "rps_kept": kept, "extra_cpu_us": extra_cpu}
+    sec.lines.append(
+        f"req/s kept with 100 % mirroring: {_fmt(kept, 'x')}   "
+        f"extra CPU per request: {extra_cpu:+.1f} µs"
+    )
+    sec.checks.append(Check("req/s kept with mirroring", kept, 0.65, "x", higher_is_better=True))
+
+
+def _slow_shadow_runs(ctx: Context, sec: Section, plain: Target, slow: Target) -> None:
+    s = ctx.settings
+    sub = Context(s, ctx.workdir, {"router": plain, "router-slow-shadow": slow}, ctx.notes)
+    load = Load(1, 8, s.latency_duration, min(1.0, s.warmup))
+    med = alternate(sub, s.runs, load)
+    sec.rows += [_row(f"{name} (c=8)", m) for name, m in med.items()]
+    added = med["router-slow-shadow"]["p99_ms"] - med["router"]["p99_ms"]
+    sec.data["slow_shadow"] = {**med, "added_p99_ms": added}
+    sec.lines.append(f"primary p99 with a 2 s shadow vs none (c=8): {added:+.3f} ms")
+
+
+SCENARIOS: list[Scenario] = [throughput, added_latency, memory_growth, mirror_cost]
+
+from bench.replicas import replica_propagation  # noqa: E402 (it uses the types defined above)
+
+SCENARIOS.append(replica_propagation)
+
+from bench.drift_cost import drift_cost  # noqa: E402 (it uses the types defined above)
+
+SCENARIOS.append(drift_cost)

@@ -5,11 +5,20 @@ Theory of operation
 Reads are open: `/healthz` (the process is alive), `/readyz` (degraded while
 the state store is unreachable: the data plane keeps serving its last
 snapshot), `/v1/status` and `/v1/routes/NAME` (what every route does now),
-`/v1/routes/NAME/history` and `/metrics` (Prometheus text). Changes are
+`/v1/routes/NAME/history` and `/metrics` (Prometheus text); a shadow route's
+comparison figures at `/v1/routes/NAME/shadow` and its sampled disagreements
+at `/v1/routes/NAME/diffs?n=20` (given a `ShadowFigures`, router/mirror.py). Changes are
 `POST /v1/routes/NAME/ACTION` and `POST /v1/config/reload`; every POST needs
 `Authorization: Bearer <token>`. With no token configured every POST is
 refused: an admin port that anyone on the host could change is never the
 default.
+
+Features bring their own routes as `AdminExtension`s: drift
+(`GET /v1/routes/NAME/drift`, `POST /v1/routes/NAME/drift/reset`, see
+router/drift_io.py) and delayed labels (`POST /v1/feedback` with
+`{"request_id": ..., "label": ...}`, `value` for regression, or a list of them,
+token required; `GET /v1/routes/NAME/feedback` for accuracy per backend, see
+router/feedback.py).
 
 The API does not know what an action does: `actions` maps a word (promote,
 pause, rollback, ...) to a coroutine `(route, body) -> (status, json)` given by
@@ -24,9 +33,9 @@ import inspect
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
@@ -45,6 +54,29 @@ Action = Callable[[str, dict[str, Any]], Awaitable[tuple[int, dict[str, Any]]]]
 ExtraStatus = Callable[[], Awaitable[dict[str, Any]]]
 Reload = Callable[[], bool | Awaitable[bool]]
 History = Callable[[str, int], Awaitable[list[dict[str, Any]]]]
+
+
+class ShadowFigures(Protocol):
+    """Shadow comparison figures of a route (router.mirror.Mirrors)."""
+
+    async def summary(self, route: str) -> dict[str, Any]: ...
+
+    async def diffs(self, route: str, n: int = 20) -> list[dict[str, Any]]: ...
+
+
+Refusal = Callable[[web.Request], "web.Response | None"]
+
+
+class AdminExtension(Protocol):
+    """A feature that brings its own admin routes and Prometheus lines (drift, feedback).
+
+    `install` adds routes to the app; a handler that changes anything calls
+    `refusal(request)` first and returns its answer when it is not None."""
+
+    def install(self, app: web.Application, refusal: Refusal) -> None: ...
+
+    def metric_lines(self) -> list[str]: ...
+
 
 TOKEN_ENV = "ROUTER_ADMIN_TOKEN"
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -132,7 +164,10 @@ class _Admin:
         extra_status: ExtraStatus | None,
         reload: Reload | None,
         history: History | None,
+        shadow: ShadowFigures | None = None,
+        extensions: Sequence[AdminExtension] = (),
     ) -> None:
+        self.extensions = tuple(extensions)
         self.runtime = runtime
         self.metrics = metrics
         self.token = token.encode() if token else None
@@ -140,6 +175,7 @@ class _Admin:
         self.extra_status = extra_status
         self.reload = reload
         self.history = history
+        self.shadow = shadow
 
     def refusal(self, request: web.Request) -> web.Response | None:
         """None when the request carries the admin token, else the answer refusing it."""
@@ -206,8 +242,30 @@ class _Admin:
         entries = await self.history(route.name, count)
         return _json(200, {"route": route.name, "entries": entries})
 
+    async def route_shadow(self, request: web.Request) -> web.Response:
+        route = self._route(request)
+        if route is None:
+            return _error(404, f"unknown route {request.match_info['name']!r}")
+        if self.shadow is None:
+            return _error(501, "shadow figures are not available in this router")
+        return _json(200, await self.shadow.summary(route.name))
+
+    async def route_diffs(self, request: web.Request) -> web.Response:
+        route = self._route(request)
+        if route is None:
+            return _error(404, f"unknown route {request.match_info['name']!r}")
+        if self.shadow is None:
+            return _error(501, "shadow figures are not available in this router")
+        try:
+            count = max(1, min(int(request.query.get("n", "20")), 1000))
+        except ValueError:
+            return _error(400, "n must be an integer")
+        diffs = await self.shadow.diffs(route.name, count)
+        return _json(200, {"route": route.name, "diffs": diffs})
+
     async def metrics_text(self, request: web.Request) -> web.Response:
-        text = self.metrics.exposition() + "\n".join(self._runtime_lines()) + "\n"
+        lines = self._runtime_lines() + [x for e in self.extensions for x in e.metric_lines()]
+        text = self.metrics.exposition() + "\n".join(lines) + "\n"
         return web.Response(body=text.encode(), headers={"Content-Type": PROMETHEUS_TYPE})
 
     def _runtime_lines(self) -> list[str]:
@@ -284,18 +342,26 @@ def build_admin_app(
     extra_status: ExtraStatus | None = None,
     reload: Reload | None = None,
     history: History | None = None,
+    shadow: ShadowFigures | None = None,
+    extensions: Sequence[AdminExtension] = (),
 ) -> web.Application:
     """The admin application; serve it with `start_admin` (or any aiohttp runner)."""
-    admin = _Admin(runtime, metrics, token, actions or {}, extra_status, reload, history)
+    admin = _Admin(
+        runtime, metrics, token, actions or {}, extra_status, reload, history, shadow, extensions
+    )
     app = web.Application(middlewares=[_json_errors], client_max_size=1024 * 1024)
     app.router.add_get("/healthz", admin.healthz)
     app.router.add_get("/readyz", admin.readyz)
     app.router.add_get("/v1/status", admin.status)
     app.router.add_get("/v1/routes/{name}", admin.route)
     app.router.add_get("/v1/routes/{name}/history", admin.route_history)
+    app.router.add_get("/v1/routes/{name}/shadow", admin.route_shadow)
+    app.router.add_get("/v1/routes/{name}/diffs", admin.route_diffs)
     app.router.add_get("/metrics", admin.metrics_text)
     app.router.add_post("/v1/routes/{name}/{action}", admin.action)
     app.router.add_post("/v1/config/reload", admin.config_reload)
+    for extension in extensions:
+        extension.install(app, admin.refusal)
     return app
 
 

@@ -363,8 +363,54 @@ def _parse_latency(node: Node) -> Gate:
     return gate
 
 
+# -- prediction drift ----------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PredictionDriftGate:
+    """Candidate's answers vs stable's over the step (router/drift.py prediction_gate).
+
+    Reads `extra["prediction_drift"]` = {"candidate": bins, "stable": bins}, the
+    output bins of both arms in the current step (router/drift_io.py); the route
+    needs a `drift:` block with `outputs`. No bins yet: wait."""
+
+    threshold: float = 0.2  # PSI
+    min_requests: int = 200  # answers per arm before the gate may pass or fail
+    dry_run: bool = False
+    name: str = "prediction_drift"
+
+    def judge(self, candidate: Sample, baseline: Sample, extra: Mapping[str, object]) -> GateResult:
+        from router.drift import prediction_gate  # late: numpy-heavy module, drift users only
+
+        arms = extra.get("prediction_drift")
+        if not isinstance(arms, Mapping) or not arms.get("candidate"):
+            return self._result("wait", 0.0, 0, 0, "no answer bins yet (needs drift.outputs)")
+        r = prediction_gate(arms["candidate"], arms["stable"], self.threshold, self.min_requests)
+        where = f"{r.feature or 'answers'}: PSI {r.psi:.3f} (max {self.threshold:g})"
+        counts = f"{r.n_candidate} candidate vs {r.n_stable} stable answers"
+        verdict: Verdict = (
+            "fail" if r.verdict == "fail" else "pass" if r.verdict == "pass" else "wait"
+        )
+        return self._result(verdict, r.psi, r.n_candidate, r.n_stable, f"{where}, {counts}")
+
+    def _result(self, verdict: Verdict, value: float, nc: int, nb: int, detail: str) -> GateResult:
+        return GateResult(self.name, verdict, value, self.threshold, nc, nb, self.dry_run, detail)
+
+
+def _parse_prediction_drift(node: Node) -> Gate:
+    gate = PredictionDriftGate(
+        threshold=node.number("threshold", 0.2, 0.0, 100.0),
+        min_requests=node.integer("min_requests", 200, 1, 10**9),
+        dry_run=node.boolean("dry_run", False),
+    )
+    node.done()
+    return gate
+
+
 # -- the open set of gates -----------------------------------------------------
-GATES: dict[str, GateFactory] = {"error_rate": _parse_error_rate, "latency": _parse_latency}
+GATES: dict[str, GateFactory] = {
+    "error_rate": _parse_error_rate,
+    "latency": _parse_latency,
+    "prediction_drift": _parse_prediction_drift,
+}
 
 
 @dataclass(frozen=True, slots=True)

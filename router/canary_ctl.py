@@ -21,6 +21,7 @@ import structlog
 
 from router.analysis import GateResult, Sample, evaluate
 from router.controller import CAS_ATTEMPTS, Reply, Writer
+from router.drift_io import prediction_counts
 from router.metrics import Metrics, WindowStats, read_step_window
 from router.rollout import (
     ABORTED,
@@ -109,7 +110,12 @@ class CanaryController:
             return Observation()
         stats = await read_step_window(self.store, route, [r.candidate, r.stable], window)
         cand, base = sample(stats[r.candidate]), sample(stats[r.stable])
-        gates = tuple(evaluate(spec.analysis, cand, base, {}))
+        extra = {
+            "prediction_drift": await prediction_counts(
+                self.store, route, window, r.candidate, r.stable
+            )
+        }
+        gates = tuple(evaluate(spec.analysis, cand, base, extra))
         return Observation(gates, cand.requests, base.requests)
 
     # -- every replica: stop a broken candidate now --------------------------------

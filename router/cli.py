@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from router.cli_rollout import rollout_lines
+
 DEFAULT_ADMIN = "http://127.0.0.1:9901"
 TIMEOUT = 5.0
 OK, FAILED, USAGE = 0, 1, 2
@@ -141,7 +143,7 @@ def _rollout(r: dict[str, Any] | None) -> str:
         return "-"
     parts = [str(r.get("phase") or "-")]
     if r.get("kind") == "canary" or r.get("candidate"):
-        parts.append(f"step {r.get('step', 0)}")
+        parts.append(f"step {int(r.get('step', 0)) + 1}")
         parts.append(f"weight {int(r.get('weight_bp', 0)) / 100:g}%")
     for key in ("active", "level"):
         if r.get(key):
@@ -189,6 +191,97 @@ def status_lines(status: dict[str, Any]) -> list[str]:
     return [*lines, "", *route_lines(status.get("routes", []))]
 
 
+def _pct(rate: dict[str, Any] | None) -> str:
+    """`97.5% [96.4-98.3] n=1200` from a Rate's dict; `-` before any data."""
+    if not rate or not rate.get("n"):
+        return "- (n=0)"
+    lo, hi = 100 * float(rate["lo"]), 100 * float(rate["hi"])
+    return f"{100 * float(rate['rate']):.1f}% [{lo:.1f}-{hi:.1f}] n={rate['n']}"
+
+
+def _ms(pair: list[Any] | None) -> str:
+    values = pair or [None, None]
+    return " / ".join("-" if v is None else f"{1000 * float(v):g}ms" for v in values)
+
+
+def _field_rows(pair: dict[str, Any]) -> list[list[str]]:
+    noise = (pair.get("noise") or {}).get("fields", {})
+    rows = [["  FIELD", "AGREEMENT", "MEAN DIFF", "NOISE"]]
+    for name, f in pair.get("fields", {}).items():
+        diff = f.get("mean_diff")
+        mark = "-"
+        if name in noise:
+            mark = (
+                "noisy" if noise[name]["noisy"] else f"+{100 * (noise[name]['excess'] or 0):.1f}%"
+            )
+        rows.append(
+            [f"  {name}", _pct(f.get("agreement")), "-" if diff is None else f"{diff:.4g}", mark]
+        )
+    return rows
+
+
+def pair_lines(title: str, pair: dict[str, Any]) -> list[str]:
+    """One mirrored backend against the primary: agreement, fields, latency."""
+    m = pair.get("mirror", {})
+    lines = [
+        f"{title}: agreement {_pct(pair.get('agreement'))}",
+        f"  status mismatches {(pair.get('status_mismatch') or {}).get('k', 0)}  "
+        f"no answer {pair.get('no_answer', 0)}  sent {m.get('sent', 0)}  "
+        f"dropped {m.get('dropped', 0)}  errors {m.get('errors', 0)}",
+        f"  latency p50 {_ms(pair.get('latency_p50'))}  p99 {_ms(pair.get('latency_p99'))}"
+        "  (primary / shadow)",
+    ]
+    rows = _field_rows(pair)
+    return lines + (_table(rows) if len(rows) > 1 else [])
+
+
+def shadow_lines(body: dict[str, Any]) -> list[str]:
+    """A route's shadow figures (GET /v1/routes/NAME/shadow) as text."""
+    primary = str(body.get("primary") or "primary")
+    lines: list[str] = []
+    for backend, pair in body.get("shadows", {}).items():
+        lines += pair_lines(
+            f"shadow {backend} vs {primary}",
+            pair,
+        )
+    if body.get("secondary"):
+        lines += pair_lines(f"noise floor (secondary vs {primary})", body["secondary"])[:1]
+    queue = body.get("local", {}).get("queue", {})
+    lines.append(
+        f"mirror offered {body.get('offered', 0)}  dropped {body.get('dropped', 0)}  "
+        f"oversize body {body.get('oversize_body', 0)}  "
+        f"oversize answer {body.get('oversize_answer', 0)}  "
+        f"queue {', '.join(f'{k} {v}' for k, v in queue.items()) or '-'}"
+    )
+    return lines
+
+
+def diff_lines(records: list[dict[str, Any]]) -> list[str]:
+    """Sampled disagreements, each with both answers (GET /v1/routes/NAME/diffs)."""
+    lines: list[str] = []
+    for r in records:
+        status = "/".join(str(x) for x in r.get("status", []))
+        latency = "/".join(f"{x:g}" for x in r.get("latency_ms", []))
+        where = f"  {r['target']}" if r.get("target") else ""
+        lines.append(
+            f"request {r.get('id', '-')}  shadow {r.get('backend', '-')}{where}  "
+            f"status {status}  latency {latency} ms (primary/shadow)"
+        )
+        for f in r.get("fields", []):
+            lines.append(
+                f"  {f.get('field')}: {f.get('reason')}  "
+                f"primary {f.get('primary')}  shadow {f.get('shadow')}"
+            )
+        for key in ("paths", "errors"):
+            if r.get(key):
+                lines.append(f"  {key}: {', '.join(str(x) for x in r[key])}")
+        for key in ("request", "primary", "shadow"):
+            if key in r:
+                lines.append(f"  {key + ':':8} {r[key]}")
+        lines.append("")
+    return lines
+
+
 def _aborted(routes: list[dict[str, Any]]) -> bool:
     return any((r.get("rollout") or {}).get("phase") == "aborted" for r in routes)
 
@@ -215,11 +308,46 @@ def _status_once(api: Api, args: argparse.Namespace) -> int:
     if code >= 400:
         return _fail(body)
     routes = [body] if args.route else body.get("routes", [])
+    shadow = _shadow(api, args.route) if args.route else None
     if args.json:
-        print(json.dumps(body, indent=2, sort_keys=True))
+        print(json.dumps({**body, "shadow": shadow} if shadow else body, indent=2, sort_keys=True))
     else:
-        print("\n".join(route_lines(routes) if args.route else status_lines(body)))
+        lines = route_lines(routes) if args.route else status_lines(body)
+        if args.route:
+            lines += _rollout_view(api, body)
+        print("\n".join([*lines, *(["", *shadow_lines(shadow)] if shadow else [])]))
     return FAILED if _aborted(routes) else OK
+
+
+def _rollout_view(api: Api, entry: dict[str, Any]) -> list[str]:
+    """The ramp, the gates and why, from the controller's latest verdicts."""
+    if (entry.get("rollout") or {}).get("kind") != "canary":
+        return []
+    code, status = api.call("GET", "/v1/status")
+    analysis = (status.get("analysis") or {}).get(entry["name"]) if code < 400 else None
+    return ["", *rollout_lines(entry, analysis)]
+
+
+def _shadow(api: Api, route: str) -> dict[str, Any] | None:
+    """The route's shadow figures when it mirrors anything, else None."""
+    code, body = api.call("GET", f"/v1/routes/{_q(route)}/shadow")
+    if code >= 400 or not (body.get("shadows") or body.get("offered")):
+        return None
+    return body
+
+
+def cmd_diffs(api: Api, args: argparse.Namespace) -> int:
+    code, body = api.call("GET", f"/v1/routes/{_q(args.route)}/diffs?n={args.n}")
+    if code >= 400:
+        return _fail(body)
+    records = body.get("diffs", [])
+    if args.json:
+        print(json.dumps(records, indent=2, sort_keys=True))
+    elif not records:
+        print(f"no disagreement sampled for {args.route}")
+    else:
+        print("\n".join(diff_lines(records)).rstrip())
+    return OK
 
 
 def cmd_validate(api: Api, args: argparse.Namespace) -> int:
@@ -271,6 +399,99 @@ def _fail(body: dict[str, Any]) -> int:
     return FAILED
 
 
+# -- drift, feedback, automation ----------------------------------------------------
+BAR_WIDTH = 20
+
+
+def _bar(psi: float, threshold: float) -> str:
+    """A bar scaled so the threshold sits at the middle; full means 2x the threshold."""
+    filled = min(BAR_WIDTH, round(psi / (2 * threshold) * BAR_WIDTH)) if threshold > 0 else 0
+    return "#" * filled + "." * (BAR_WIDTH - filled)
+
+
+def drift_lines(body: dict[str, Any]) -> list[str]:
+    """One block per stream and backend: feature, PSI, threshold, bar, JS, KS, n, alarm."""
+    lines = [
+        f"route {body.get('route')}  window {body.get('window')}s  "
+        f"min_samples {body.get('min_samples')}"
+    ]
+    for stream in body.get("streams", []):
+        ref = stream.get("reference", {})
+        if ref.get("state") != "fitted":
+            lines.append(
+                f"{stream['stream']}: collecting a reference "
+                f"({ref.get('have', 0)}/{ref.get('need', '?')})"
+            )
+            continue
+        for series in stream.get("series", []):
+            who = f" of {series['backend']}" if series.get("backend") else ""
+            lines.append(f"{stream['stream']}{who}:")
+            rows = [["feature", "psi", "threshold", "", "js", "ks", "n", ""]]
+            for f in series.get("features", []):
+                ks = "-" if f.get("ks") is None else f"{f['ks']:.3f}"
+                rows.append(
+                    [
+                        f["name"],
+                        f"{f['psi']:.3f}",
+                        f"{f['threshold']:g}",
+                        _bar(f["psi"], f["threshold"]),
+                        f"{f['js']:.3f}",
+                        ks,
+                        str(f["n"]),
+                        "ALARM" if f.get("alarm") else "",
+                    ]
+                )
+            lines += ["  " + line for line in _table(rows)]
+    return lines
+
+
+def cmd_drift(api: Api, args: argparse.Namespace) -> int:
+    if args.reset_reference:
+        code, body = api.call("POST", f"/v1/routes/{_q(args.route)}/drift/reset", {})
+        if code >= 400:
+            return _fail(body)
+        print(body.get("message") or json.dumps(body))
+        return OK
+    code, body = api.call("GET", f"/v1/routes/{_q(args.route)}/drift")
+    if code >= 400:
+        return _fail(body)
+    if args.json:
+        print(json.dumps(body, indent=2, sort_keys=True))
+    else:
+        print("\n".join(drift_lines(body)))
+    return OK
+
+
+def feedback_lines(body: dict[str, Any]) -> list[str]:
+    rows = [["backend", "labels", "accuracy", "values", "mae"]]
+    for name, f in body.get("backends", {}).items():
+        acc = f"{f['accuracy'] * 100:.1f} %" if f.get("accuracy") is not None else "-"
+        mae = f"{f['mae']:.4g}" if f.get("mae") is not None else "-"
+        rows.append([name, str(f.get("n", 0)), acc, str(f.get("n_values", 0)), mae])
+    head = f"route {body.get('route')}: {body.get('matched', 0)} labels matched"
+    return [head, *_table(rows)]
+
+
+def cmd_feedback(api: Api, args: argparse.Namespace) -> int:
+    code, body = api.call("GET", f"/v1/routes/{_q(args.route)}/feedback")
+    if code >= 400:
+        return _fail(body)
+    if args.json:
+        print(json.dumps(body, indent=2, sort_keys=True))
+    else:
+        print("\n".join(feedback_lines(body)))
+    return OK
+
+
+def cmd_automation(api: Api, args: argparse.Namespace) -> int:
+    body = {"level": args.level, "actor": "routerctl", "user": os.environ.get("USER", "")}
+    code, answer = api.call("POST", f"/v1/routes/{_q(args.route)}/automation", body)
+    if code >= 400:
+        return _fail(answer)
+    print(answer.get("message") or json.dumps(answer))
+    return OK
+
+
 # -- argument parsing -------------------------------------------------------------
 
 
@@ -293,6 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_status(verbs)
     _add_validate(verbs)
     _add_history(verbs)
+    _add_diffs(verbs)
+    _add_drift(verbs)
+    _add_automation(verbs)
     for verb in ACTIONS:
         _add_action(verbs, verb)
     return parser
@@ -336,6 +560,49 @@ def _add_history(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("-n", type=int, default=20, help="how many newest entries (default 20)")
     p.add_argument("--json", action="store_true", help="print the entries as JSON")
     p.set_defaults(func=cmd_history)
+
+
+def _add_diffs(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    text = (
+        "Show ROUTE's sampled disagreements between the primary and its shadows, newest "
+        "first: request id, status and latency of both, the differing fields, both answers."
+    )
+    p = verbs.add_parser("diffs", help=text, description=text)
+    p.add_argument("route", metavar="ROUTE")
+    p.add_argument("-n", type=int, default=20, help="how many newest samples (default 20)")
+    p.add_argument("--json", action="store_true", help="print the samples as JSON")
+    p.set_defaults(func=cmd_diffs)
+
+
+def _add_drift(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    text = (
+        "Show ROUTE's drift: per feature the PSI against the reference, the alarm "
+        "threshold and a bar (half full = at the threshold), JS distance, KS and the "
+        "window's count; outputs per backend. --reset-reference starts a new reference "
+        "from the next requests (needs the admin token)."
+    )
+    p = verbs.add_parser("drift", help=text, description=text)
+    p.add_argument("route", metavar="ROUTE")
+    p.add_argument("--reset-reference", action="store_true", help="collect a new reference")
+    p.add_argument("--json", action="store_true", help="print the admin API's JSON as is")
+    p.set_defaults(func=cmd_drift)
+    text = "Accuracy (or mean absolute error) per backend of ROUTE from delayed labels."
+    p = verbs.add_parser("feedback", help=text, description=text)
+    p.add_argument("route", metavar="ROUTE")
+    p.add_argument("--json", action="store_true", help="print the admin API's JSON as is")
+    p.set_defaults(func=cmd_feedback)
+
+
+def _add_automation(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    text = (
+        "Move an automation route along the ladder human, shadow, assist, partial, full "
+        "(on every replica at once; needs the admin token). `status` shows the figures "
+        "behind the next step: deferral rate, accuracy from feedback, agreement."
+    )
+    p = verbs.add_parser("automation", help=text, description=text)
+    p.add_argument("route", metavar="ROUTE")
+    p.add_argument("level", choices=("human", "shadow", "assist", "partial", "full"))
+    p.set_defaults(func=cmd_automation)
 
 
 def _add_action(

@@ -31,6 +31,7 @@ from router.spec import (
     BackendSpec,
     Config,
     ControllerSpec,
+    DriftSpec,
     HeadersSpec,
     LimitsSpec,
     ListenSpec,
@@ -307,6 +308,45 @@ def _sticky(route: Node) -> StickySpec | None:
     return StickySpec(header.lower() if header else None, cookie, client_ip)
 
 
+def _paths(node: Node, key: str) -> tuple[str, ...]:
+    """A list of JSON paths (each compiled once here, so a typo is refused at load)."""
+    from router.jsonpath import compile_path
+
+    out: list[str] = []
+    for path, item in node.items(key):
+        if not isinstance(item, str) or not item:
+            node.error(path, "must be a JSON path like $.features", item)
+            continue
+        try:
+            compile_path(item)
+        except ValueError as exc:
+            node.error(path, f"is not a JSON path: {exc}", item)
+            continue
+        out.append(item)
+    return tuple(out)
+
+
+def _drift(route: Node) -> DriftSpec | None:
+    if route.raw("drift") is None:
+        return None
+    node = route.mapping("drift")
+    d = DriftSpec()
+    inputs, outputs = _paths(node, "inputs"), _paths(node, "outputs")
+    spec = DriftSpec(
+        inputs=inputs,
+        outputs=outputs,
+        reference=node.integer("reference", d.reference, 10, 10_000_000),
+        reference_file=node.opt_string("reference_file"),
+        threshold=node.number("threshold", d.threshold, 0.0, 100.0),
+        min_samples=node.integer("min_samples", d.min_samples, 1, 10**9),
+        window=node.duration("window", d.window),
+    )
+    if node.ok and not inputs and not outputs:
+        node.error(node.path, "must list at least one of inputs or outputs")
+    node.done()
+    return spec
+
+
 def _strategy(route: Node, known: frozenset[str]) -> tuple[str, Any] | None:
     from strategies.registry import REGISTRY  # late: strategies import router modules
 
@@ -340,11 +380,12 @@ def _route_node(node: Node, known: frozenset[str]) -> RouteSpec | None:
         node.error(node.sub("name"), "must match [A-Za-z0-9_.-]+", name)
     match = _match(node)
     sticky = _sticky(node)
+    drift = _drift(node)
     strategy = _strategy(node, known)
     node.done()
     if not node.ok or strategy is None:
         return None
-    return RouteSpec(name, match, strategy[0], strategy[1], sticky)
+    return RouteSpec(name, match, strategy[0], strategy[1], sticky, drift)
 
 
 def _routes(root: Node, known: frozenset[str]) -> tuple[RouteSpec, ...]:

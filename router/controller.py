@@ -205,5 +205,24 @@ def _watch_interval() -> float:
     return WATCH_INTERVAL
 
 
+# kind -> phases whose requests are counted under a window of their own
+JUDGED_PHASES: dict[str, frozenset[str]] = {
+    "canary": frozenset({"progressing", "paused", "waiting_for_data"}),
+    "bluegreen": frozenset({"watching"}),  # the post-switch watch
+}
+
+
+def window_id(r: Rollout | None) -> str | None:
+    """The id under which the metrics of the rollout's judged period are counted.
+
+    One function for every kind, given to `Metrics.step_window`: a canary step,
+    a blue/green watch. Each new period (step, switch, retry) gets a new id, so
+    it is judged on its own requests from every replica. For a canary it equals
+    canary_ctl.step_window."""
+    if r is None or r.phase not in JUDGED_PHASES.get(r.kind, frozenset()):
+        return None
+    return f"{r.revision}-{int(r.step_started_at * 1000)}"
+
+
 def rollout_dict(r: Rollout) -> dict[str, Any]:
     return asdict(r)

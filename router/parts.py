@@ -14,10 +14,15 @@ import structlog
 from aiohttp import web
 
 from router.admin import build_admin_app, load_token
-from router.canary_ctl import CanaryController, step_window
-from router.controller import Controller, Writer
+from router.automation_io import AutomationController
+from router.bluegreen_ctl import BlueGreenController
+from router.canary_ctl import CanaryController
+from router.controller import Controller, Writer, window_id
+from router.drift_io import DriftIO
+from router.feedback import Feedback
 from router.logs import AccessLog, Fanout, configure_logging
 from router.metrics import Metrics, MetricsFlusher
+from router.mirror import Mirrors
 from router.proxy import DataPlane
 from router.reload import ConfigWatcher, diff_summary
 from router.routing import build_table
@@ -42,6 +47,8 @@ class Parts:
         self.metrics = Metrics()
         self.access = AccessLog(config.logging.access_sample)
         self.dataplane = DataPlane(self.runtime, Fanout(self.metrics, self.access))
+        self.mirrors = Mirrors(self.runtime, self.store)
+        self.dataplane.shadow_sink = self.mirrors
         self.live = LiveState(
             self.store,
             routes=self._route_names,
@@ -53,15 +60,30 @@ class Parts:
             config_path, self.apply_config, self._reload_failed, current_hash=config.source_hash
         )
         self.flusher = MetricsFlusher(self.metrics, self.store)
-        self.metrics.step_window = self._step_window
         self.controller = self._build_controller(config)
         self.admin_runner: web.AppRunner | None = None
+        # drift and delayed labels (router/drift_io.py, router/feedback.py)
+        self.feedback = Feedback(self.store)
+        self.drift = DriftIO(
+            self.store,
+            step_window=lambda route: self.metrics.step_window(route),
+            is_leader=lambda: self.controller.leadership.is_leader,
+            remember=self.feedback.remember,
+        )
+        self.drift.apply_config(config)
+        self.dataplane.drift_sink = self.drift.sink
 
     def _build_controller(self, config: Config) -> Controller:
         lease = Leadership(self.store, "controller", ttl=config.controller.lease_ttl)
         writer = Writer(self.store, self.live, actor=f"controller@{lease.holder}")
         canary = CanaryController(self.store, self.live, self.metrics, writer)
-        return Controller(self.runtime, self.store, lease, [canary])
+        bluegreen = BlueGreenController(self.runtime, self.store, self.live, self.metrics, writer)
+        # every kind's judged period gets a metrics window (a canary's as before)
+        self.metrics.step_window = lambda route: window_id(self.runtime.live.get(route))
+        automation = AutomationController(
+            self.store, writer, accuracy=lambda route: self.feedback.accuracy(route)
+        )
+        return Controller(self.runtime, self.store, lease, [canary, bluegreen, automation])
 
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
@@ -73,6 +95,9 @@ class Parts:
         await self.watcher.start()
         await self.flusher.start()
         await self.controller.start()
+        await self.mirrors.start()
+        await self.drift.start()
+        await self.feedback.start()
         if self.worker == 0:
             await self._start_admin()
         listen = self.runtime.config.listen
@@ -82,8 +107,11 @@ class Parts:
     async def stop(self) -> None:
         log.info("router stopping", pid=os.getpid(), worker=self.worker)
         await self.dataplane.shutdown(self.runtime.config.limits.drain_timeout)
+        await self.mirrors.stop()
         await self.watcher.stop()
         await self.controller.stop()
+        await self.drift.stop()
+        await self.feedback.stop()
         await self.live.stop()
         await self.flusher.stop()
         if self.admin_runner is not None:
@@ -102,6 +130,8 @@ class Parts:
             extra_status=ctl.explain,
             reload=self.watcher.check_now,
             history=self.store.history,
+            shadow=self.mirrors,
+            extensions=[self.drift, self.feedback],
         )
         self.admin_runner = web.AppRunner(app, access_log=None)
         await self.admin_runner.setup()
@@ -117,14 +147,13 @@ class Parts:
             return
         self.runtime.swap_config(config, table)
         self.dataplane.apply_config(config)
+        self.mirrors.apply_config(config)
+        self.drift.apply_config(config)
         log.info("config reloaded", hash=config.source_hash, changes=diff_summary(old, config))
 
     def _reload_failed(self, message: str) -> None:
         self.runtime.reload_failed(message)
         log.error("config reload refused; the last good config keeps serving", error=message)
-
-    def _step_window(self, route: str) -> str | None:
-        return step_window(self.runtime.live.get(route))
 
     def _route_names(self) -> list[str]:
         return [r.name for r in self.runtime.config.routes]

@@ -21,6 +21,16 @@ a fresh connection (the backend may have closed it while we were writing).
 
 `seconds` given to the recorder runs from activation to the last byte handed to
 the client socket; `nbytes` counts response body bytes from the backend.
+
+Mirrors. When the decision names mirrors, the exchange keeps a copy of the
+request body (up to the route's `max_body`, at most MIRROR_MAX_BODY; methods
+outside the route's `mirror_methods` are not copied at all). With a
+`shadow_sink` (router/mirror.py) it also keeps the primary's status and body up
+to ANSWER_MAX_BODY and, once the client's last byte was written, hands one
+`MirrorCopy` to the sink: the comparison needs the primary's answer, and the
+client never waits for anything that happens after. A plain `mirror_sink` gets
+the request alone as soon as it was sent. Without mirrors none of this runs:
+the cost is one `is None` test per body piece.
 """
 
 from __future__ import annotations
@@ -29,10 +39,11 @@ import asyncio
 import socket
 import ssl
 from time import perf_counter
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import httptools
 
+from router.automation_io import FollowLeg, begin
 from router.errors import (
     ClientError,
     NoRoute,
@@ -61,7 +72,13 @@ from router.spec import Config, ListenSpec, TLSSpec
 from router.sweeper import Sweeper
 from router.upstream import UpstreamConnection, UpstreamPool
 
+if TYPE_CHECKING:
+    from router.drift_io import DriftSink, Tap
+    from router.state.model import Rollout
+    from strategies.base import Decision
+
 MIRROR_MAX_BODY = 1024 * 1024  # bodies kept for a mirror copy, at most
+ANSWER_MAX_BODY = 256 * 1024  # primary answers kept for a shadow comparison, at most
 RETRY_MAX_BODY = 64 * 1024  # requests kept for a retry, at most
 PENDING_MAX = 256 * 1024  # request bytes buffered while a connect is in progress
 MODE_NONE, MODE_LENGTH, MODE_CHUNKED, MODE_CLOSE = 0, 1, 2, 3
@@ -82,6 +99,59 @@ class MirrorSink(Protocol):
     ) -> None: ...
 
 
+class MirrorCopy:
+    """One mirrored request and the primary's answer, handed to a `ShadowSink`.
+
+    `body` is None when the request body was larger than the route allows
+    (nothing is sent; counted); `primary_body` is None when the primary's answer
+    was larger than ANSWER_MAX_BODY (the comparison is skipped; counted).
+    `primary_status` 0 means the primary never answered (connect error, timeout).
+    """
+
+    __slots__ = (
+        "backends",
+        "body",
+        "headers",
+        "method",
+        "primary_body",
+        "primary_latency",
+        "primary_status",
+        "request_id",
+        "route",
+        "target",
+    )
+
+    def __init__(
+        self,
+        route: str,
+        backends: tuple[str, ...],
+        method: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes | None,
+        request_id: str,
+        primary_status: int = 0,
+        primary_body: bytes | None = None,
+        primary_latency: float = 0.0,
+    ) -> None:
+        self.route = route
+        self.backends = backends
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.body = body
+        self.request_id = request_id
+        self.primary_status = primary_status
+        self.primary_body = primary_body
+        self.primary_latency = primary_latency
+
+
+class ShadowSink(Protocol):
+    """Takes mirrored requests with the primary's answer; must not block, await or raise."""
+
+    def offer(self, copy: MirrorCopy) -> None: ...
+
+
 def origin_form(target: bytes) -> bytes:
     """`/path?query` from any request target (absolute-form included)."""
     if target.startswith(b"/") or target == b"*":
@@ -98,14 +168,18 @@ class Exchange:
     """One request's trip through the proxy; see the module docstring."""
 
     __slots__ = (
+        "answer",
+        "answer_len",
         "backend",
         "conn",
         "cout",
         "deadline",
         "early",
         "finished",
+        "follow",
         "keep_alive",
         "mirror",
+        "mirror_cap",
         "mirror_len",
         "mirrors",
         "mode",
@@ -126,6 +200,7 @@ class Exchange:
         "started",
         "status",
         "t0",
+        "tap",
         "target",
         "upstream",
     )
@@ -147,6 +222,9 @@ class Exchange:
         self.cout: list[bytes] = []  # bytes due to the client, one write per backend read
         self.mirror: list[bytes] | None = None
         self.mirror_len = 0
+        self.mirror_cap = MIRROR_MAX_BODY
+        self.answer: list[bytes] | None = None  # the primary's body, for a shadow sink
+        self.answer_len = 0
         self.mirrors: tuple[str, ...] = ()
         self.retry: list[bytes] | None = None
         self.retry_len = 0
@@ -157,6 +235,8 @@ class Exchange:
         self.nbytes = 0
         self.deadline = 0.0  # backend must answer by then (loop time); 0 = none
         self.t0 = 0.0
+        self.tap: Tap | None = None  # bodies for drift (router/drift_io.py)
+        self.follow: FollowLeg | None = None  # the model's leg of a follow-up decision
 
     # request side
 
@@ -175,13 +255,17 @@ class Exchange:
             self.fail(req.error)
             return
         d = route.decide(req.headers, self.conn.client_ip, runtime.live)
+        if d.follow_up:
+            d = self._begin_follow(d, route.strategy, runtime.live.get(route.name))
         self.backend, self.reason = d.primary, d.reason
         pool = self.pool = plane.pools.get(d.primary)
         if pool is None:
             self.fail(UpstreamConnectError(f"backend {d.primary!r} is not configured"))
             return
-        if d.mirrors and plane.mirror_sink is not None:
-            self._keep_mirror(d.mirrors)
+        if d.mirrors and (plane.shadow_sink is not None or plane.mirror_sink is not None):
+            self._keep_mirror(d.mirrors, route.strategy)
+        if route.spec.drift is not None and plane.drift_sink is not None:
+            self.tap = plane.drift_sink.tap()  # None while the background pass is behind
         if req.method in IDEMPOTENT:
             self.retry = []
         self._queue_head(pool)
@@ -198,6 +282,10 @@ class Exchange:
             return
         if self.mirror is not None:
             self._mirror_add(self.mirror, data)
+        if self.tap is not None:
+            self.tap.add_request(data)
+        if self.follow is not None:
+            self.follow.add_request(data)
         if self.pool is None:  # not active yet (pipelined) or refused
             if self.early is None:
                 self.early = []
@@ -254,15 +342,25 @@ class Exchange:
         self.conn.resume_input(PAUSE_UPSTREAM)
 
     def _queue_head(self, pool: UpstreamPool) -> None:
-        req, conn, plane = self.req, self.conn, self.plane
-        ip = conn.client_ip.encode()
-        xff = req.forwarded_for + b", " + ip if req.forwarded_for else ip
+        req = self.req
         if req.chunked:
             framing = b"transfer-encoding: chunked\r\n"
         elif req.content_length is not None:
             framing = b"content-length: %d\r\n" % req.content_length
         else:
             framing = b""
+        self.out.append(self._request_head(pool, framing))
+        for piece in self.early or ():
+            self.early = None
+            self.on_request_body(piece)
+        if self.request_done and req.chunked:
+            self.out.append(LAST_CHUNK)
+
+    def _request_head(self, pool: UpstreamPool, framing: bytes, extra: bytes = b"") -> bytes:
+        """The request's head toward `pool`'s backend; `extra`: more header lines."""
+        req, conn, plane = self.req, self.conn, self.plane
+        ip = conn.client_ip.encode()
+        xff = req.forwarded_for + b", " + ip if req.forwarded_for else ip
         fwd_host = b"x-forwarded-host: %b\r\n" % req.host if req.host else b""
         head = b"%b %b%b HTTP/1.1\r\nhost: %b\r\n%b%bx-forwarded-for: %b\r\n" % (
             req.method,
@@ -273,40 +371,142 @@ class Exchange:
             fwd_host,
             xff,
         )
-        self.out.append(
-            b"%bx-forwarded-proto: %b\r\n%b: %b\r\n%b\r\n"
-            % (head, conn.scheme, plane.rid_name, self.rid.encode(), framing)
+        return b"%bx-forwarded-proto: %b\r\n%b: %b\r\n%b%b\r\n" % (
+            head,
+            conn.scheme,
+            plane.rid_name,
+            self.rid.encode(),
+            extra,
+            framing,
         )
-        for piece in self.early or ():
-            self.early = None
-            self.on_request_body(piece)
-        if self.request_done and req.chunked:
-            self.out.append(LAST_CHUNK)
 
     def _sent(self) -> None:
         """The whole request is on its way: start the backend's clock; mirror it."""
         self.sent = True
         timeout = self.pool.spec.timeout if self.pool is not None else 0.0
         self.deadline = self.conn.loop.time() + timeout
-        if self.mirror is not None:
+        if self.mirror is not None and self.answer is None:
             self._offer_mirror()
+
+    # follow-up decisions (router/automation_io.py)
+
+    def _begin_follow(self, d: Decision, strategy: object, live: Rollout | None) -> Decision:
+        leg = begin(strategy, self.req, d, live)
+        if isinstance(leg, FollowLeg):
+            self.follow = leg
+            return d
+        return leg
+
+    def _follow_next(self, status: int) -> None:
+        """The model's leg is over: serve its answer, or ask the human."""
+        leg = self.follow
+        if leg is None:
+            return
+        d = leg.decide(status, self.plane.runtime.live.get(self.route_name))
+        if d is None or d.primary in ("", self.backend):
+            self.reason = d.reason if d is not None else self.reason
+            if not leg.replayable:
+                self.fail(UpstreamConnectError("the model gave no answer to serve"))
+                return
+            self.on_response_head(leg.status, leg.reason, leg.headers, leg.length)
+            body = leg.answer_body()
+            if body:
+                self.on_response_body(body)
+            self.on_response_end()
+            return
+        self._second_leg(d, leg)
+
+    def _second_leg(self, d: Decision, leg: FollowLeg) -> None:
+        pool = self.pool = self.plane.pools.get(d.primary)
+        self.backend, self.reason = d.primary, d.reason
+        if pool is None:
+            self.fail(UpstreamConnectError(f"backend {d.primary!r} is not configured"))
+            return
+        body, extra, framing = leg.second(d, self.req.content_length is not None)
+        self.out = [self._request_head(pool, framing, extra), body]
+        self.out_len = len(body)
+        self.sent = self.retried = False
+        self.retry = None
+        self.status = self.nbytes = 0
+        up = pool.acquire()
+        if up is None:
+            pool.connect(self.on_connected)
+        else:
+            self._attach(up)
 
     # mirrors and retries
 
-    def _keep_mirror(self, mirrors: tuple[str, ...]) -> None:
+    def _keep_mirror(self, mirrors: tuple[str, ...], strategy: object) -> None:
+        methods: frozenset[bytes] | None = getattr(strategy, "mirror_methods", None)
+        if methods is not None and self.req.method not in methods:
+            return  # the route mirrors other methods only
+        cap = min(getattr(strategy, "max_body", MIRROR_MAX_BODY), MIRROR_MAX_BODY)
+        self.mirrors, self.mirror_cap = mirrors, cap
+        if self.plane.shadow_sink is not None:
+            self.answer = []
         length = self.req.content_length
-        if length is None or length <= MIRROR_MAX_BODY:
-            self.mirrors = mirrors
-            self.mirror = []
-            for piece in self.early or ():
-                self._mirror_add(self.mirror, piece)
+        if length is not None and length > cap:
+            self._mirror_too_big()
+            return
+        self.mirror = []
+        for piece in self.early or ():
+            self._mirror_add(self.mirror, piece)
 
     def _mirror_add(self, mirror: list[bytes], data: bytes) -> None:
         self.mirror_len += len(data)
-        if self.mirror_len > MIRROR_MAX_BODY:
+        if self.mirror_len > self.mirror_cap:
             self.mirror = None  # too big to copy: the mirror is skipped
+            self._mirror_too_big()
         else:
             mirror.append(data)
+
+    def _mirror_too_big(self) -> None:
+        """Tell a shadow sink at once (it counts the skip); stop keeping its answer."""
+        if self.answer is None:
+            return
+        self.answer = None
+        req = self.req
+        copy = MirrorCopy(
+            self.route_name, self.mirrors, req.method, self.target, [], None, self.rid
+        )
+        self._to_shadow_sink(copy)
+
+    def _answer_add(self, answer: list[bytes], data: bytes) -> None:
+        self.answer_len += len(data)
+        if self.answer_len <= ANSWER_MAX_BODY:
+            answer.append(data)
+        elif answer:
+            answer.clear()  # too big to compare: free it now, report it at the end
+
+    def _offer_answered(self, status: int) -> None:
+        """The primary is done (status 0: it never answered): hand over the pair."""
+        answer, body = self.answer, self.mirror
+        self.answer = self.mirror = None
+        if answer is None or body is None or not self.request_done:
+            return  # an answer before the whole request came in: no faithful copy
+        req = self.req
+        copy = MirrorCopy(
+            self.route_name,
+            self.mirrors,
+            req.method,
+            self.target,
+            req.headers,
+            b"".join(body),
+            self.rid,
+            status,
+            b"".join(answer) if self.answer_len <= ANSWER_MAX_BODY else None,
+            perf_counter() - self.t0,
+        )
+        self._to_shadow_sink(copy)
+
+    def _to_shadow_sink(self, copy: MirrorCopy) -> None:
+        sink = self.plane.shadow_sink
+        if sink is None:
+            return
+        try:
+            sink.offer(copy)
+        except Exception:  # a broken sink must never fail the client's request
+            self.plane.mirror_errors += 1
 
     def _offer_mirror(self) -> None:
         sink, body = self.plane.mirror_sink, self.mirror
@@ -353,6 +553,9 @@ class Exchange:
         self, status: int, reason: bytes, headers: list[Header], length: int | None
     ) -> None:
         self.deadline = 0.0
+        if self.follow is not None and self.follow.first:  # held until `after` has spoken
+            self.follow.on_head(status, reason, headers, length)
+            return
         req, plane = self.req, self.plane
         if req.method == b"HEAD" or no_body_status(status):
             mode = MODE_NONE
@@ -379,7 +582,14 @@ class Exchange:
         )
 
     def on_response_body(self, data: bytes) -> None:
+        if self.follow is not None and self.follow.first:
+            self.follow.add_answer(data)
+            return
         self.nbytes += len(data)
+        if self.answer is not None:
+            self._answer_add(self.answer, data)
+        if self.tap is not None:
+            self.tap.add_answer(data)
         if self.mode == MODE_CHUNKED:
             self.cout += (b"%x\r\n" % len(data), data, b"\r\n")
         elif self.mode != MODE_NONE:
@@ -393,9 +603,14 @@ class Exchange:
 
     def on_response_end(self) -> None:
         self.upstream = None
+        if self.follow is not None and self.follow.first:
+            self._follow_next(self.follow.status)
+            return
         if self.mode == MODE_CHUNKED:
             self.cout.append(LAST_CHUNK)
         self.flush_response()
+        if self.answer is not None:
+            self._offer_answered(self.status)
         self._finish(self.status, self.keep_alive)
 
     def on_upstream_lost(self, error: UpstreamError, received: bool, reused: bool) -> None:
@@ -437,6 +652,13 @@ class Exchange:
         up, self.upstream = self.upstream, None
         if up is not None:
             up.abandon()
+        follow = self.follow
+        model_failed = not isinstance(err, ClientError) and self.request_done
+        if follow is not None and follow.first and model_failed:
+            self._follow_next(0)  # `after` decides who answers instead
+            return
+        if self.answer is not None and self.sent and not self.started:
+            self._offer_answered(0)  # the primary never answered; the shadow still may
         if self.started:
             self.conn.abort()
             self._finish(err.status, False)
@@ -478,6 +700,9 @@ class Exchange:
             self.rid,
             self.nbytes,
         )
+        if self.tap is not None:
+            self.tap.finish(self.route_name, self.backend, self.rid, status)
+            self.tap = None
 
     def _ids(self) -> bytes:
         """The request id and backend headers every response carries."""
@@ -506,6 +731,8 @@ class DataPlane:
         self.connections: set[ClientConnection] = set()
         self.servers: list[asyncio.Server] = []
         self.mirror_sink: MirrorSink | None = None
+        self.shadow_sink: ShadowSink | None = None  # wins over mirror_sink when both are set
+        self.drift_sink: DriftSink | None = None  # bodies of drift-watched routes
         self.mirror_errors = 0  # offers that raised; the request went on regardless
         self.draining = False
         self.sweeper = Sweeper(self.connections, sweep_interval)

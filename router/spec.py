@@ -92,12 +92,26 @@ class StickySpec:
 
 
 @dataclass(frozen=True, slots=True)
+class DriftSpec:
+    """A route's `drift:` block: which JSON fields to watch (router/drift_io.py)."""
+
+    inputs: tuple[str, ...] = ()  # JSON paths in the request body
+    outputs: tuple[str, ...] = ()  # JSON paths in the answer; the first is the prediction
+    reference: int = 2000  # requests after a reset that fix the bins
+    reference_file: str | None = None  # or: JSON lines of request bodies
+    threshold: float = 0.2  # PSI at or above this alarms
+    min_samples: int = 500  # values in the window before a score may alarm
+    window: float = 60.0  # seconds of the sliding window
+
+
+@dataclass(frozen=True, slots=True)
 class RouteSpec:
     name: str
     match: MatchSpec
     strategy_kind: str  # the word under strategy:, e.g. "split"
     strategy: StrategySpec
     sticky: StickySpec | None = None
+    drift: DriftSpec | None = None  # None: no drift watched on this route
 
 
 @dataclass(frozen=True, slots=True)

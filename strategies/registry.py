@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from strategies.automation import AUTOMATION
 from strategies.base import StrategyKind
+from strategies.bluegreen import BLUEGREEN
 from strategies.canary import CANARY
 from strategies.shadow import SHADOW
 from strategies.split import SPLIT
@@ -12,3 +13,4 @@ REGISTRY: dict[str, StrategyKind] = {k.name: k for k in (SPLIT,)}
 REGISTRY[CANARY.name] = CANARY
 REGISTRY[SHADOW.name] = SHADOW
 REGISTRY[AUTOMATION.name] = AUTOMATION
+REGISTRY[BLUEGREEN.name] = BLUEGREEN

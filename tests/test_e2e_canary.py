@@ -200,6 +200,16 @@ async def test_healthy_candidate_is_promoted(tmp_path: Path) -> None:
     assert load.failures == []
 
 
+async def wait_for_gates(router: RouterProcess, within: float) -> None:
+    """Until the (new) leader has judged the route once and left its verdicts."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if router.get_json("/v1/status")["analysis"].get("iris", {}).get("gates"):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("no gate verdicts after the restart")
+
+
 def routerctl(router: RouterProcess, *args: str) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "router.cli", "--admin", router.admin_url, "--token"]
     return subprocess.run(
@@ -227,6 +237,7 @@ async def test_routerctl_steers_and_a_restart_resumes_the_same_step(
             router.stop(sig=9)  # SIGKILL: no goodbye
             router.start()
             after = await wait_phase(router, "paused", within=10)
+            await wait_for_gates(router, within=10)
             status = await asyncio.to_thread(routerctl, router, "status", "iris")
             history = await asyncio.to_thread(routerctl, router, "history", "iris", "--json")
         finally:
@@ -236,5 +247,6 @@ async def test_routerctl_steers_and_a_restart_resumes_the_same_step(
     assert (before["step"], before["weight_bp"], before["phase"]) == (1, 2500, "paused")
     assert (after["step"], after["weight_bp"]) == (1, 2500)
     assert "paused" in status.stdout
+    assert "error_rate" in status.stdout  # the gate table of the rollout view
     events = [e["event"] for e in json.loads(history.stdout)]
     assert events == ["start", "advance", "pause"]

@@ -1,0 +1,84 @@
+"""Shadow figures as the admin API shows them: read the store, summarize, add noise.
+
+Theory of operation. Every replica's mirror workers add their integer counters
+to the same hashes (router/mirror.py), so one `read_counters` call gives the
+sum over replicas: `cmp:<backend>` per mirrored backend (compare.py's layout)
+and `mirror` with the route's mirror events. Rates, Wilson intervals and
+latency quantiles come from `compare.summarize`; with a `secondary` (a second
+copy of the primary's version) each shadow also gets `compare.noise_report`:
+disagreement beyond the primary's own nondeterminism, and which fields are
+too noisy to judge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from router.compare import NoiseReport, Summary, counter_name, escape, noise_report, summarize
+from router.state.base import StateStore
+from strategies.shadow import ShadowSpec
+
+EVENTS: Final = "mirror"  # the route's event counter hash
+DIFFS: Final = "diffs"  # the route's list of sampled disagreements
+
+
+def mirrored_backends(settings: ShadowSpec, backends: tuple[str, ...]) -> tuple[str, ...]:
+    """The shadows of a shadow route; any backend of another strategy's route."""
+    return settings.shadows if settings.primary else backends
+
+
+def lane_events(events: Mapping[str, int], backend: str) -> dict[str, int]:
+    key = escape(backend)
+    return {word: events.get(f"{word}|{key}", 0) for word in ("sent", "dropped", "errors")}
+
+
+def noise_dict(report: NoiseReport) -> dict[str, Any]:
+    fields = {
+        name: {
+            "disagreement": f.disagreement.to_dict(),
+            "noise": f.noise.to_dict(),
+            "excess": f.excess,
+            "noisy": f.noisy,
+        }
+        for name, f in report.fields.items()
+    }
+    return {"noisy": report.noisy, "fields": fields}
+
+
+def _pair(summary: Summary, events: Mapping[str, int], backend: str) -> dict[str, Any]:
+    entry = summary.to_dict()
+    entry["mirror"] = lane_events(events, backend)
+    return entry
+
+
+async def read_summary(
+    store: StateStore, route: str, settings: ShadowSpec, backends: tuple[str, ...]
+) -> dict[str, Any]:
+    """The route's figures summed over replicas; one store round trip."""
+    shadows = mirrored_backends(settings, backends)
+    secondary = settings.secondary
+    names = [counter_name(b) for b in (*shadows, *((secondary,) if secondary else ()))]
+    counters = await store.read_counters(route, [*names, EVENTS])
+    events = counters.get(EVENTS, {})
+    second = summarize(counters[counter_name(secondary)]) if secondary else None
+    pairs: dict[str, Any] = {}
+    for backend in shadows:
+        raw = counters.get(counter_name(backend), {})
+        if not raw and not settings.primary:
+            continue  # another strategy's backend that was never mirrored
+        summary = summarize(raw)
+        pairs[backend] = _pair(summary, events, backend)
+        if second is not None:
+            pairs[backend]["noise"] = noise_dict(noise_report(summary, second))
+    dropped = sum(v for k, v in events.items() if k.startswith("dropped|"))
+    return {
+        "route": route,
+        "primary": settings.primary or None,
+        "shadows": pairs,
+        "secondary": _pair(second, events, secondary) if second and secondary else None,
+        "offered": events.get("offered", 0),
+        "dropped": dropped,
+        "oversize_body": events.get("oversize_body", 0),
+        "oversize_answer": events.get("oversize_answer", 0),
+    }

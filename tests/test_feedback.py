@@ -1,0 +1,155 @@
+"""Delayed labels: bounded memory, validation, and accuracy per backend through a router."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+from aiohttp import web
+
+from examples.model_server import LABELS, LinearModel, ModelOptions, start_model_server
+from router.feedback import Memory, outcome, parse_items
+from tests.support.routerproc import RouterProcess
+
+TOKEN = {"Authorization": "Bearer test-token"}
+
+
+def test_memory_forgets_the_oldest_beyond_its_count() -> None:
+    """At most max_entries are kept; the oldest go first."""
+    memory = Memory(max_entries=3, ttl=100.0)
+    for i in range(5):
+        memory.remember(f"r{i}", float(i), "route", "b", "x")
+    assert len(memory) == 3
+    assert memory.pop("r1") is None
+    assert memory.pop("r4") is not None
+
+
+def test_memory_forgets_entries_older_than_ttl() -> None:
+    """An entry older than ttl is dropped when time moves on."""
+    memory = Memory(max_entries=100, ttl=10.0)
+    memory.remember("old", 0.0, "route", "b", "x")
+    memory.remember("new", 9.0, "route", "b", "x")
+    memory.expire(10.5)
+    assert memory.pop("old") is None
+    assert memory.pop("new") is not None
+
+
+def test_parse_items_accepts_one_a_list_or_items_and_names_bad_ones() -> None:
+    """One label, a list, or {"items": [...]}; a bad item is rejected with its index."""
+    one, _ = parse_items({"request_id": "a", "label": "x"})
+    many, problems = parse_items([{"request_id": "a", "value": 1.5}, {"request_id": "b"}, 3])
+    wrapped, _ = parse_items({"items": [{"request_id": "c", "label": True}]})
+    assert len(one) == 1
+    assert len(many) == 1
+    assert len(wrapped) == 1
+    assert [p["index"] for p in problems] == [1, 2]
+
+
+def test_outcome_compares_labels_as_text_and_values_by_abs_error() -> None:
+    """Labels compare by their JSON text (1 == 1.0, true == True); values give abs error."""
+    assert outcome("setosa", {"label": "setosa"}) == {"n": 1, "ok": 1}
+    assert outcome(1, {"label": 1.0})["ok"] == 1
+    assert outcome("a", {"label": "b"})["ok"] == 0
+    assert outcome(2.5, {"value": 2.0}) == {"rn": 1, "ae_u": 500_000}
+
+
+@pytest.fixture
+async def two_models() -> AsyncIterator[dict[str, str]]:
+    """The same model twice: one wrong on 10 % of answers, one on 40 %."""
+    runners: list[web.AppRunner] = []
+    urls = {}
+    for name, wrong in (("good", 0.1), ("poor", 0.4)):
+        runner, port = await start_model_server(
+            ModelOptions(version="v1", wrong_rate=wrong, seed=1)
+        )
+        runners.append(runner)
+        urls[name] = f"http://127.0.0.1:{port}"
+    yield urls
+    for runner in runners:
+        await runner.cleanup()
+
+
+async def _serve(url: str, n: int) -> list[tuple[str, str, str, str]]:
+    """(request id, backend, answered label, true label) for n requests."""
+    rng = np.random.default_rng(2)
+    truth = LinearModel("v1")
+    out: list[tuple[str, str, str, str]] = []
+    rows = rng.normal(size=(n, 4))
+    async with aiohttp.ClientSession() as session:
+
+        async def one(row: np.ndarray[Any, Any]) -> None:
+            async with session.post(url + "/predict", json={"features": row.tolist()}) as resp:
+                body = await resp.json()
+                true = LABELS[int(truth.predict(row).argmax())]
+                rid, backend = resp.headers["X-Request-Id"], resp.headers["X-Router-Backend"]
+                out.append((rid, backend, body["label"], true))
+
+        for start in range(0, n, 50):
+            await asyncio.gather(*(one(r) for r in rows[start : start + 50]))
+    return out
+
+
+async def test_accuracy_per_backend_from_delayed_labels(
+    tmp_path: Path, two_models: dict[str, str]
+) -> None:
+    """1,000 labelled requests: each backend's accuracy as served, 90 % and 60 % within 3 points."""
+    config = {
+        "logging": {"access_sample": 0},
+        "backends": {n: {"url": u} for n, u in two_models.items()},
+        "routes": [
+            {
+                "name": "iris",
+                "match": {"path_prefix": "/"},
+                "drift": {"outputs": ["$.label"], "reference": 100},
+                "strategy": {"split": {"weights": {"good": 50, "poor": 50}}},
+            }
+        ],
+    }
+    router = RouterProcess(tmp_path, config).start()
+    try:
+        served = await _serve(router.url, 1000)
+        await asyncio.sleep(0.3)  # the drift pass remembers answers every 100 ms
+        async with aiohttp.ClientSession(headers=TOKEN) as session:
+            for start in range(0, 1000, 250):
+                batch = [
+                    {"request_id": r, "label": t} for r, _, _, t in served[start : start + 250]
+                ]
+                async with session.post(router.admin_url + "/v1/feedback", json=batch) as resp:
+                    assert resp.status == 202, await resp.text()
+            async with session.post(router.admin_url + "/v1/feedback", json=batch[:1]) as resp:
+                assert resp.status == 202
+            anon = aiohttp.ClientSession()
+            async with anon, anon.post(router.admin_url + "/v1/feedback", json=batch[:1]) as resp:
+                assert resp.status == 401  # labels change figures: the token is required
+        report = await _report_when(router, 1000)
+        for backend, nominal in (("good", 0.9), ("poor", 0.6)):
+            mine = [a == t for _, b, a, t in served if b == backend]
+            figures = report["backends"][backend]
+            assert figures["n"] == len(mine)
+            assert figures["accuracy"] == pytest.approx(sum(mine) / len(mine))
+            assert abs(figures["accuracy"] - nominal) <= 0.03, figures
+    finally:
+        router.stop()
+
+
+async def _report_when(router: RouterProcess, matched: int) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for _ in range(40):
+        body = _get(router.admin_url + "/v1/routes/iris/feedback")
+        if body["matched"] >= matched:
+            return body
+        await asyncio.sleep(0.1)
+    return body
+
+
+def _get(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        body: dict[str, Any] = json.loads(resp.read())
+    return body
