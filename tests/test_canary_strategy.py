@@ -148,7 +148,10 @@ def test_analysis_block_builds_gates() -> None:
         LatencyGate(p50_ratio=2.0, p99_ratio=1.5, min_requests=100, max_p99=2.0),
     )
     _, errors = parse(BASE + "analysis: {agreemnt: {}, error_rate: {alpha: 2}}\n")
-    assert f"{PATH}.analysis.agreemnt: unknown gate; known: error_rate, latency, prediction_drift" in errors
+    assert (
+        f"{PATH}.analysis.agreemnt: unknown gate; known: error_rate, latency, prediction_drift"
+        in errors
+    )
     assert f"{PATH}.analysis.error_rate.alpha: must be a number in 1e-09..0.5, got 2" in errors
 
 
