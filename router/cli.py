@@ -526,7 +526,10 @@ def _add_status(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     text = (
         "Show every route (or ROUTE): strategy, share of traffic per backend, rollout "
         "phase/step/weight; the config hash and load time, the last refused reload in "
-        "full, and the state store. Exits 1 if a shown rollout is aborted."
+        "full, and the state store. For one canary ROUTE also the ramp as a progress "
+        "bar, each gate with its figures and verdict, and in plain words why the "
+        "rollout is where it is; for a mirrored ROUTE, agreement per field and drops. "
+        "Exits 1 if a shown rollout is aborted."
     )
     p = verbs.add_parser("status", help=text, description=text)
     p.add_argument("route", nargs="?", metavar="ROUTE", help="only this route")
