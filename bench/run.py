@@ -54,6 +54,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--out", default="run/bench-results.json", help="JSON results file")
     p.add_argument(
+        "--only",
+        default="",
+        help="comma-separated scenario names to run (default: all: "
+        + ", ".join(s.__name__ for s in SCENARIOS)
+        + ")",
+    )
+    p.add_argument(
         "--install",
         action="store_true",
         help="apt-get install nginx-light wrk if missing (root only)",
@@ -127,9 +134,12 @@ def check_line(check: Check) -> str:
     return f"  [{verdict}] {check.name}: {value} (target {op} {check.limit:g} {check.unit})"
 
 
-def run_scenarios(ctx: Context) -> list[Section]:
+def run_scenarios(ctx: Context, only: str = "") -> list[Section]:
+    wanted = {name for name in only.split(",") if name}
     sections = []
     for scenario in SCENARIOS:
+        if wanted and scenario.__name__ not in wanted:
+            continue
         started = time.monotonic()
         sec = scenario(ctx)
         sec.data["seconds"] = round(time.monotonic() - started, 1)
@@ -179,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{ctx.notes[-1]}",
                 flush=True,
             )
-            sections = run_scenarios(ctx)
+            sections = run_scenarios(ctx, args.only)
         finally:
             stop_all(ctx, backend)
     print("\nfoundation targets (information only):")

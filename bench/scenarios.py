@@ -348,3 +348,7 @@ SCENARIOS.append(replica_propagation)
 from bench.drift_cost import drift_cost  # noqa: E402 (it uses the types defined above)
 
 SCENARIOS.append(drift_cost)
+
+from bench.shadow_soak import dead_shadow_soak  # noqa: E402 (it uses the types defined above)
+
+SCENARIOS.append(dead_shadow_soak)
