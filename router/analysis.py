@@ -43,9 +43,22 @@ edges, so bucket granularity widens them instead of causing false fails:
           starts at or below ratio * the end of the stable quantile's bucket
     wait  otherwise (looks worse, not yet sure)
 
+Agreement — the candidate's answers vs the stable's on the same requests.
+Requests served by the stable backend are mirrored to the candidate (the share
+is the gate's `mirror_percent`), both answers are compared field by field
+(router/compare.py) and counted per rollout window (router/mirror.py). The gate
+reads `extra["agreement"] = {field: (agree, n)}` ("$": whole answers) and puts
+the same always-valid confidence sequence around the agreement rate:
+
+    fail  when n >= min_requests and upper(agreement) < min
+    pass  when n >= min_requests and lower(agreement) >= min
+    wait  otherwise (not enough comparisons, or not yet sure either way)
+
+A candidate that does not answer, or answers without the field, disagrees. The
+canary's shadow-first phase is the same gate judged before any user traffic.
+
 The gate set is open: GATES maps a config word to a parser returning a `Gate`;
-later issues add `agreement` and `prediction_drift`, which read their inputs
-from `extra`.
+`prediction_drift` and `agreement` read their inputs from `extra`.
 """
 
 from __future__ import annotations
@@ -405,11 +418,84 @@ def _parse_prediction_drift(node: Node) -> Gate:
     return gate
 
 
+# -- agreement -------------------------------------------------------------------
+WHOLE_ANSWER = "$"  # the agreement field meaning "the whole answer agrees"
+
+
+@dataclass(frozen=True, slots=True)
+class AgreementGate:
+    """Mirrored comparisons of candidate vs stable on one field (see the module doc).
+
+    Reads `extra["agreement"]` = {field: (agree, n)}, the counts of the current
+    window (router/canary_ctl.py reads them from the store)."""
+
+    field: str = "$.label"  # as written under `compare` ("$": the whole answer)
+    min: float = 0.95  # minimum agreement
+    min_requests: int = 200  # mirrored comparisons before the gate may pass or fail
+    mirror_bp: int = 10_000  # share of stable-served requests mirrored, basis points
+    alpha: float = 0.01
+    dry_run: bool = False
+    name: str = "agreement"
+
+    def counts(self, extra: Mapping[str, object]) -> tuple[int, int]:
+        table = extra.get("agreement")
+        pair = table.get(self.field) if isinstance(table, Mapping) else None
+        if isinstance(pair, tuple | list) and len(pair) == 2:
+            return int(pair[0]), int(pair[1])
+        return 0, 0
+
+    def judge(self, candidate: Sample, baseline: Sample, extra: Mapping[str, object]) -> GateResult:
+        agree, n = self.counts(extra)
+        rate = agree / n if n else 0.0
+        verdict, why = self._verdict(agree, n)
+        figures = f"{self.field} agreement {_pct(rate)} ({agree}/{n} mirrored requests)"
+        return GateResult(
+            self.name, verdict, rate, self.min, n, n, self.dry_run, f"{figures}: {why}"
+        )
+
+    def _verdict(self, agree: int, n: int) -> tuple[Verdict, str]:
+        lo, hi = rate_bounds(agree, n, self.alpha)
+        conf, floor = f"{(1 - self.alpha) * 100:g} %", _pct(self.min)
+        if n < self.min_requests:
+            return "wait", f"waiting for {self.min_requests} comparisons, have {n}"
+        if hi < self.min:
+            return "fail", f"at most {_pct(hi)} at {conf} confidence (min {floor})"
+        if lo >= self.min:
+            return "pass", f"at least {_pct(lo)} at {conf} confidence (min {floor})"
+        return "wait", f"could still be below {floor} (at least {_pct(lo)}); need more"
+
+
+def _parse_agreement(node: Node) -> Gate:
+    gate = AgreementGate(
+        field=agreement_field(node),
+        min=node.number("min", 0.95, 0.0, 1.0),
+        min_requests=node.integer("min_requests", 200, 1, 10**9),
+        mirror_bp=round(node.number("mirror_percent", 100.0, 0.0, 100.0) * 100),
+        alpha=node.number("alpha", 0.01, 1e-9, 0.5),
+        dry_run=node.boolean("dry_run", False),
+    )
+    node.done()
+    return gate
+
+
+def agreement_field(node: Node) -> str:
+    """The required `field`: a JSONPath of the answer, or `$` for the whole answer."""
+    from router.jsonpath import compile_path  # late: only agreement users need it
+
+    text = node.string("field", required=True)
+    try:
+        compile_path(text or "$")
+    except ValueError as exc:
+        node.error(node.sub("field"), f"bad JSONPath: {exc}", text)
+    return text
+
+
 # -- the open set of gates -----------------------------------------------------
 GATES: dict[str, GateFactory] = {
     "error_rate": _parse_error_rate,
     "latency": _parse_latency,
     "prediction_drift": _parse_prediction_drift,
+    "agreement": _parse_agreement,
 }
 
 

@@ -9,6 +9,13 @@ The leader's `tick` reads those counts, asks the gates, and lets the pure state
 machine (router/rollout.py) decide. `watch` runs on every replica a few times a
 second on its own counts only, and only with the error-rate gates: enough to
 stop a clearly broken candidate after a handful of failed requests.
+
+Agreement. Mirrored comparisons of the candidate with the stable backend are
+counted by router/mirror.py under the same window id (`cmp:<candidate>:<window>`,
+router/mirror_figures.py). `observe` reads them for the fields the gates name
+and hands them to the gates as `extra["agreement"]`; in shadow first the only
+gate judged is the shadow-first agreement gate (router/rollout.py
+`judging_gates`), and the window exists although no user reaches the candidate.
 """
 
 from __future__ import annotations
@@ -23,18 +30,23 @@ from router.analysis import GateResult, Sample, evaluate
 from router.controller import CAS_ATTEMPTS, Reply, Writer
 from router.drift_io import prediction_counts
 from router.metrics import Metrics, WindowStats, read_step_window
+from router.mirror_figures import read_agreement
 from router.rollout import (
     ABORTED,
     PAUSED,
     PROGRESSING,
+    WAITING,
     WAITING_FOR_DATA,
     Event,
     InvalidCommand,
     Observation,
     command,
+    in_shadow_first,
     initial,
+    judging_gates,
     reconcile,
     step,
+    window,
 )
 from router.routing import CompiledRoute
 from router.state.base import StateStore
@@ -44,15 +56,19 @@ from strategies.canary import Canary, CanarySpec
 
 log = structlog.get_logger("router.controller")
 
-JUDGED = frozenset({PROGRESSING, PAUSED, WAITING_FOR_DATA})
+STEPS = frozenset({PROGRESSING, PAUSED, WAITING_FOR_DATA})  # phases with a metrics window
+JUDGED = STEPS | {WAITING}  # shadow first is judged on mirrored comparisons alone
 FAST_GATES = frozenset({"error_rate"})  # the gates a replica may act on alone
 
 
 def step_window(r: Rollout | None) -> str | None:
-    """The id under which requests of the rollout's current step are counted."""
-    if r is None or r.kind != "canary" or r.phase not in JUDGED:
+    """The id under which requests of the rollout's current step are counted (metrics).
+
+    Equal to controller.window_id. Shadow first has no metrics window (no user
+    reaches the candidate); its comparisons have one: router/rollout.py `window`."""
+    if r is None or r.kind != "canary" or r.phase not in STEPS:
         return None
-    return f"{r.revision}-{int(r.step_started_at * 1000)}"
+    return window(r)
 
 
 def sample(stats: WindowStats) -> Sample:
@@ -105,24 +121,29 @@ class CanaryController:
         await self.writer.explain(route.name, _explanation(r, spec, obs, now))
 
     async def observe(self, route: str, r: Rollout, spec: CanarySpec) -> Observation:
-        window = step_window(r)
-        if window is None:
+        current = window(r)  # in shadow first no metrics are counted under it: zeros
+        if current is None:
             return Observation()
-        stats = await read_step_window(self.store, route, [r.candidate, r.stable], window)
+        stats = await read_step_window(self.store, route, [r.candidate, r.stable], current)
         cand, base = sample(stats[r.candidate]), sample(stats[r.stable])
-        extra = {
-            "prediction_drift": await prediction_counts(
-                self.store, route, window, r.candidate, r.stable
+        extra: dict[str, object] = {}
+        if spec.agreement_fields:
+            fields = spec.agreement_fields
+            extra["agreement"] = await read_agreement(
+                self.store, route, r.candidate, current, fields
             )
-        }
-        gates = tuple(evaluate(spec.analysis, cand, base, extra))
+        if not in_shadow_first(r):
+            extra["prediction_drift"] = await prediction_counts(
+                self.store, route, current, r.candidate, r.stable
+            )
+        gates = tuple(g.judge(cand, base, extra) for g in judging_gates(r, spec))
         return Observation(gates, cand.requests, base.requests)
 
     # -- every replica: stop a broken candidate now --------------------------------
     async def watch(self, route: CompiledRoute, now: float) -> None:
         r = self.live.snapshot.get(route.name)
         window = step_window(r)
-        if r is None or window is None:
+        if r is None or window is None or in_shadow_first(r):  # no user on the candidate
             self._local_base.pop(route.name, None)
             return
         cand = self.metrics.local(route.name, r.candidate)

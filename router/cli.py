@@ -227,7 +227,8 @@ def pair_lines(title: str, pair: dict[str, Any]) -> list[str]:
         f"{title}: agreement {_pct(pair.get('agreement'))}",
         f"  status mismatches {(pair.get('status_mismatch') or {}).get('k', 0)}  "
         f"no answer {pair.get('no_answer', 0)}  sent {m.get('sent', 0)}  "
-        f"dropped {m.get('dropped', 0)}  errors {m.get('errors', 0)}",
+        f"dropped {m.get('dropped', 0)} (shadow down {m.get('down', 0)})  "
+        f"errors {m.get('errors', 0)}",
         f"  latency p50 {_ms(pair.get('latency_p50'))}  p99 {_ms(pair.get('latency_p99'))}"
         "  (primary / shadow)",
     ]

@@ -34,6 +34,16 @@ route's "diffs" list, a few per route per flush, newest kept.
 Counter hashes per route: `cmp:<backend>` (compare.py's layout) per mirror
 backend, and `mirror` with `offered`, `oversize_body`, `oversize_answer`,
 `sent|<b>`, `dropped|<b>`, `errors|<b>` (names escaped with compare.escape).
+
+Canary routes. A canary mirrors stable-served requests to its candidate when an
+`agreement` gate or `shadow_first` asks for it (strategies/canary.py). Their
+answers are compared with the canary's `compare` settings (`settings_of`) and,
+besides `cmp:<backend>`, counted under the rollout window that is live when the
+copy is judged: `cmp:<backend>:<window>` (mirror_figures.window_counter, the
+window of router/rollout.py `window`). Each step and the shadow-first phase is
+thus judged on its own comparisons from every replica, and a retry starts from
+zero. A copy sent in one window and judged just after the next one opened counts
+in the new one: a handful at most, far below any gate's minimum sample.
 """
 
 from __future__ import annotations
@@ -44,7 +54,7 @@ import json
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from time import perf_counter
+from time import monotonic, perf_counter
 from typing import Any, Final
 
 import structlog
@@ -60,19 +70,56 @@ from router.compare import (
 )
 from router.errors import UpstreamError
 from router.mirror_client import fetch, request_bytes
-from router.mirror_figures import DIFFS, EVENTS, read_summary
+from router.mirror_figures import DIFFS, EVENTS, read_summary, window_counter
 from router.proxy import ANSWER_MAX_BODY, MirrorCopy
+from router.rollout import window
 from router.runtime import Runtime
 from router.spec import BackendSpec, Config
 from router.state.base import StateStore, StoreUnavailable
 from router.upstream import UpstreamPool
+from strategies.canary import Canary
 from strategies.shadow import SampleSpec, ShadowSpec
 
 log = structlog.get_logger("router.mirror")
 
+BREAKER_FAILURES: Final = 5  # failures in a row before a shadow is left alone
+BREAKER_MIN: Final = 0.5  # seconds the first time; doubles up to BREAKER_MAX
+BREAKER_MAX: Final = 30.0
 SAMPLES_PER_FLUSH: Final = 10  # per route: a flood of disagreements costs few round trips
 COUNTER_TTL: Final = 7 * 24 * 3600.0  # figures outlive a quiet weekend
 _DEFAULT_SETTINGS: Final = ShadowSpec(primary="", shadows=())
+
+
+@dataclass(slots=True)
+class Breaker:
+    """Stops sending copies to a shadow that keeps failing, for a growing while.
+
+    A dead or resetting shadow fails fast, so without this the workers would
+    spin through the queue opening a connection per copy, spending the CPU the
+    clients' requests need. After BREAKER_FAILURES failures in a row the lane
+    skips copies (counted as `down`, and as dropped) for `backoff` seconds,
+    doubling up to BREAKER_MAX; the first copy after that is a probe: an answer
+    closes the breaker, a failure opens it again for longer.
+    """
+
+    failures: int = 0
+    open_until: float = 0.0
+    backoff: float = BREAKER_MIN
+
+    def is_open(self, now: float) -> bool:
+        return now < self.open_until
+
+    def answered(self) -> None:
+        self.failures, self.backoff = 0, BREAKER_MIN
+
+    def failed(self, now: float) -> bool:
+        """Count one failure; True when this one opened the breaker."""
+        self.failures += 1
+        if self.failures < BREAKER_FAILURES:
+            return False
+        self.open_until = now + self.backoff
+        self.backoff = min(self.backoff * 2, BREAKER_MAX)
+        return True
 
 
 @dataclass(slots=True)
@@ -87,13 +134,16 @@ class Lane:
     sent_key: str = ""  # event counter names, built once: not per copy
     dropped_key: str = ""
     errors_key: str = ""
+    down_key: str = ""
+    breaker: Breaker = field(default_factory=Breaker)
 
     def __post_init__(self) -> None:
         key = escape(self.name)
-        self.sent_key, self.dropped_key, self.errors_key = (
+        self.sent_key, self.dropped_key, self.errors_key, self.down_key = (
             f"sent|{key}",
             f"dropped|{key}",
             f"errors|{key}",
+            f"down|{key}",
         )
 
 
@@ -102,6 +152,7 @@ class RouteFigures:
     """In-process figures of one route between two flushes."""
 
     tallies: dict[str, Tally] = field(default_factory=dict)  # backend -> Tally
+    windows: dict[str, Tally] = field(default_factory=dict)  # counter name -> Tally
     events: dict[str, int] = field(default_factory=dict)
     samples: deque[str] = field(default_factory=lambda: deque(maxlen=SAMPLES_PER_FLUSH))
 
@@ -114,10 +165,21 @@ class RouteFigures:
             found = self.tallies[backend] = Tally(counter_name(backend))
         return found
 
+    def window_tally(self, name: str) -> Tally:
+        found = self.windows.get(name)
+        if found is None:
+            found = self.windows[name] = Tally(name)
+        return found
+
     def drain(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         for tally in self.tallies.values():
             out.update(tally.drain())
+        for name, tally in list(self.windows.items()):
+            drained = tally.drain()
+            out.update(drained)
+            if not drained:  # a past window: nothing more will come
+                del self.windows[name]
         if self.events:
             out[EVENTS], self.events = self.events, {}
         return out
@@ -125,15 +187,30 @@ class RouteFigures:
     def restore(self, drained: Mapping[str, Mapping[str, int]]) -> None:
         for tally in self.tallies.values():
             tally.restore(drained)
+        plain = {tally.name for tally in self.tallies.values()}
+        for name in drained.keys() - plain - {EVENTS}:  # the windows' hashes
+            self.window_tally(name).restore(drained)
         for key, value in drained.get(EVENTS, {}).items():
             self.count(key, value)
 
 
 def settings_of(runtime: Runtime, route: str) -> ShadowSpec:
-    """The route's shadow settings; defaults (whole-JSON compare) for other strategies."""
+    """The route's compare settings: a shadow's own, a canary's `compare` list;
+    defaults (whole-JSON compare) for other strategies."""
     compiled = runtime.table.by_name.get(route)
-    spec = getattr(compiled.strategy, "spec", None) if compiled is not None else None
+    strategy = compiled.strategy if compiled is not None else None
+    if isinstance(strategy, Canary):
+        return strategy.compare_settings
+    spec = getattr(strategy, "spec", None)
     return spec if isinstance(spec, ShadowSpec) else _DEFAULT_SETTINGS
+
+
+def window_of(runtime: Runtime, route: str) -> str | None:
+    """The live rollout window of a canary route; None for every other strategy."""
+    compiled = runtime.table.by_name.get(route)
+    if compiled is None or not isinstance(compiled.strategy, Canary):
+        return None
+    return window(runtime.live.get(route))
 
 
 def _size(copy: MirrorCopy) -> int:
@@ -243,9 +320,13 @@ class Mirrors:
         if copy.primary_body is None:
             figures.count("oversize_answer")
             return
-        size = _size(copy)
+        size, now = _size(copy), monotonic()
         for backend in copy.backends:
             lane = self.lanes.get(backend) or self._open_lane(backend)
+            if lane is not None and lane.breaker.is_open(now):
+                figures.count(lane.down_key)
+                figures.count(lane.dropped_key)
+                continue
             if lane is None or self.queued_bytes + size > self.max_queued_bytes:
                 figures.count(lane.dropped_key if lane else f"dropped|{escape(backend)}")
                 continue
@@ -303,6 +384,10 @@ class Mirrors:
         rid = (self._rid_name, copy.request_id.encode())
         data = request_bytes(pool, copy.method, copy.target, copy.headers, body, rid)
         self._figures(copy.route).count(lane.sent_key)
+        if lane.breaker.is_open(monotonic()):  # queued before the shadow went down
+            self._figures(copy.route).count(lane.down_key)
+            self._figures(copy.route).count(lane.dropped_key)
+            return
         started = perf_counter()
         try:
             status, answer = await fetch(
@@ -310,7 +395,18 @@ class Mirrors:
             )
         except (UpstreamError, TimeoutError):
             status, answer = 0, b""  # counted as no_answer by the comparison
+        self._breaker(lane, status)
         self.judge(copy, lane.name, Answer(status, answer, perf_counter() - started))
+
+    def _breaker(self, lane: Lane, status: int) -> None:
+        if status:
+            lane.breaker.answered()
+        elif lane.breaker.failed(monotonic()):
+            log.warning(
+                "shadow not answering: copies paused",
+                backend=lane.name,
+                seconds=lane.breaker.open_until - monotonic(),
+            )
 
     def judge(self, copy: MirrorCopy, backend: str, shadow: Answer) -> Comparison:
         """Compare one shadow answer with the primary's; tally it; keep a sample."""
@@ -319,6 +415,8 @@ class Mirrors:
         c = compare(settings.compare, primary, shadow, float_tolerance=settings.float_tolerance)
         figures = self._figures(copy.route)
         figures.tally(backend).add(c)
+        if (current := window_of(self.runtime, copy.route)) is not None:
+            figures.window_tally(window_counter(backend, current)).add(c)
         if not c.agree and settings.samples.enabled and backend != settings.secondary:
             figures.samples.append(_sample(copy, backend, c, shadow.body, settings.samples))
         return c
@@ -398,6 +496,23 @@ class Mirrors:
     def _mirrored(self, route: str) -> tuple[str, ...]:
         compiled = self.runtime.table.by_name.get(route)
         return compiled.strategy.backends() if compiled is not None else ()
+
+    async def agreement(self, route: str) -> dict[str, Any] | None:
+        """Agreement of each mirrored backend with the primary, summed over replicas
+        (the automation ladder's figure); None before any comparison."""
+        body = await read_summary(
+            self.store, route, settings_of(self.runtime, route), self._mirrored(route)
+        )
+        pairs = {
+            backend: {
+                "n": pair["n"],
+                "agreement": pair["agreement"],
+                "fields": {name: f["agreement"] for name, f in pair["fields"].items()},
+            }
+            for backend, pair in body["shadows"].items()
+            if pair["n"]
+        }
+        return pairs or None
 
     async def diffs(self, route: str, n: int = 20) -> list[dict[str, Any]]:
         """The newest `n` sampled disagreements of the route, newest first."""

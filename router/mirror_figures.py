@@ -8,11 +8,16 @@ latency quantiles come from `compare.summarize`; with a `secondary` (a second
 copy of the primary's version) each shadow also gets `compare.noise_report`:
 disagreement beyond the primary's own nondeterminism, and which fields are
 too noisy to judge.
+
+A canary route also counts each comparison under its rollout window,
+`cmp:<backend>:<window>` (`window_counter`), so the agreement gate judges each
+step (and shadow first) on its own comparisons; `read_agreement` turns that
+hash into the gates' input: {field: (agree, n)}, "$" for whole answers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from router.compare import NoiseReport, Summary, counter_name, escape, noise_report, summarize
@@ -21,6 +26,32 @@ from strategies.shadow import ShadowSpec
 
 EVENTS: Final = "mirror"  # the route's event counter hash
 DIFFS: Final = "diffs"  # the route's list of sampled disagreements
+WHOLE_ANSWER: Final = "$"  # the agreement "field" of whole answers
+
+
+def window_counter(backend: str, window: str) -> str:
+    """The comparison counter hash of one mirrored backend during one rollout window."""
+    return f"{counter_name(backend)}:{window}"
+
+
+def agreement_counts(
+    counters: Mapping[str, int], fields: Sequence[str]
+) -> dict[str, tuple[int, int]]:
+    """(agree, n) per field from one comparison hash (compare.py's layout)."""
+    out: dict[str, tuple[int, int]] = {}
+    for name in fields:
+        prefix = "" if name == WHOLE_ANSWER else f"f|{escape(name)}|"
+        out[name] = (counters.get(prefix + "agree", 0), counters.get(prefix + "n", 0))
+    return out
+
+
+async def read_agreement(
+    store: StateStore, route: str, backend: str, window: str, fields: Sequence[str]
+) -> dict[str, tuple[int, int]]:
+    """The agreement counts of `backend` in one window, summed over replicas."""
+    name = window_counter(backend, window)
+    counters = await store.read_counters(route, [name])
+    return agreement_counts(counters.get(name, {}), fields)
 
 
 def mirrored_backends(settings: ShadowSpec, backends: tuple[str, ...]) -> tuple[str, ...]:
@@ -30,7 +61,8 @@ def mirrored_backends(settings: ShadowSpec, backends: tuple[str, ...]) -> tuple[
 
 def lane_events(events: Mapping[str, int], backend: str) -> dict[str, int]:
     key = escape(backend)
-    return {word: events.get(f"{word}|{key}", 0) for word in ("sent", "dropped", "errors")}
+    words = ("sent", "dropped", "errors", "down")
+    return {word: events.get(f"{word}|{key}", 0) for word in words}
 
 
 def noise_dict(report: NoiseReport) -> dict[str, Any]:

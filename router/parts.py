@@ -81,7 +81,10 @@ class Parts:
         # every kind's judged period gets a metrics window (a canary's as before)
         self.metrics.step_window = lambda route: window_id(self.runtime.live.get(route))
         automation = AutomationController(
-            self.store, writer, accuracy=lambda route: self.feedback.accuracy(route)
+            self.store,
+            writer,
+            accuracy=lambda route: self.feedback.accuracy(route),
+            agreement=lambda route: self.mirrors.agreement(route),
         )
         return Controller(self.runtime, self.store, lease, [canary, bluegreen, automation])
 

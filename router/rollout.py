@@ -7,7 +7,8 @@ events to history. Commands from `routerctl` go through `command` the same way.
 
 Phases and what moves them (transitions are data: `_ALLOWED` below):
 
-    waiting           no traffic yet (shadow first); resume/promote starts step 0
+    waiting           shadow first: weight 0, the candidate only gets mirrored copies;
+                      its agreement gate passing (or resume/promote) starts step 0
     progressing       the current step's window is being judged
     waiting_for_data  the step's pause is over but a gate or min_requests lacks data
     paused            an operator stopped the ramp; no advance
@@ -15,8 +16,9 @@ Phases and what moves them (transitions are data: `_ALLOWED` below):
     aborted           weight 0, every request on the stable backend; sticky
 
 Rules of `step`, in order:
-1. promoted, aborted and waiting ignore observations: an aborted rollout stays
-   aborted under any data until `retry` or a new revision (`reconcile`).
+1. promoted and aborted ignore observations: an aborted rollout stays aborted
+   under any data until `retry` or a new revision (`reconcile`). So does a
+   `waiting` rollout whose spec has no shadow_first (an operator starts it).
 2. Any acting (non-dry-run) gate that fails aborts — also while paused: a
    pause stops the ramp, never the safety net.
 3. Paused: nothing else happens.
@@ -25,6 +27,15 @@ Rules of `step`, in order:
    now). Passing the last step below 100 % promotes.
 5. Pause elapsed but not ready: waiting_for_data, and the reason says what is
    missing, with counts. Never a failure for lack of data.
+
+Shadow first. With `shadow_first` in the spec, `initial` (hence a new revision
+and a retry) starts in `waiting` at weight 0, its window opening then. The
+gates judged there are the shadow-first agreement gate alone (`judging_gates`):
+the candidate serves nobody, so its metric gates could never pass. Rule 2
+applies as written (too little agreement aborts, and the candidate never got a
+user); when the gate passes, step 0 opens a new window. A pause in shadow first
+is remembered in `extra["paused_in"]`, so resume returns there and promote
+opens step 0 rather than skipping it.
 
 Weight only grows, except by abort or rollback (and by an operator editing the
 steps, which `reconcile` applies to the running rollout).
@@ -35,7 +46,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from router.analysis import GateResult
+from router.analysis import Gate, GateResult
 from router.hashing import BASIS_POINTS
 from router.state.model import Rollout
 from strategies.canary import CanarySpec, StepSpec
@@ -59,6 +70,7 @@ _ALLOWED: dict[str, frozenset[str]] = {
     "rollback": frozenset(PHASES),  # idempotent when already aborted: a panic button
 }
 _REFUSALS = {
+    WAITING: "it is in shadow first (promote to start step 1)",
     PROMOTED: "it is already promoted (rollback to undo)",
     ABORTED: "it is aborted (retry to start again)",
     PAUSED: "it is already paused",
@@ -101,6 +113,8 @@ def _pct(bp: int) -> str:
 
 
 def _where(r: Rollout, spec: CanarySpec) -> str:
+    if in_shadow_first(r):
+        return "shadow first"
     return f"step {r.step + 1}/{len(spec.steps)} at {_pct(r.weight_bp)}"
 
 
@@ -121,14 +135,57 @@ def _gate_figures(gate: GateResult) -> dict[str, Figure]:
     }
 
 
+# -- shadow first and windows --------------------------------------------------------
+def in_shadow_first(r: Rollout) -> bool:
+    """Waiting, or paused while waiting: the candidate gets mirrored copies only."""
+    return r.phase == WAITING or (r.phase == PAUSED and r.extra.get("paused_in") == WAITING)
+
+
+def judging_gates(r: Rollout, spec: CanarySpec) -> tuple[Gate, ...]:
+    """The gates that judge the rollout's current window (see the module doc)."""
+    if not in_shadow_first(r):
+        return spec.analysis.gates
+    return (spec.shadow_first.gate,) if spec.shadow_first else ()
+
+
+def window(r: Rollout | None) -> str | None:
+    """The id of the rollout's current window: a step, or shadow first.
+
+    Metrics and mirrored comparisons are counted under it (router/mirror.py), so
+    each window is judged on its own data and a retry starts from zero. Equal to
+    controller.window_id for the ramp's phases; unlike it, shadow first has one
+    too (its comparisons are judged; its metrics have nothing to judge)."""
+    if r is None or r.kind != "canary" or r.phase not in _RAMPING:
+        return None
+    return f"{r.revision}-{int(r.step_started_at * 1000)}"
+
+
+def _first_words(spec: CanarySpec) -> str:
+    if spec.shadow_first is None:
+        return "started"
+    gate, bp = spec.shadow_first.gate, spec.shadow_first.percent_bp
+    want = f"{gate.min_requests} comparisons of {gate.field} at >= {gate.min * 100:g} % agreement"
+    return f"mirroring {_pct(bp)} of requests to {spec.candidate}, no user traffic; needs {want}"
+
+
 # -- starting ----------------------------------------------------------------------
 def initial(route: str, spec: CanarySpec, now: float, *, revision: int = 1) -> Rollout:
-    """A new rollout at step 0: the first window opens now."""
-    first = spec.steps[0].weight_bp
-    fresh = Rollout(route=route, revision=revision, kind="canary", phase=PROGRESSING)
+    """A new rollout: shadow first when configured, else step 0; its window opens now."""
+    first = 0 if spec.shadow_first else spec.steps[0].weight_bp
+    phase = WAITING if spec.shadow_first else PROGRESSING
+    fresh = Rollout(route=route, revision=revision, kind="canary", phase=phase)
     fresh = fresh.evolve(weight_bp=first, stable=spec.stable, candidate=spec.candidate)
     fresh = fresh.evolve(step_started_at=now, updated_at=now, updated_by="controller")
-    return fresh.evolve(reason=f"{_where(fresh, spec)}: started")
+    return fresh.evolve(reason=f"{_where(fresh, spec)}: {_first_words(spec)}")
+
+
+def _open_ramp(r: Rollout, spec: CanarySpec, now: float, why: str) -> tuple[Rollout, list[Event]]:
+    """From shadow first to step 0: user traffic begins, in a new window."""
+    moved = r.evolve(phase=PROGRESSING, step=0, weight_bp=spec.steps[0].weight_bp, extra={})
+    moved = moved.evolve(step_started_at=now, updated_at=now)
+    moved = moved.evolve(reason=f"{_where(moved, spec)}: started, {why}")
+    figures: dict[str, Figure] = {"step": 0, "weight_bp": moved.weight_bp}
+    return moved, [Event("advance", moved.reason, figures)]
 
 
 def _restart(r: Rollout, spec: CanarySpec, now: float) -> Rollout:
@@ -145,6 +202,10 @@ def reconcile(r: Rollout, spec: CanarySpec, now: float) -> tuple[Rollout, list[E
         why = f"new revision {fresh.revision}: {spec.candidate} against {spec.stable}"
         return fresh, [Event("revision", why, {"revision": fresh.revision})]
     if r.phase not in _RAMPING:
+        return r, []
+    if in_shadow_first(r):
+        if r.phase == WAITING and spec.shadow_first is None:
+            return _open_ramp(r, spec, now, "shadow first removed from the config")
         return r, []
     index = min(r.step, spec.last_window)
     weight = spec.steps[index].weight_bp
@@ -166,7 +227,7 @@ def _is_new_revision(r: Rollout, spec: CanarySpec) -> bool:
 # -- the automatic transitions ---------------------------------------------------
 def step(r: Rollout, spec: CanarySpec, obs: Observation, now: float) -> tuple[Rollout, list[Event]]:
     """One controller tick: abort, advance, wait, or nothing (see the module doc)."""
-    if r.phase not in (PROGRESSING, PAUSED, WAITING_FOR_DATA):
+    if r.phase not in _RAMPING or (r.phase == WAITING and spec.shadow_first is None):
         return r, []
     acting = [g for g in obs.gates if g.acts]
     failed = [g for g in acting if g.verdict == "fail"]
@@ -175,6 +236,8 @@ def step(r: Rollout, spec: CanarySpec, obs: Observation, now: float) -> tuple[Ro
     r, events = _note_dry_runs(r, obs.gates)
     if r.phase == PAUSED:
         return r, events
+    if r.phase == WAITING:
+        return _shadow_first_step(r, spec, acting, now, events)
     current = spec.steps[min(r.step, len(spec.steps) - 1)]
     paused_enough = now - r.step_started_at >= current.pause
     enough = obs.candidate_requests >= current.min_requests
@@ -194,8 +257,32 @@ def _counts(obs: Observation, current: StepSpec) -> str:
     return f"{text}/{needed} requests" if needed else f"{text} requests"
 
 
+def _shadow_first_step(
+    r: Rollout, spec: CanarySpec, acting: list[GateResult], now: float, events: list[Event]
+) -> tuple[Rollout, list[Event]]:
+    """Open step 0 once every shadow-first gate passes; else say where it stands."""
+    if acting and all(g.verdict == "pass" for g in acting):
+        moved, more = _open_ramp(r, spec, now, f"shadow first passed: {acting[0].detail}")
+        return moved, events + more
+    return r.evolve(reason=_shadow_first_reason(spec, acting)), events
+
+
+def _shadow_first_reason(spec: CanarySpec, gates: list[GateResult]) -> str:
+    needed = spec.shadow_first.gate.min_requests if spec.shadow_first else 0
+    if not gates:
+        return f"shadow first: no comparison yet, 0/{needed} mirrored requests"
+    g = gates[0]
+    share = f"agreement {g.value * 100:.1f} %" if g.candidate_n else "no comparison yet"
+    head = f"shadow first: {g.candidate_n}/{needed} mirrored requests, {share}"
+    head += f" (min {g.threshold * 100:g} %)"
+    return head if g.candidate_n < needed else f"{head}; not yet sure, need more comparisons"
+
+
 def _abort_on(r: Rollout, gate: GateResult, now: float) -> tuple[Rollout, list[Event]]:
     reason = f"aborted: {gate.name} gate failed: {gate.detail}"
+    if in_shadow_first(r):
+        reason = f"aborted in shadow first: {gate.name} gate failed: {gate.detail}"
+        reason += f"; {r.candidate} never got user traffic"
     done = r.evolve(phase=ABORTED, weight_bp=0, reason=reason, updated_at=now, extra={})
     return done, [Event("abort", reason, _gate_figures(gate))]
 
@@ -268,18 +355,24 @@ def _cmd_promote(
 ) -> tuple[Rollout, list[Event]]:
     if full:
         return _promote(r, spec, now, "promoted in full by operator")
-    if r.phase == WAITING:
-        return _resume(r, spec, now, full)
+    if in_shadow_first(r):  # an operator's choice: user traffic starts now
+        return _open_ramp(r, spec, now, "shadow first skipped by operator")
     return _advance(r, spec, now, "advanced by operator")
 
 
 def _pause(r: Rollout, spec: CanarySpec, now: float, full: bool) -> tuple[Rollout, list[Event]]:
-    out = r.evolve(phase=PAUSED, reason=f"{_where(r, spec)}: paused by operator")
+    extra = {**r.extra, "paused_in": WAITING} if r.phase == WAITING else r.extra
+    out = r.evolve(phase=PAUSED, extra=extra, reason=f"{_where(r, spec)}: paused by operator")
     return out, [Event("pause", out.reason)]
 
 
 def _resume(r: Rollout, spec: CanarySpec, now: float, full: bool) -> tuple[Rollout, list[Event]]:
-    out = _restart(r, spec, now) if r.phase == WAITING else r.evolve(phase=PROGRESSING)
+    if r.phase == WAITING:
+        out, _ = _open_ramp(r, spec, now, "resumed by operator")
+        return out, [Event("resume", out.reason)]
+    back = WAITING if in_shadow_first(r) else PROGRESSING
+    extra = {k: v for k, v in r.extra.items() if k != "paused_in"}
+    out = r.evolve(phase=back, extra=extra)
     out = out.evolve(reason=f"{_where(out, spec)}: resumed by operator")
     return out, [Event("resume", out.reason)]
 

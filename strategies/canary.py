@@ -6,7 +6,11 @@
       override_header: X-Canary            # values: always | never
       steps: [{weight: 5, pause: 2m, min_requests: 500}, {weight: 25, pause: 5m}, {weight: 100}]
       # or: ramp: {policy: exponential, start: 1, factor: 2, max: 100, pause: 1m}
-      analysis: {interval: 2s, error_rate: {}, latency: {p99_ratio: 1.5}}
+      analysis: {interval: 2s, error_rate: {}, latency: {p99_ratio: 1.5},
+                 agreement: {field: $.label, min: 0.95, min_requests: 200,
+                             mirror_percent: 100, dry_run: false}}
+      compare: [{field: $.label, kind: label}]   # as under shadow; see router/compare.py
+      shadow_first: {percent: 100, min_requests: 500, min_agreement: 0.95, field: $.label}
 
 Theory of operation. The spec lists the steps; the live `Rollout` (written by
 the controller through router/rollout.py) says which step is current and the
@@ -27,17 +31,47 @@ reconciled) everybody stays on the stable backend. After a promotion the live
 `stable` is the promoted candidate and takes every request; after an abort or a
 rollback the live `stable` (the old one) takes every request. The override
 header wins in every phase so a tester can reach an aborted candidate.
+
+Mirrors. The `agreement` gate and the shadow-first phase judge the candidate on
+the same requests as the stable backend: a request the STABLE backend answers
+is also mirrored to the candidate (never awaited; router/mirror.py compares the
+two answers with the `compare` settings and counts per rollout window). A
+request the candidate answers has nothing to be compared with and is not
+mirrored. Whether a stable-served request is mirrored comes from a second hash
+of the key (strategies/shadow.py `mirror_bucket`), not from `key % 10_000`,
+which already splits the users: reusing it would mirror one slice of users only.
+An agreement field not listed under `compare` is compared as a label (equality);
+`$` means the whole answer.
+
+Shadow first. With `shadow_first`, a new rollout (and a retry) starts in the
+`waiting` phase at weight 0: every request goes to the stable backend and
+`percent` of them are mirrored. Only when enough comparisons show enough
+agreement does the controller open step 1 (router/rollout.py); clearly too
+little agreement aborts before any user reached the candidate. Weight 0 while
+ramping happens only there (every step's weight is above 0), so `decide` tells
+the phase by the weight alone.
+
+Every Decision `decide` can return is built once, in `__init__`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from router.analysis import AnalysisSpec, parse_analysis
+from router.analysis import (
+    WHOLE_ANSWER,
+    AgreementGate,
+    AnalysisSpec,
+    agreement_field,
+    parse_analysis,
+)
+from router.compare import FieldSpec, parse_compare
 from router.confkit import Node
 from router.hashing import BASIS_POINTS
+from router.jsonpath import compile_path
 from strategies.base import Decision, StrategyKind, StrategySpec, check_backend
+from strategies.shadow import ShadowSpec, mirror_bucket
 
 if TYPE_CHECKING:
     from router.state.model import Rollout
@@ -54,15 +88,41 @@ class StepSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ShadowFirstSpec:
+    """Mirror only, no user traffic, until `gate` passes; then step 1."""
+
+    percent_bp: int = BASIS_POINTS  # share of requests mirrored to the candidate
+    gate: AgreementGate = field(default_factory=lambda: AgreementGate(min_requests=500))
+
+
+@dataclass(frozen=True, slots=True)
 class CanarySpec:
     stable: str
     candidate: str
     steps: tuple[StepSpec, ...]
     analysis: AnalysisSpec = field(default_factory=AnalysisSpec)
     override_header: str = "x-canary"  # lower case
+    compare: tuple[FieldSpec, ...] = ()  # how mirrored answers are compared
+    shadow_first: ShadowFirstSpec | None = None
 
     def backends(self) -> tuple[str, ...]:
         return (self.stable, self.candidate)
+
+    @property
+    def agreement_gates(self) -> tuple[AgreementGate, ...]:
+        """The ramp's agreement gates (shadow first's gate is apart)."""
+        return tuple(g for g in self.analysis.gates if isinstance(g, AgreementGate))
+
+    @property
+    def agreement_fields(self) -> tuple[str, ...]:
+        """Every field whose agreement some gate reads, in order, once."""
+        first = (self.shadow_first.gate,) if self.shadow_first else ()
+        return tuple(dict.fromkeys(g.field for g in (*self.agreement_gates, *first)))
+
+    @property
+    def ramp_mirror_bp(self) -> int:
+        """Share of stable-served requests mirrored while ramping (0: none)."""
+        return max((g.mirror_bp for g in self.agreement_gates), default=0)
 
     @property
     def last_window(self) -> int:
@@ -74,7 +134,19 @@ class CanarySpec:
 class Canary:
     """The built strategy; every Decision it can return is made once, here."""
 
-    __slots__ = ("_backends", "_candidate", "_decisions", "_override", "_settled", "spec")
+    __slots__ = (
+        "_backends",
+        "_candidate",
+        "_decisions",
+        "_first",
+        "_first_bp",
+        "_override",
+        "_ramp",
+        "_ramp_bp",
+        "_settled",
+        "compare_settings",
+        "spec",
+    )
 
     def __init__(self, spec: CanarySpec) -> None:
         self.spec = spec
@@ -87,6 +159,18 @@ class Canary:
             "always": Decision(spec.candidate, "override"),
             "never": Decision(spec.stable, "override"),
         }
+        # (not mirrored, mirrored) answers of the stable backend, while ramping and in
+        # shadow first
+        mirror = (spec.candidate,)
+        self._ramp = (self._decisions["stable"], Decision(spec.stable, "stable", mirror))
+        self._first = (
+            Decision(spec.stable, "shadow_first"),
+            Decision(spec.stable, "shadow_first", mirror),
+        )
+        self._ramp_bp = spec.ramp_mirror_bp
+        self._first_bp = spec.shadow_first.percent_bp if spec.shadow_first else 0
+        # what router/mirror.py compares the candidate's mirrored answers with
+        self.compare_settings = ShadowSpec(primary="", shadows=(), compare=spec.compare)
         # keyed by backend (after an abort) and "+backend" (after a promotion)
         self._settled = {b: Decision(b, "aborted") for b in self._backends}
         self._settled |= {f"+{b}": Decision(b, "promoted") for b in self._backends}
@@ -109,7 +193,9 @@ class Canary:
             return self._settled[self._home(live.stable, self.spec.stable)]
         if key % BASIS_POINTS < live.weight_bp:
             return self._decisions["canary"]
-        return self._decisions["stable"]
+        if live.weight_bp == 0:  # shadow first: see the module docstring
+            return self._first[_mirrored(key, self._first_bp)]
+        return self._ramp[_mirrored(key, self._ramp_bp)]
 
     def _applies(self, live: Rollout) -> bool:
         return live.kind == "canary" and live.candidate == self._candidate
@@ -135,6 +221,11 @@ class Canary:
             return share | {self.decide(0, live, None).primary: 100.0}
         bp = max(0, min(live.weight_bp, BASIS_POINTS))
         return {self.spec.stable: (BASIS_POINTS - bp) / 100, self.spec.candidate: bp / 100}
+
+
+def _mirrored(key: int, bp: int) -> bool:
+    # the second hash costs ~0.7 µs: skip it when the answer is known
+    return bp >= BASIS_POINTS or (bp > 0 and mirror_bucket(key) < bp)
 
 
 # -- parsing -------------------------------------------------------------------
@@ -248,8 +339,42 @@ def parse(node: Node, known: frozenset[str]) -> StrategySpec:
     header = node.string("override_header", "X-Canary").lower()
     steps = _read_schedule(node)
     analysis = parse_analysis(node.mapping("analysis"))
+    compare = parse_compare(node.items("compare"), node.errors)
+    first = _shadow_first(node.mapping("shadow_first")) if node.has("shadow_first") else None
     node.done()
-    return CanarySpec(stable, candidate, tuple(steps), analysis, header)
+    spec = CanarySpec(stable, candidate, tuple(steps), analysis, header, compare, first)
+    return _with_gate_fields(spec)
+
+
+def _shadow_first(node: Node) -> ShadowFirstSpec:
+    bp = _weight(node, "percent", 100)
+    if bp == 0:
+        node.error(
+            node.sub("percent"), "must be above 0 (shadow first judges mirrored requests)", 0
+        )
+    gate = AgreementGate(
+        field=agreement_field(node),
+        min=node.number("min_agreement", 0.95, 0.0, 1.0),
+        min_requests=node.integer("min_requests", 500, 1, 10**9),
+        mirror_bp=bp or BASIS_POINTS,
+        alpha=node.number("alpha", 0.01, 1e-9, 0.5),
+    )
+    node.done()
+    return ShadowFirstSpec(bp or BASIS_POINTS, gate)
+
+
+def _with_gate_fields(spec: CanarySpec) -> CanarySpec:
+    """Add a label comparison for every gate field that `compare` does not list."""
+    listed = {f.field for f in spec.compare}
+    extra: list[FieldSpec] = []
+    for text in spec.agreement_fields:
+        if text in listed or text in (WHOLE_ANSWER, ""):
+            continue
+        try:
+            extra.append(FieldSpec(text, compile_path(text), "label"))
+        except ValueError:
+            continue  # agreement_field already reported it with its path
+    return replace(spec, compare=spec.compare + tuple(extra)) if extra else spec
 
 
 def build(spec: StrategySpec) -> Canary:

@@ -215,35 +215,35 @@ def test_parse_analysis_reads_gates_in_order() -> None:
 
 
 @pytest.fixture
-def agreement_gate() -> Iterator[None]:
-    """Registers a toy `agreement` gate that reads its figure from `extra`."""
+def toy_gate() -> Iterator[None]:
+    """Registers a toy `toy` gate that reads its figure from `extra`."""
 
-    class Agreement:
-        name = "agreement"
+    class Toy:
+        name = "toy"
 
         def judge(
             self, candidate: Sample, baseline: Sample, extra: Mapping[str, object]
         ) -> GateResult:
-            share = extra.get("agreement")
+            share = extra.get("toy")
             ok = isinstance(share, float) and share >= 0.9
-            return GateResult("agreement", "pass" if ok else "fail", 0.0, 0.9, 0, 0, False, "")
+            return GateResult("toy", "pass" if ok else "fail", 0.0, 0.9, 0, 0, False, "")
 
     def factory(node: Node) -> Gate:
         node.done()
-        return Agreement()
+        return Toy()
 
-    GATES["agreement"] = factory
+    GATES["toy"] = factory
     yield
-    del GATES["agreement"]
+    del GATES["toy"]
 
 
-@pytest.mark.usefixtures("agreement_gate")
+@pytest.mark.usefixtures("toy_gate")
 def test_the_gate_set_is_open() -> None:
     """A gate added to GATES is parsed from config and judged with `extra`."""
     errors: list[str] = []
-    spec = parse_analysis(Node({"agreement": {}, "error_rate": {}}, "a", errors))
+    spec = parse_analysis(Node({"toy": {}, "error_rate": {}}, "a", errors))
     assert errors == []
-    verdicts = [r.verdict for r in evaluate(spec, Sample(10), Sample(10), {"agreement": 0.5})]
+    verdicts = [r.verdict for r in evaluate(spec, Sample(10), Sample(10), {"toy": 0.5})]
     assert verdicts == ["fail", "wait"]
 
 

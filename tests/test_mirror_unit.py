@@ -161,3 +161,18 @@ async def test_apply_config_renews_changed_pools_and_stops_removed_lanes() -> No
     assert renewed is not old
     assert renewed.spec.timeout == 7.0
     assert removed
+
+
+def test_breaker_opens_after_failures_in_a_row_and_backs_off() -> None:
+    """Five failures in a row pause a shadow; each reopening lasts twice as long."""
+    from router.mirror import BREAKER_FAILURES, BREAKER_MIN, Breaker
+
+    b = Breaker()
+    opened = [b.failed(100.0) for _ in range(BREAKER_FAILURES)]
+    assert opened == [False] * (BREAKER_FAILURES - 1) + [True]
+    assert b.is_open(100.0 + BREAKER_MIN - 0.01)
+    assert not b.is_open(100.0 + BREAKER_MIN)
+    assert b.failed(101.0)  # the probe after the pause fails: open again, longer
+    assert b.is_open(101.0 + 2 * BREAKER_MIN - 0.01)
+    b.answered()
+    assert not b.failed(200.0)  # an answer closed it and reset the count
