@@ -33,7 +33,7 @@ route's "diffs" list, a few per route per flush, newest kept.
 
 Counter hashes per route: `cmp:<backend>` (compare.py's layout) per mirror
 backend, and `mirror` with `offered`, `oversize_body`, `oversize_answer`,
-`sent|<b>`, `dropped|<b>`, `errors|<b>` (names escaped with compare.escape).
+`sent|<b>`, `dropped|<b>`, `errors|<b>` (names escaped with compare_figures.escape).
 
 Canary routes. A canary mirrors stable-served requests to its candidate when an
 `agreement` gate or `shadow_first` asks for it (strategies/canary.py). Their
@@ -59,15 +59,8 @@ from typing import Any, Final
 
 import structlog
 
-from router.compare import (
-    Answer,
-    Comparison,
-    Tally,
-    compare,
-    counter_name,
-    disagreement_record,
-    escape,
-)
+from router.compare import Answer, Comparison, compare
+from router.compare_figures import Tally, counter_name, disagreement_record, escape
 from router.errors import UpstreamError
 from router.mirror_client import fetch, request_bytes
 from router.mirror_figures import DIFFS, EVENTS, read_summary, window_counter

@@ -4,7 +4,7 @@ Theory of operation. Every replica's mirror workers add their integer counters
 to the same hashes (router/mirror.py), so one `read_counters` call gives the
 sum over replicas: `cmp:<backend>` per mirrored backend (compare.py's layout)
 and `mirror` with the route's mirror events. Rates, Wilson intervals and
-latency quantiles come from `compare.summarize`; with a `secondary` (a second
+latency quantiles come from `compare_figures.summarize`; with a `secondary` (a second
 copy of the primary's version) each shadow also gets `compare.noise_report`:
 disagreement beyond the primary's own nondeterminism, and which fields are
 too noisy to judge.
@@ -20,7 +20,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from router.compare import NoiseReport, Summary, counter_name, escape, noise_report, summarize
+from router.compare_figures import (
+    NoiseReport,
+    Summary,
+    counter_name,
+    escape,
+    noise_report,
+    summarize,
+)
 from router.state.base import StateStore
 from strategies.shadow import ShadowSpec
 

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from examples.model_server import ModelOptions
 from router.analysis import AgreementGate, Sample, parse_analysis, rate_bounds
 from router.canary_ctl import CanaryController
-from router.compare import Answer, Tally, compare, parse_compare
+from router.compare import Answer, compare, parse_compare
+from router.compare_figures import Tally
 from router.config import parse as parse_config
 from router.confkit import Node
 from router.controller import Writer

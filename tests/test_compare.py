@@ -15,19 +15,21 @@ from router.compare import (
     OTHER,
     Answer,
     FieldSpec,
-    Tally,
     compare,
     cosine,
-    counter_name,
     diff_paths,
+    parse_compare,
+    total_variation,
+)
+from router.compare_figures import (
+    Tally,
+    counter_name,
     disagreement_record,
     fold_confusion,
     noise_report,
-    parse_compare,
     quantile,
     summarize,
     tally_fields,
-    total_variation,
     wilson,
 )
 from router.jsonpath import compile_path

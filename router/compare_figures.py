@@ -1,0 +1,428 @@
+"""Comparison figures that add up across replicas, read back as rates.
+
+`router/compare.py` judges one pair of answers; this module turns many such
+judgements into integer counters for the state store's counter hashes
+(`tally_fields`, `Tally`: HINCRBY adds every replica's counts), and turns the
+summed counters back into figures: agreement per field with a Wilson interval,
+mean distances, a confusion matrix, latency quantiles (`summarize`); the noise
+floor from a second copy of the primary (`noise_report`); and the bounded
+sample of disagreements (`disagreement_record`). The counter layout is drawn in
+router/compare.py's module docstring.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from bisect import bisect_left
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from router.compare import MICRO, OTHER, Comparison, FieldResult
+from router.jsonpath import MISSING
+
+# -- counters that add up across replicas ---------------------------------------
+
+
+def _latency_bounds() -> tuple[float, ...]:
+    """0.1 ms .. ~105 s, each bound 2^(1/4) ≈ 1.19x the last: a quantile read from
+    the histogram is within 19 % of the true one."""
+    return tuple(0.0001 * 2 ** (i / 4) for i in range(81))
+
+
+LAT_BOUNDS: Final = _latency_bounds()
+
+LabelFold = Callable[[str, str], str]  # (field, label) -> label, or OTHER past the bound
+
+
+def escape(text: str) -> str:
+    """Make a name safe inside a `|`-separated counter key."""
+    return text.replace("%", "%25").replace("|", "%7C")
+
+
+def unescape(text: str) -> str:
+    return text.replace("%7C", "|").replace("%25", "%")
+
+
+def counter_name(backend: str) -> str:
+    """The counter hash of the comparison of one mirror backend with the primary."""
+    return f"cmp:{backend}"
+
+
+def latency_bucket(seconds: float) -> int:
+    """Index into the histogram: bucket i holds latencies up to LAT_BOUNDS[i]."""
+    return bisect_left(LAT_BOUNDS, seconds)
+
+
+def tally_fields(
+    comparison: Comparison, *, name: str = "cmp", fold: LabelFold | None = None
+) -> dict[str, dict[str, int]]:
+    """One comparison as increments of the counter hash `name` (see the layout in
+    the module docstring), ready for `StateStore.add_counters`."""
+    c: dict[str, int] = {"n": 1}
+    _add(c, "agree", comparison.agree)
+    _add(c, "status_mismatch", not comparison.status_match)
+    _add(c, "no_answer", comparison.status[1] == 0)
+    _add(c, "body_mismatch", comparison.body_equal is False)
+    _add(c, "p_not_json", "primary: not JSON" in comparison.errors)
+    _add(c, "s_not_json", "shadow: not JSON" in comparison.errors)
+    c["lat_delta_us"] = round(comparison.latency_delta * MICRO)
+    c[f"lat|p|{latency_bucket(comparison.latency[0])}"] = 1
+    if comparison.status[1] != 0:  # a shadow that never answered has no latency
+        c[f"lat|s|{latency_bucket(comparison.latency[1])}"] = 1
+    for result in comparison.fields:
+        _tally_field(c, result, fold)
+    return {name: c}
+
+
+def _add(counters: dict[str, int], key: str, flag: bool, by: int = 1) -> None:
+    if flag:
+        counters[key] = counters.get(key, 0) + by
+
+
+def _tally_field(c: dict[str, int], r: FieldResult, fold: LabelFold | None) -> None:
+    f = f"f|{escape(r.field)}|"
+    if not r.counted:
+        c[f + "absent"] = 1
+        return
+    c[f + "n"] = 1
+    _add(c, f + "agree", r.agree)
+    _add(c, f + r.reason, r.reason in ("missing", "type", "shape"))
+    if r.diff is not None and math.isfinite(r.diff):
+        c[f + "diff_n"] = 1
+        c[f + "diff_u"] = round(r.diff * MICRO)
+    if r.labels is not None:
+        p, s = (fold(r.field, x) if fold else x for x in r.labels)
+        c[f"{f}cm|{escape(p)}|{escape(s)}"] = 1
+
+
+class Tally:
+    """In-process figures of one compared pair between two flushes to the store.
+
+    Labels are bounded per field: the first `max_labels` distinct labels seen by
+    this process keep their name, later ones become OTHER, so a model emitting
+    free text cannot grow the counter hash without bound. Maxima cannot be added
+    up by HINCRBY, so they stay here (reported per replica).
+    """
+
+    def __init__(self, name: str = "cmp", *, max_labels: int = 20) -> None:
+        self.name = name
+        self.max_labels = max_labels
+        self.maxima: dict[str, float] = {}  # field -> largest distance seen
+        self._labels: dict[str, set[str]] = {}
+        self._pending: dict[str, int] = {}
+
+    def fold(self, field: str, label: str) -> str:
+        label = label[:64]  # long free text would only bloat key names
+        known = self._labels.setdefault(field, set())
+        if label in known:
+            return label
+        if len(known) < self.max_labels:
+            known.add(label)
+            return label
+        return OTHER
+
+    def add(self, comparison: Comparison) -> None:
+        counters = tally_fields(comparison, name=self.name, fold=self.fold)[self.name]
+        for key, value in counters.items():
+            self._pending[key] = self._pending.get(key, 0) + value
+        for r in comparison.fields:
+            if r.diff is not None and r.diff > self.maxima.get(r.field, -math.inf):
+                self.maxima[r.field] = r.diff
+
+    def drain(self) -> dict[str, dict[str, int]]:
+        """Increments since the last drain, for `add_counters`; {} when none."""
+        pending, self._pending = self._pending, {}
+        return {self.name: pending} if pending else {}
+
+    def restore(self, drained: Mapping[str, Mapping[str, int]]) -> None:
+        """Put back what a failed flush took, to go out with the next one."""
+        for key, value in drained.get(self.name, {}).items():
+            self._pending[key] = self._pending.get(key, 0) + value
+
+
+# -- reading the sums back --------------------------------------------------------
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for k successes in n trials; (0, 1) when n = 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    z2 = z * z
+    denom = 1.0 + z2 / n
+    center = (p + z2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """k out of n, with its Wilson 95 % interval."""
+
+    k: int
+    n: int
+
+    @property
+    def value(self) -> float | None:
+        return self.k / self.n if self.n else None
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson(self.k, self.n)
+
+    def complement(self) -> Rate:
+        return Rate(self.n - self.k, self.n)
+
+    def to_dict(self) -> dict[str, Any]:
+        lo, hi = self.interval
+        return {"k": self.k, "n": self.n, "rate": self.value, "lo": lo, "hi": hi}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSummary:
+    field: str
+    agreement: Rate  # agree out of n (answers where at least one side had the field)
+    missing: int = 0
+    type_errors: int = 0  # type and shape
+    absent: int = 0  # neither side had the field
+    mean_diff: float | None = None
+    confusion: tuple[tuple[str, str, int], ...] = ()  # (primary, shadow, count), largest first
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "field": self.field,
+            "agreement": self.agreement.to_dict(),
+            "missing": self.missing,
+            "type_errors": self.type_errors,
+            "absent": self.absent,
+            "mean_diff": self.mean_diff,
+            "confusion": [list(cell) for cell in self.confusion],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    agreement: Rate  # whole answers: same status, every field agrees
+    status_mismatch: Rate
+    no_answer: int
+    body_mismatch: int
+    not_json: tuple[int, int]  # (primary, shadow)
+    latency_p50: tuple[float | None, float | None]  # (primary, shadow), seconds
+    latency_p99: tuple[float | None, float | None]
+    mean_latency_delta: float | None  # shadow - primary, seconds
+    fields: dict[str, FieldSummary]
+
+    @property
+    def n(self) -> int:
+        return self.agreement.n
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "agreement": self.agreement.to_dict(),
+            "status_mismatch": self.status_mismatch.to_dict(),
+            "no_answer": self.no_answer,
+            "body_mismatch": self.body_mismatch,
+            "not_json": list(self.not_json),
+            "latency_p50": list(self.latency_p50),
+            "latency_p99": list(self.latency_p99),
+            "mean_latency_delta": self.mean_latency_delta,
+            "fields": {name: f.to_dict() for name, f in self.fields.items()},
+        }
+
+
+def summarize(counters: Mapping[str, int], *, top_labels: int = 20) -> Summary:
+    """Rates, intervals, means, confusion matrices and latency quantiles from one
+    counter hash summed over replicas (as `StateStore.read_counters` returns it)."""
+    n = counters.get("n", 0)
+    hist: dict[str, list[int]] = {"p": [0] * (len(LAT_BOUNDS) + 1), "s": []}
+    hist["s"] = list(hist["p"])
+    per_field: dict[str, dict[str, int]] = {}
+    cells: dict[str, dict[tuple[str, str], int]] = {}
+    for key, value in counters.items():
+        parts = key.split("|")
+        if parts[0] == "lat" and len(parts) == 3 and parts[1] in hist:
+            _bump_bucket(hist[parts[1]], parts[2], value)
+        elif parts[0] == "f" and len(parts) == 3:
+            per_field.setdefault(unescape(parts[1]), {})[parts[2]] = value
+        elif parts[0] == "f" and len(parts) == 5 and parts[2] == "cm":
+            cell = (unescape(parts[3]), unescape(parts[4]))
+            cells.setdefault(unescape(parts[1]), {})[cell] = value
+    fields = {
+        name: _field_summary(name, per_field.get(name, {}), cells.get(name, {}), top_labels)
+        for name in sorted(per_field.keys() | cells.keys())
+    }
+    return Summary(
+        agreement=Rate(counters.get("agree", 0), n),
+        status_mismatch=Rate(counters.get("status_mismatch", 0), n),
+        no_answer=counters.get("no_answer", 0),
+        body_mismatch=counters.get("body_mismatch", 0),
+        not_json=(counters.get("p_not_json", 0), counters.get("s_not_json", 0)),
+        latency_p50=(quantile(hist["p"], 0.5), quantile(hist["s"], 0.5)),
+        latency_p99=(quantile(hist["p"], 0.99), quantile(hist["s"], 0.99)),
+        mean_latency_delta=counters.get("lat_delta_us", 0) / MICRO / n if n else None,
+        fields=fields,
+    )
+
+
+def _bump_bucket(hist: list[int], index: str, value: int) -> None:
+    if index.isdigit() and int(index) < len(hist):  # a foreign key must not crash a summary
+        hist[int(index)] += value
+
+
+def quantile(hist: Sequence[int], q: float) -> float | None:
+    """The upper bound of the bucket holding the q-quantile; None when empty."""
+    total = sum(hist)
+    if total <= 0:
+        return None
+    rank, seen = q * total, 0
+    for i, count in enumerate(hist):
+        seen += count
+        if seen >= rank and count:
+            return LAT_BOUNDS[min(i, len(LAT_BOUNDS) - 1)]
+    return LAT_BOUNDS[-1]
+
+
+def _field_summary(
+    name: str, c: Mapping[str, int], cells: Mapping[tuple[str, str], int], top: int
+) -> FieldSummary:
+    diff_n = c.get("diff_n", 0)
+    return FieldSummary(
+        field=name,
+        agreement=Rate(c.get("agree", 0), c.get("n", 0)),
+        missing=c.get("missing", 0),
+        type_errors=c.get("type", 0) + c.get("shape", 0),
+        absent=c.get("absent", 0),
+        mean_diff=c.get("diff_u", 0) / MICRO / diff_n if diff_n else None,
+        confusion=fold_confusion(cells, top),
+    )
+
+
+def fold_confusion(
+    cells: Mapping[tuple[str, str], int], top: int
+) -> tuple[tuple[str, str, int], ...]:
+    """Keep the `top` most frequent labels (either side), fold the rest into OTHER;
+    the cells come out largest first. Each replica bounds its own labels, so the
+    sum over replicas can hold more than `top`: this bounds what is shown."""
+    totals: dict[str, int] = {}
+    for (p, s), count in cells.items():
+        totals[p] = totals.get(p, 0) + count
+        totals[s] = totals.get(s, 0) + count
+    keep = set(sorted(totals, key=lambda label: (-totals[label], label))[:top])
+    folded: dict[tuple[str, str], int] = {}
+    for (p, s), count in cells.items():
+        cell = (p if p in keep else OTHER, s if s in keep else OTHER)
+        folded[cell] = folded.get(cell, 0) + count
+    ordered = sorted(folded.items(), key=lambda item: (-item[1], item[0]))
+    return tuple((p, s, count) for (p, s), count in ordered)
+
+
+# -- the noise floor ---------------------------------------------------------------
+
+WHOLE: Final = "$"  # the noise report's name for whole-answer agreement
+
+
+@dataclass(frozen=True, slots=True)
+class NoiseField:
+    field: str
+    disagreement: Rate  # primary vs shadow
+    noise: Rate  # primary vs secondary (same version as the primary)
+    excess: float | None  # disagreement beyond the noise, clipped at 0
+    noisy: bool  # the shadow's disagreement is not clearly above the noise
+
+
+@dataclass(frozen=True, slots=True)
+class NoiseReport:
+    fields: dict[str, NoiseField]
+
+    @property
+    def noisy(self) -> bool:
+        """True when any figure cannot be told apart from the noise floor."""
+        return any(f.noisy for f in self.fields.values())
+
+
+def noise_report(shadow: Summary, secondary: Summary) -> NoiseReport:
+    """Compare primary-vs-shadow disagreement with primary-vs-secondary.
+
+    A field is noisy when the lower Wilson bound of the shadow's disagreement
+    does not exceed the upper bound of the secondary's: the difference could be
+    the primary's own nondeterminism. With no secondary data its interval is
+    (0, 1), so everything reads noisy until there is evidence.
+    """
+    pairs = {WHOLE: (shadow.agreement, secondary.agreement)}
+    for name, f in shadow.fields.items():
+        other = secondary.fields.get(name)
+        pairs[name] = (f.agreement, other.agreement if other else Rate(0, 0))
+    return NoiseReport({name: _noise(name, s, n) for name, (s, n) in pairs.items()})
+
+
+def _noise(name: str, shadow_agree: Rate, noise_agree: Rate) -> NoiseField:
+    dis, noise = shadow_agree.complement(), noise_agree.complement()
+    excess = None
+    if dis.value is not None and noise.value is not None:
+        excess = max(0.0, dis.value - noise.value)
+    noisy = dis.interval[0] <= noise.interval[1]
+    return NoiseField(name, dis, noise, excess, noisy)
+
+
+# -- disagreement samples ------------------------------------------------------------
+
+
+def disagreement_record(
+    request_id: str,
+    comparison: Comparison,
+    primary_body: bytes,
+    shadow_body: bytes,
+    *,
+    max_chars: int = 2000,
+    fields_only: bool = False,
+    request_body: bytes | None = None,
+) -> str:
+    """One disagreement as a JSON line for the samples list (`routerctl diffs`).
+
+    Answers are cut to `max_chars` characters each; with `fields_only` only the
+    compared fields' values are kept, never the rest of the answers (for answers
+    that may hold personal data). The request body is stored only when given.
+    """
+    record: dict[str, Any] = {
+        "id": request_id,
+        "status": list(comparison.status),
+        "latency_ms": [round(x * 1000, 3) for x in comparison.latency],
+        "fields": [_field_record(r, max_chars) for r in comparison.fields if not r.agree],
+    }
+    if comparison.paths:
+        record["paths"] = list(comparison.paths)
+    if comparison.errors:
+        record["errors"] = list(comparison.errors)
+    if not fields_only:
+        record["primary"] = _cut(primary_body.decode("utf-8", "replace"), max_chars)
+        record["shadow"] = _cut(shadow_body.decode("utf-8", "replace"), max_chars)
+    if request_body is not None:
+        record["request"] = _cut(request_body.decode("utf-8", "replace"), max_chars)
+    return json.dumps(record, separators=(",", ":"), allow_nan=False, default=str)
+
+
+def _field_record(r: FieldResult, max_chars: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"field": r.field, "reason": r.reason}
+    if r.diff is not None and math.isfinite(r.diff):
+        out["diff"] = r.diff
+    if r.labels is not None:
+        out["labels"] = list(r.labels)
+    out["primary"] = _value_text(r.primary, max_chars)
+    out["shadow"] = _value_text(r.shadow, max_chars)
+    return out
+
+
+def _value_text(value: object, max_chars: int) -> str | None:
+    """A compared value as JSON text (None when absent), cut to `max_chars`."""
+    if value is MISSING:
+        return None
+    return _cut(json.dumps(value, separators=(",", ":")), max_chars)
+
+
+def _cut(text: str, max_chars: int) -> str:
+    if len(text) <= max_chars:
+        return text
+    return f"{text[:max_chars]}…(+{len(text) - max_chars} chars)"
