@@ -14,19 +14,25 @@ ten is logged, deterministically, and `sample=0` costs one comparison. Request
 and response bodies are never passed to it, so they can never be logged here.
 
 `Fanout` hands each request to several recorders (metrics, access log, ...)
-through one `record` call.
+through one `record` call. A recorder that is `idle` (an access log with
+`sample=0`) is left out when the fan-out is built, and the data plane calls
+the remaining `record` methods itself (`Fanout.flat`): on the request path,
+every call saved is about 0.1 µs.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from router.runtime import Recorder
+
+RecordFn = Callable[[str, str, int, float, str, str, int], None]
 
 
 def _level_number(level: str) -> int:
@@ -87,6 +93,11 @@ class AccessLog:
         self._credit = 0
         self._log = logger if logger is not None else structlog.get_logger("router.access")
 
+    @property
+    def idle(self) -> bool:
+        """True when no request is ever logged (sample 0): nothing to call."""
+        return not self._step
+
     def record(
         self,
         route: str,
@@ -123,7 +134,11 @@ class Fanout:
     __slots__ = ("_targets",)
 
     def __init__(self, *recorders: Recorder) -> None:
-        self._targets = tuple(r.record for r in recorders)
+        self._targets = tuple(r.record for r in recorders if not getattr(r, "idle", False))
+
+    def flat(self) -> tuple[RecordFn, ...]:
+        """The `record` methods this fan-out calls, for a caller that calls them itself."""
+        return self._targets
 
     def record(
         self,

@@ -22,6 +22,15 @@ a fresh connection (the backend may have closed it while we were writing).
 `seconds` given to the recorder runs from activation to the last byte handed to
 the client socket; `nbytes` counts response body bytes from the backend.
 
+Cost. Everything here runs once per request, so it is kept to what the
+request needs (measured: about 10 µs of Python and llhttp a request, the
+kernel's loopback send/recv as much again). Route answers are remembered per
+(host, target) until the table changes (`DataPlane.match`); a `Fanout`
+recorder is flattened into the `record` methods it would call, minus an access
+log that never logs; each head is built as one list joined once; the request
+id line is formatted once and sent both ways; the clock is read about twice a
+request (the client read's `now`, and the answer's end).
+
 Mirrors. When the decision names mirrors, the exchange keeps a copy of the
 request body (up to the route's `max_body`, at most MIRROR_MAX_BODY; methods
 outside the route's `mirror_methods` are not copied at all). With a
@@ -63,11 +72,12 @@ from router.http1 import (
     error_response,
     filtered,
     new_request_id,
-    no_body_status,
     sane_request_id,
 )
+from router.logs import Fanout
+from router.routing import CompiledRoute, RouteTable
 from router.runtime import Recorder, Runtime
-from router.server import PAUSE_UPSTREAM, ClientConnection, Request
+from router.server import PAUSE_UPSTREAM, ClientConnection, Request, header_kinds
 from router.spec import Config, ListenSpec, TLSSpec
 from router.sweeper import Sweeper
 from router.upstream import UpstreamConnection, UpstreamPool
@@ -82,6 +92,9 @@ ANSWER_MAX_BODY = 256 * 1024  # primary answers kept for a shadow comparison, at
 RETRY_MAX_BODY = 64 * 1024  # requests kept for a retry, at most
 PENDING_MAX = 256 * 1024  # request bytes buffered while a connect is in progress
 MODE_NONE, MODE_LENGTH, MODE_CHUNKED, MODE_CLOSE = 0, 1, 2, 3
+MATCH_MEMO = 1024  # (host, target) -> route answers remembered, at most
+_UNKNOWN = object()
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"Close"})
 
 
 class MirrorSink(Protocol):
@@ -195,6 +208,7 @@ class Exchange:
         "retry",
         "retry_len",
         "rid",
+        "rid_line",
         "route_name",
         "sent",
         "started",
@@ -209,8 +223,10 @@ class Exchange:
         self.plane = plane
         self.conn = conn
         self.req = req
-        self.target = origin_form(req.target)
+        target = req.target
+        self.target = target if target[:1] == b"/" else origin_form(target)
         self.rid = ""
+        self.rid_line = b""  # "x-request-id: ...\r\n", sent both ways
         self.route_name = ""
         self.backend = ""
         self.reason = ""
@@ -233,20 +249,26 @@ class Exchange:
         self.mode = MODE_NONE
         self.status = 0
         self.nbytes = 0
-        self.deadline = 0.0  # backend must answer by then (loop time); 0 = none
+        self.deadline = 0.0  # backend must answer by then (perf_counter); 0 = none
         self.t0 = 0.0
         self.tap: Tap | None = None  # bodies for drift (router/drift_io.py)
         self.follow: FollowLeg | None = None  # the model's leg of a follow-up decision
 
     # request side
 
-    def activate(self) -> None:
-        """First in line: route, decide, pick a connection, send what we have."""
-        self.t0 = perf_counter()
+    def activate(self, now: float = 0.0) -> None:
+        """First in line (at `now`, perf_counter): route, decide, pick a connection, send."""
+        self.t0 = now or perf_counter()
         req, plane = self.req, self.plane
-        self.rid = sane_request_id(req.request_id) or new_request_id()
+        given = req.request_id
+        self.rid = (given is not None and sane_request_id(given)) or new_request_id()
+        self.rid_line = self._rid_line()
         runtime = plane.runtime
-        route = runtime.table.match(req.host, self.target)
+        # plane.match()'s hit, inlined: once per request (a remembered None goes the long way)
+        table = runtime.table
+        route = plane.routes.get((req.host, self.target)) if plane.routes_of is table else None
+        if route is None:
+            route = plane.match(table, req.host, self.target)
         if route is None:
             self.fail(NoRoute())
             return
@@ -269,9 +291,12 @@ class Exchange:
         if req.method in IDEMPOTENT:
             self.retry = []
         self._queue_head(pool)
-        if req.expect_continue and req.has_body and not self.request_done:
+        if req.expect_continue and not self.request_done and req.has_body:
             self.conn.write(CONTINUE_100)
-        up = pool.acquire()
+        idle = pool.idle
+        up = idle.pop() if idle else None  # pool.acquire() inlined for the common case
+        if up is not None and up.closed:
+            up = pool.acquire()
         if up is None:
             pool.connect(self.on_connected)
         else:
@@ -316,7 +341,8 @@ class Exchange:
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
             self.out_len = 0
-            up.write(data)
+            if up.transport is not None:
+                up.transport.write(data)
             if self.retry is not None:
                 self._retry_add(self.retry, data)
         if self.request_done and not self.sent:
@@ -334,12 +360,14 @@ class Exchange:
 
     def _attach(self, up: UpstreamConnection) -> None:
         self.upstream = up
+        conn = self.conn
         up.bind(self, self.req.method == b"HEAD")
-        if self.conn.write_paused and up.transport is not None:
+        if conn.write_paused and up.transport is not None:
             up.transport.pause_reading()
-        if not self.conn.feeding:  # else the client read's end flushes: one write, not two
+        if not conn.feeding:  # else the client read's end flushes: one write, not two
             self.flush_request()
-        self.conn.resume_input(PAUSE_UPSTREAM)
+        if conn.paused & PAUSE_UPSTREAM:
+            conn.resume_input(PAUSE_UPSTREAM)
 
     def _queue_head(self, pool: UpstreamPool) -> None:
         req = self.req
@@ -358,33 +386,30 @@ class Exchange:
 
     def _request_head(self, pool: UpstreamPool, framing: bytes, extra: bytes = b"") -> bytes:
         """The request's head toward `pool`'s backend; `extra`: more header lines."""
-        req, conn, plane = self.req, self.conn, self.plane
-        ip = conn.client_ip.encode()
-        xff = req.forwarded_for + b", " + ip if req.forwarded_for else ip
-        fwd_host = b"x-forwarded-host: %b\r\n" % req.host if req.host else b""
-        head = b"%b %b%b HTTP/1.1\r\nhost: %b\r\n%b%bx-forwarded-for: %b\r\n" % (
-            req.method,
-            pool.base_path,
-            self.target,
-            pool.host_header,
-            filtered(req.headers, plane.request_drop, connection_tokens(req.connection)),
-            fwd_host,
-            xff,
-        )
-        return b"%bx-forwarded-proto: %b\r\n%b: %b\r\n%b%b\r\n" % (
-            head,
-            conn.scheme,
-            plane.rid_name,
-            self.rid.encode(),
-            extra,
-            framing,
-        )
+        req, conn = self.req, self.conn
+        drop = self.plane.request_drop
+        if req.connection is not None:
+            drop = _with_tokens(drop, req.connection)
+        # One list, one join: cheaper than a formatted line per header.
+        parts = [req.method, b" ", pool.base_path, self.target, b" HTTP/1.1\r\nhost: "]
+        parts += (pool.host_header, b"\r\n")
+        for name, value in req.headers:
+            if name not in drop:
+                parts += (name, b": ", value, b"\r\n")
+        if req.host:
+            parts += (b"x-forwarded-host: ", req.host, b"\r\n")
+        ip, xff = conn.client_ip_bytes, req.forwarded_for
+        parts += (b"x-forwarded-for: ", xff + b", " + ip if xff else ip, b"\r\n")
+        parts += (b"x-forwarded-proto: ", conn.scheme, b"\r\n", self.rid_line)
+        parts += (extra, framing, b"\r\n")
+        return b"".join(parts)
 
     def _sent(self) -> None:
         """The whole request is on its way: start the backend's clock; mirror it."""
         self.sent = True
         timeout = self.pool.spec.timeout if self.pool is not None else 0.0
-        self.deadline = self.conn.loop.time() + timeout
+        conn = self.conn
+        self.deadline = (conn.now if conn.feeding else perf_counter()) + timeout
         if self.mirror is not None and self.answer is None:
             self._offer_mirror()
 
@@ -448,9 +473,9 @@ class Exchange:
         if length is not None and length > cap:
             self._mirror_too_big()
             return
+        # Body read before activation (`early`) reaches the copy when _queue_head
+        # replays it through on_request_body; adding it here too would double it.
         self.mirror = []
-        for piece in self.early or ():
-            self._mirror_add(self.mirror, piece)
 
     def _mirror_add(self, mirror: list[bytes], data: bytes) -> None:
         self.mirror_len += len(data)
@@ -556,8 +581,8 @@ class Exchange:
         if self.follow is not None and self.follow.first:  # held until `after` has spoken
             self.follow.on_head(status, reason, headers, length)
             return
-        req, plane = self.req, self.plane
-        if req.method == b"HEAD" or no_body_status(status):
+        req = self.req
+        if req.method == b"HEAD" or status < 200 or status == 204 or status == 304:
             mode = MODE_NONE
             framing = b"content-length: %d\r\n" % length if length is not None else b""
             if status == 204 or status < 200:
@@ -575,11 +600,23 @@ class Exchange:
         elif req.version != "1.1":
             framing += b"connection: keep-alive\r\n"
         self.mode, self.status, self.started = mode, status, True
-        tokens = _response_tokens(headers)
-        self.cout.append(
-            b"HTTP/1.1 %d %b\r\n%b%b%b\r\n"
-            % (status, reason, filtered(headers, plane.response_drop, tokens), self._ids(), framing)
-        )
+        self.cout.append(self._response_head(status, reason, headers, framing))
+
+    def _response_head(
+        self, status: int, reason: bytes, headers: list[Header], framing: bytes
+    ) -> bytes:
+        drop = self.plane.response_drop
+        parts = [b"HTTP/1.1 %d %b\r\n" % (status, reason)]
+        for name, value in headers:
+            if name not in drop:
+                parts += (name, b": ", value, b"\r\n")
+            elif name == b"connection" and _with_tokens(drop, value) is not drop:
+                # It names more headers to drop (rare): filter again, knowing them all.
+                tokens = _response_tokens(headers)
+                parts[1:] = [filtered(headers, drop, tokens)]
+                break
+        parts += (self.rid_line or self._rid_line(), self._backend_line(), framing, b"\r\n")
+        return b"".join(parts)
 
     def on_response_body(self, data: bytes) -> None:
         if self.follow is not None and self.follow.first:
@@ -606,9 +643,14 @@ class Exchange:
         if self.follow is not None and self.follow.first:
             self._follow_next(self.follow.status)
             return
+        cout = self.cout
         if self.mode == MODE_CHUNKED:
-            self.cout.append(LAST_CHUNK)
-        self.flush_response()
+            cout.append(LAST_CHUNK)
+        if cout:
+            transport = self.conn.transport
+            if transport is not None:
+                transport.write(cout[0] if len(cout) == 1 else b"".join(cout))
+            cout.clear()
         if self.answer is not None:
             self._offer_answered(self.status)
         self._finish(self.status, self.keep_alive)
@@ -687,29 +729,38 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
-        self._record(status)
-        self.conn.exchange_done(self, keep_alive)
+        now = perf_counter()
+        self._record(status, now)
+        self.conn.exchange_done(self, keep_alive, now)
 
-    def _record(self, status: int) -> None:
-        self.plane.recorder.record(
-            self.route_name,
-            self.backend if self.pool is not None else "",
-            status,
-            perf_counter() - self.t0,
-            self.reason,
-            self.rid,
-            self.nbytes,
-        )
+    def _record(self, status: int, now: float = 0.0) -> None:
+        for record in self.plane.records:
+            record(
+                self.route_name,
+                self.backend if self.pool is not None else "",
+                status,
+                (now or perf_counter()) - self.t0,
+                self.reason,
+                self.rid,
+                self.nbytes,
+            )
         if self.tap is not None:
             self.tap.finish(self.route_name, self.backend, self.rid, status)
             self.tap = None
 
     def _ids(self) -> bytes:
         """The request id and backend headers every response carries."""
-        line = b"%b: %b\r\n" % (self.plane.rid_name, self.rid.encode())
-        if self.plane.router_backend and self.backend:
-            line += b"x-router-backend: %b\r\n" % self.backend.encode()
-        return line
+        return (self.rid_line or self._rid_line()) + self._backend_line()
+
+    def _rid_line(self) -> bytes:
+        return b"%b: %b\r\n" % (self.plane.rid_name, self.rid.encode())
+
+    def _backend_line(self) -> bytes:
+        backend = self.backend
+        if not (self.plane.router_backend and backend):
+            return b""
+        line = self.plane.backend_lines.get(backend)
+        return b"x-router-backend: %b\r\n" % backend.encode() if line is None else line
 
 
 def _response_tokens(headers: list[Header]) -> frozenset[bytes]:
@@ -717,6 +768,14 @@ def _response_tokens(headers: list[Header]) -> frozenset[bytes]:
         if name == b"connection":
             return connection_tokens(value)
     return frozenset()
+
+
+def _with_tokens(drop: frozenset[bytes], connection: bytes) -> frozenset[bytes]:
+    """`drop` plus the names a Connection header lists; `drop` itself when none is new."""
+    if connection in _PLAIN_CONNECTION:
+        return drop  # the usual values name nothing new: skip the split
+    tokens = connection_tokens(connection)
+    return drop if tokens <= drop else drop | tokens
 
 
 class DataPlane:
@@ -727,7 +786,11 @@ class DataPlane:
     ) -> None:
         self.runtime = runtime
         self.recorder = recorder
+        # Called once per request each: a Fanout is flattened so it costs no extra call.
+        self.records = recorder.flat() if isinstance(recorder, Fanout) else (recorder.record,)
         self.pools: dict[str, UpstreamPool] = {}
+        self.routes: dict[tuple[bytes | None, bytes], CompiledRoute | None] = {}
+        self.routes_of: RouteTable | None = None  # the table `routes` remembers answers of
         self.connections: set[ClientConnection] = set()
         self.servers: list[asyncio.Server] = []
         self.mirror_sink: MirrorSink | None = None
@@ -742,9 +805,13 @@ class DataPlane:
     def apply_config(self, config: Config) -> None:
         """Pools per backend: unchanged specs keep theirs, others start afresh."""
         self.rid_name = config.headers.request_id.lower().encode()
+        self.header_kinds = header_kinds(self.rid_name)
         self.request_drop = REQUEST_OWN | {self.rid_name}
         self.response_drop = RESPONSE_OWN | {self.rid_name, b"content-length"}
         self.router_backend = config.headers.router_backend
+        self.backend_lines = {
+            name: b"x-router-backend: %b\r\n" % name.encode() for name in config.backends
+        }
         pools: dict[str, UpstreamPool] = {}
         for name, spec in config.backends.items():
             old = self.pools.get(name)
@@ -756,6 +823,25 @@ class DataPlane:
 
     def new_exchange(self, conn: ClientConnection, req: Request) -> Exchange:
         return Exchange(self, conn, req)
+
+    def match(self, table: RouteTable, host: bytes | None, target: bytes) -> CompiledRoute | None:
+        """`table.match`, remembered: a few distinct (host, target) pairs carry most traffic.
+
+        The answer is pure in (table, host, target); a new table (a reload)
+        empties the memo, and so does passing MATCH_MEMO entries (query strings
+        that vary per request would otherwise grow it without bound).
+        """
+        routes = self.routes
+        if table is not self.routes_of:
+            routes.clear()
+            self.routes_of = table
+        key = (host, target)
+        route = routes.get(key, _UNKNOWN)
+        if route is _UNKNOWN:
+            if len(routes) >= MATCH_MEMO:
+                routes.clear()
+            route = routes[key] = table.match(host, target)
+        return route  # type: ignore[return-value]
 
     async def start(self) -> None:
         self.sweeper.start()

@@ -13,7 +13,9 @@ append to the exchange's outgoing buffer and, after each `feed_data`, the
 buffer goes to the backend in one write (head and body together when they came
 in one read).
 
-Deadlines are plain numbers checked by the sweeper (router/sweeper.py):
+Deadlines are plain numbers on the `perf_counter` clock, checked by the sweeper
+(router/sweeper.py). The clock is read once per socket read (`now`) and the
+callbacks of that read share it: a request costs two clock reads, not six.
 
     IDLE  keep-alive, no request begun     idle_timeout   -> closed silently
     HEAD  head begun, not complete         header_timeout -> 408, closed
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from time import perf_counter
 from typing import TYPE_CHECKING, cast
 
 import httptools
@@ -92,24 +95,48 @@ class Request:
         return self.chunked or bool(self.content_length)
 
 
-def read_headers(req: Request, headers: list[Header], rid_name: bytes) -> None:
+_LENGTH, _CODING, _HOST, _EXPECT, _CONNECTION, _FORWARDED, _RID = range(7)
+_KINDS = {
+    b"content-length": _LENGTH,
+    b"transfer-encoding": _CODING,
+    b"host": _HOST,
+    b"expect": _EXPECT,
+    b"connection": _CONNECTION,
+    b"x-forwarded-for": _FORWARDED,
+}
+
+
+def head_size(url: bytes, headers: list[Header]) -> int:
+    """A request head's size as the limit counts it: target, names, values, 4 per line."""
+    return len(url) + sum(len(name) + len(value) + 4 for name, value in headers)
+
+
+def header_kinds(rid_name: bytes) -> dict[bytes, int]:
+    """The headers `read_headers` acts on, by name, with the configured request id's."""
+    return {**_KINDS, rid_name: _RID}
+
+
+def read_headers(req: Request, headers: list[Header], kinds: dict[bytes, int]) -> None:
     """Pick out the headers the proxy acts on; refuse ambiguous framing."""
     lengths: set[bytes] = set()
     codings: list[bytes] = []
     for name, value in headers:
-        if name == b"content-length":
+        kind = kinds.get(name)  # one hash probe; most headers are none of these
+        if kind is None:
+            continue
+        if kind == _LENGTH:
             lengths.add(value.strip())
-        elif name == b"transfer-encoding":
-            codings.append(value.strip().lower())
-        elif name == b"host":
+        elif kind == _HOST:
             req.host = value
-        elif name == b"expect":
+        elif kind == _CODING:
+            codings.append(value.strip().lower())
+        elif kind == _EXPECT:
             req.expect_continue = value.strip().lower() == b"100-continue"
-        elif name == b"connection":
+        elif kind == _CONNECTION:
             req.connection = value if req.connection is None else req.connection + b"," + value
-        elif name == rid_name:
+        elif kind == _RID:
             req.request_id = value
-        elif name == b"x-forwarded-for":
+        else:
             xff = req.forwarded_for
             req.forwarded_for = value if xff is None else xff + b", " + value
     req.headers = headers
@@ -120,9 +147,12 @@ def read_headers(req: Request, headers: list[Header], rid_name: bytes) -> None:
             raise BadRequest("unsupported Transfer-Encoding")
         req.chunked = True
     elif lengths:
-        if len(lengths) > 1 or not next(iter(lengths)).isdigit():
+        if len(lengths) > 1:
             raise BadRequest("invalid Content-Length")
-        req.content_length = int(next(iter(lengths)))
+        (length,) = lengths
+        if not length.isdigit():
+            raise BadRequest("invalid Content-Length")
+        req.content_length = int(length)
 
 
 class ClientConnection(asyncio.Protocol):
@@ -136,6 +166,7 @@ class ClientConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.client_ip = ""
+        self.client_ip_bytes = b""
         self.queue: deque[Exchange] = deque()
         self.current: Exchange | None = None  # the exchange whose body is being read
         self.state = IDLE
@@ -143,10 +174,15 @@ class ClientConnection(asyncio.Protocol):
         self.closing = False  # answer the active request, then close
         self.closed = False
         self.write_paused = False
-        self._paused = 0
-        self._feeding = 0
+        self.paused = 0  # PAUSE_* reasons reading is paused for; 0: reading
+        # Inside data_received (non-zero: the read's length), whatever is buffered for
+        # the backend goes out after the read, in one write.
+        self.feeding = 0
+        self.now = 0.0  # perf_counter at the start of the current read
+        self._kinds = plane.header_kinds
+        self._max_head = self.limits.max_header_bytes
+        self._max_body = self.limits.max_body
         self._head_raw = 0
-        self._head_size = 0
         self._body_size = 0
         self._url = b""
         self._headers: list[Header] = []
@@ -159,27 +195,30 @@ class ClientConnection(asyncio.Protocol):
         self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if isinstance(peer, tuple) else ""
-        self.deadline = self.loop.time() + self.limits.idle_timeout
+        self.client_ip_bytes = self.client_ip.encode()
+        self.deadline = perf_counter() + self.limits.idle_timeout
         self.plane.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        if self._paused & PAUSE_STOPPED:
+        if self.paused & PAUSE_STOPPED:
             return  # after an error or an upgrade: the rest can't be framed
+        self.now = perf_counter()
+        size = self.feeding = len(data)
         if self.state == HEAD:
-            self._head_raw += len(data)
-        self._feeding = len(data)
+            self._head_raw += size
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self.stop_input()  # Upgrade is not proxied; answer this request, then close
         except httptools.HttpParserError as exc:
-            self._feeding = 0
+            self.feeding = 0
             self.reject(self._error or BadRequest(f"malformed request: {exc}"))
             return
-        self._feeding = 0
-        if self.queue and self.queue[0].out:
-            self.queue[0].flush_request()
-        if self.state == HEAD and self._head_raw > self.limits.max_header_bytes:
+        self.feeding = 0
+        queue = self.queue
+        if queue and queue[0].out:
+            queue[0].flush_request()
+        if self.state == HEAD and self._head_raw > self._max_head:
             self.reject(HeadersTooLarge())
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -203,39 +242,42 @@ class ClientConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.state = HEAD
-        self.deadline = self.loop.time() + self.limits.header_timeout
-        self._head_raw = self._feeding  # over-counts a pipelined tail; errs on the safe side
-        self._head_size = 0
+        self.deadline = self.now + self.limits.header_timeout
+        self._head_raw = self.feeding  # over-counts a pipelined tail; errs on the safe side
         self._body_size = 0
         self._url = b""
         self._headers = []
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._grow_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # No size check here (it runs for every header): the head can only be too
+        # large when the raw bytes fed since it began are (see on_headers_complete),
+        # and a head spread over reads is checked after each read.
         self._headers.append((name.lower(), value))
-        self._grow_head(len(name) + len(value) + 4)
 
     def on_headers_complete(self) -> None:
+        if self._head_raw > self._max_head and head_size(self._url, self._headers) > self._max_head:
+            self._too_large()
         parser = self.parser
         req = Request(
             parser.get_method(), self._url, parser.get_http_version(), parser.should_keep_alive()
         )
         try:
-            read_headers(req, self._headers, self.plane.rid_name)
+            read_headers(req, self._headers, self._kinds)
         except BadRequest as exc:
             self._error = exc
             raise
-        if req.content_length is not None and req.content_length > self.limits.max_body:
-            req.error = RequestTooLarge(f"Content-Length {req.content_length} over the limit")
+        length = req.content_length
+        if length is not None and length > self.limits.max_body:
+            req.error = RequestTooLarge(f"Content-Length {length} over the limit")
             self.stop_input()
-        self._begin(req)
+        self._begin(req, req.chunked or bool(length))
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
-        if self._body_size > self.limits.max_body:
+        if self._body_size > self._max_body:
             self._error = RequestTooLarge()
             raise self._error
         if self.current is not None:
@@ -250,11 +292,6 @@ class ClientConnection(asyncio.Protocol):
 
     # called by the exchange
 
-    @property
-    def feeding(self) -> bool:
-        """Inside `data_received`: whatever is buffered for the backend goes after it."""
-        return self._feeding != 0
-
     def write(self, data: bytes) -> None:
         if self.transport is not None:
             self.transport.write(data)
@@ -263,28 +300,29 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def exchange_done(self, ex: Exchange, keep_alive: bool) -> None:
-        """The active exchange answered; start the next one or close."""
-        if self.queue and self.queue[0] is ex:
-            self.queue.popleft()
+    def exchange_done(self, ex: Exchange, keep_alive: bool, now: float = 0.0) -> None:
+        """The active exchange answered (at `now`, perf_counter); start the next or close."""
+        queue = self.queue
+        if queue and queue[0] is ex:
+            queue.popleft()
         if not keep_alive or self.closing or self.closed:
             self.close()
-        elif self.queue:
+        elif queue:
             self.resume_input(PAUSE_PIPELINE)
-            self.queue[0].activate()
+            queue[0].activate(perf_counter())
         elif self.state == WAIT:
             self.state = IDLE
-            self.deadline = self.loop.time() + self.limits.idle_timeout
+            self.deadline = (now or perf_counter()) + self.limits.idle_timeout
 
     def pause_input(self, reason: int) -> None:
-        if not self._paused and self.transport is not None:
+        if not self.paused and self.transport is not None:
             self.transport.pause_reading()
-        self._paused |= reason
+        self.paused |= reason
 
     def resume_input(self, reason: int) -> None:
-        was = self._paused
-        self._paused &= ~reason
-        if was and not self._paused and self.transport is not None and not self.closed:
+        was = self.paused
+        self.paused &= ~reason
+        if was and not self.paused and self.transport is not None and not self.closed:
             self.transport.resume_reading()
 
     def stop_input(self) -> None:
@@ -326,22 +364,20 @@ class ClientConnection(asyncio.Protocol):
         if not self.queue:
             self.close()
 
-    def _begin(self, req: Request) -> None:
+    def _begin(self, req: Request, has_body: bool) -> None:
         ex = self.plane.new_exchange(self, req)
         self.queue.append(ex)
         self.current = ex
-        if req.has_body and req.error is None:
+        if has_body and req.error is None:
             self.state = BODY
-            self.deadline = self.loop.time() + self.limits.body_timeout
+            self.deadline = self.now + self.limits.body_timeout
         else:
             self.state = WAIT
         if len(self.queue) == 1:
-            ex.activate()
+            ex.activate(self.now)
         else:
             self.pause_input(PAUSE_PIPELINE)
 
-    def _grow_head(self, n: int) -> None:
-        self._head_size += n
-        if self._head_size > self.limits.max_header_bytes:
-            self._error = HeadersTooLarge()
-            raise self._error
+    def _too_large(self) -> None:
+        self._error = HeadersTooLarge()
+        raise self._error

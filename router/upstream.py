@@ -34,10 +34,11 @@ from typing import Protocol, cast
 import httptools
 
 from router.errors import UpstreamConnectError, UpstreamError, UpstreamProtocolError
-from router.http1 import Header, no_body_status
+from router.http1 import Header
 from router.spec import BackendSpec
 
 WRITE_HIGH_WATER = 64 * 1024
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE = 0, 1, 2, 3
 
 
@@ -83,12 +84,19 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers: list[Header] = []
 
     def bind(self, sink: ResponseSink, head_only: bool) -> None:
-        """Give the connection its next exchange."""
+        """Give the connection its next exchange (`_reset`, inlined: once per request)."""
         if self._stale:
             self.parser = httptools.HttpResponseParser(self)
             self._stale = False
         self.sink = sink
-        self._reset(head_only)
+        self.received = False
+        self.head_only = head_only
+        self.done = False
+        self.mode = BODY_NONE
+        self._interim = False
+        self._keep_alive = False
+        self._reason = b""
+        self._headers = []
 
     def write(self, data: bytes) -> None:
         if self.transport is not None:
@@ -185,11 +193,14 @@ class UpstreamConnection(asyncio.Protocol):
         length: int | None = None
         chunked = False
         for name, value in self._headers:
-            if name == b"content-length" and value.strip().isdigit():
-                length = int(value)
+            if name not in _FRAMING:
+                continue  # most headers: one set probe
+            if name == b"content-length":
+                if value.strip().isdigit():
+                    length = int(value)
             elif name == b"transfer-encoding":
                 chunked = value.strip().lower().endswith(b"chunked")
-        if self.head_only or no_body_status(status):
+        if self.head_only or status == 204 or status == 304:  # 1xx never get here
             self.mode = BODY_NONE
             self.done = True
             self._stale = self.head_only  # llhttp still waits for a HEAD body
@@ -208,7 +219,12 @@ class UpstreamConnection(asyncio.Protocol):
         )
         # Release first: a pipelined next request started by the sink may reuse us.
         if reusable:
-            self.pool.release(self)
+            pool = self.pool
+            if pool.retired or len(pool.idle) >= pool.spec.pool_size:
+                self.abandon()
+            else:  # pool.release(), inlined: once per request
+                self.reused = True
+                pool.idle.append(self)
         else:
             self.abandon()
         sink.on_response_end()
