@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from router.cli_views import table
+
 BAR_WIDTH = 40
 VERDICT_WORDS = {"pass": "PASS", "fail": "FAIL", "wait": "waiting for data"}
 
@@ -43,14 +45,6 @@ def gate_rows(gates: list[dict[str, Any]]) -> list[list[str]]:
             ]
         )
     return rows
-
-
-def table(rows: list[list[str]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
 
 
 def rollout_lines(entry: dict[str, Any], analysis: dict[str, Any] | None) -> list[str]:

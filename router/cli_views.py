@@ -1,0 +1,238 @@
+"""How routerctl prints what the admin API returns: tables, figures, bars.
+
+Pure functions from the API's JSON to lines of text, kept apart from
+router/cli.py, which parses arguments and talks to the API. The canary's view
+(ramp, gates, why) is in router/cli_rollout.py.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+def when(ts: Any) -> str:
+    """An epoch time (s or ms) as UTC text with its age; other values as given."""
+    if not isinstance(ts, int | float) or isinstance(ts, bool) or ts <= 0:
+        return str(ts) if ts else "-"
+    seconds = ts / 1000 if ts > 1e12 else float(ts)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(seconds))
+    return f"{stamp} ({_age(time.time() - seconds)} ago)"
+
+
+def _age(delta: float) -> str:
+    delta = max(delta, 0.0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if delta >= size:
+            return f"{int(delta // size)}{unit}"
+    return f"{int(delta)}s"
+
+
+def _shares(weights: dict[str, Any]) -> str:
+    return ", ".join(f"{name} {float(share):g}%" for name, share in weights.items()) or "-"
+
+
+def _rollout(r: dict[str, Any] | None) -> str:
+    if not r:
+        return "-"
+    parts = [str(r.get("phase") or "-")]
+    if r.get("kind") == "canary" or r.get("candidate"):
+        parts.append(f"step {int(r.get('step', 0)) + 1}")
+        parts.append(f"weight {int(r.get('weight_bp', 0)) / 100:g}%")
+    for key in ("active", "level"):
+        if r.get(key):
+            parts.append(f"{key} {r[key]}")
+    parts.append(f"rev {r.get('revision', 1)}")
+    if r.get("reason"):
+        parts.append(f"({r['reason']})")
+    return "  ".join(parts)
+
+
+def table(rows: list[list[str]]) -> list[str]:
+    """Columns padded to their widest cell; the last column is left as it is."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return [
+        "  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]])
+        for row in rows
+    ]
+
+
+def route_lines(routes: list[dict[str, Any]]) -> list[str]:
+    rows = [["ROUTE", "STRATEGY", "BACKENDS", "ROLLOUT"]]
+    for r in routes:
+        rows.append(
+            [
+                r["name"],
+                str(r.get("strategy", "")),
+                _shares(r.get("weights", {})),
+                _rollout(r.get("rollout")),
+            ]
+        )
+    return table(rows)
+
+
+def status_lines(status: dict[str, Any]) -> list[str]:
+    cfg, store = status.get("config", {}), status.get("store", {})
+    loaded = when(cfg.get("loaded_at"))
+    store_state = "ok" if store.get("ok") else "UNREACHABLE (serving last known state)"
+    lines = [
+        f"config  {cfg.get('hash') or '-'}  loaded {loaded}  {cfg.get('path') or ''}".rstrip(),
+        f"store   {store.get('kind', '?')}  {store_state}",
+    ]
+    if cfg.get("last_reload_error"):
+        refused = when(cfg.get("last_reload_error_at"))
+        lines.append(f"reload  REFUSED {refused}; the previous config keeps serving:")
+        lines += [f"        {line}" for line in str(cfg["last_reload_error"]).splitlines()]
+    return [*lines, "", *route_lines(status.get("routes", []))]
+
+
+def _pct(rate: dict[str, Any] | None) -> str:
+    """`97.5% [96.4-98.3] n=1200` from a Rate's dict; `-` before any data."""
+    if not rate or not rate.get("n"):
+        return "- (n=0)"
+    lo, hi = 100 * float(rate["lo"]), 100 * float(rate["hi"])
+    return f"{100 * float(rate['rate']):.1f}% [{lo:.1f}-{hi:.1f}] n={rate['n']}"
+
+
+def _ms(pair: list[Any] | None) -> str:
+    values = pair or [None, None]
+    return " / ".join("-" if v is None else f"{1000 * float(v):g}ms" for v in values)
+
+
+def _field_rows(pair: dict[str, Any]) -> list[list[str]]:
+    noise = (pair.get("noise") or {}).get("fields", {})
+    rows = [["  FIELD", "AGREEMENT", "MEAN DIFF", "NOISE"]]
+    for name, f in pair.get("fields", {}).items():
+        diff = f.get("mean_diff")
+        mark = "-"
+        if name in noise:
+            mark = (
+                "noisy" if noise[name]["noisy"] else f"+{100 * (noise[name]['excess'] or 0):.1f}%"
+            )
+        rows.append(
+            [f"  {name}", _pct(f.get("agreement")), "-" if diff is None else f"{diff:.4g}", mark]
+        )
+    return rows
+
+
+def pair_lines(title: str, pair: dict[str, Any]) -> list[str]:
+    """One mirrored backend against the primary: agreement, fields, latency."""
+    m = pair.get("mirror", {})
+    lines = [
+        f"{title}: agreement {_pct(pair.get('agreement'))}",
+        f"  status mismatches {(pair.get('status_mismatch') or {}).get('k', 0)}  "
+        f"no answer {pair.get('no_answer', 0)}  sent {m.get('sent', 0)}  "
+        f"dropped {m.get('dropped', 0)} (shadow down {m.get('down', 0)})  "
+        f"errors {m.get('errors', 0)}",
+        f"  latency p50 {_ms(pair.get('latency_p50'))}  p99 {_ms(pair.get('latency_p99'))}"
+        "  (primary / shadow)",
+    ]
+    rows = _field_rows(pair)
+    return lines + (table(rows) if len(rows) > 1 else [])
+
+
+def shadow_lines(body: dict[str, Any]) -> list[str]:
+    """A route's shadow figures (GET /v1/routes/NAME/shadow) as text."""
+    primary = str(body.get("primary") or "primary")
+    lines: list[str] = []
+    for backend, pair in body.get("shadows", {}).items():
+        lines += pair_lines(
+            f"shadow {backend} vs {primary}",
+            pair,
+        )
+    if body.get("secondary"):
+        lines += pair_lines(f"noise floor (secondary vs {primary})", body["secondary"])[:1]
+    queue = body.get("local", {}).get("queue", {})
+    lines.append(
+        f"mirror offered {body.get('offered', 0)}  dropped {body.get('dropped', 0)}  "
+        f"oversize body {body.get('oversize_body', 0)}  "
+        f"oversize answer {body.get('oversize_answer', 0)}  "
+        f"queue {', '.join(f'{k} {v}' for k, v in queue.items()) or '-'}"
+    )
+    return lines
+
+
+def diff_lines(records: list[dict[str, Any]]) -> list[str]:
+    """Sampled disagreements, each with both answers (GET /v1/routes/NAME/diffs)."""
+    lines: list[str] = []
+    for r in records:
+        status = "/".join(str(x) for x in r.get("status", []))
+        latency = "/".join(f"{x:g}" for x in r.get("latency_ms", []))
+        where = f"  {r['target']}" if r.get("target") else ""
+        lines.append(
+            f"request {r.get('id', '-')}  shadow {r.get('backend', '-')}{where}  "
+            f"status {status}  latency {latency} ms (primary/shadow)"
+        )
+        for f in r.get("fields", []):
+            lines.append(
+                f"  {f.get('field')}: {f.get('reason')}  "
+                f"primary {f.get('primary')}  shadow {f.get('shadow')}"
+            )
+        for key in ("paths", "errors"):
+            if r.get(key):
+                lines.append(f"  {key}: {', '.join(str(x) for x in r[key])}")
+        for key in ("request", "primary", "shadow"):
+            if key in r:
+                lines.append(f"  {key + ':':8} {r[key]}")
+        lines.append("")
+    return lines
+
+
+def aborted(routes: list[dict[str, Any]]) -> bool:
+    return any((r.get("rollout") or {}).get("phase") == "aborted" for r in routes)
+
+
+# -- drift and feedback ------------------------------------------------------------
+BAR_WIDTH = 20
+
+
+def _bar(psi: float, threshold: float) -> str:
+    """A bar scaled so the threshold sits at the middle; full means 2x the threshold."""
+    filled = min(BAR_WIDTH, round(psi / (2 * threshold) * BAR_WIDTH)) if threshold > 0 else 0
+    return "#" * filled + "." * (BAR_WIDTH - filled)
+
+
+def drift_lines(body: dict[str, Any]) -> list[str]:
+    """One block per stream and backend: feature, PSI, threshold, bar, JS, KS, n, alarm."""
+    lines = [
+        f"route {body.get('route')}  window {body.get('window')}s  "
+        f"min_samples {body.get('min_samples')}"
+    ]
+    for stream in body.get("streams", []):
+        ref = stream.get("reference", {})
+        if ref.get("state") != "fitted":
+            lines.append(
+                f"{stream['stream']}: collecting a reference "
+                f"({ref.get('have', 0)}/{ref.get('need', '?')})"
+            )
+            continue
+        for series in stream.get("series", []):
+            who = f" of {series['backend']}" if series.get("backend") else ""
+            lines.append(f"{stream['stream']}{who}:")
+            rows = [["feature", "psi", "threshold", "", "js", "ks", "n", ""]]
+            for f in series.get("features", []):
+                ks = "-" if f.get("ks") is None else f"{f['ks']:.3f}"
+                rows.append(
+                    [
+                        f["name"],
+                        f"{f['psi']:.3f}",
+                        f"{f['threshold']:g}",
+                        _bar(f["psi"], f["threshold"]),
+                        f"{f['js']:.3f}",
+                        ks,
+                        str(f["n"]),
+                        "ALARM" if f.get("alarm") else "",
+                    ]
+                )
+            lines += ["  " + line for line in table(rows)]
+    return lines
+
+
+def feedback_lines(body: dict[str, Any]) -> list[str]:
+    rows = [["backend", "labels", "accuracy", "values", "mae"]]
+    for name, f in body.get("backends", {}).items():
+        acc = f"{f['accuracy'] * 100:.1f} %" if f.get("accuracy") is not None else "-"
+        mae = f"{f['mae']:.4g}" if f.get("mae") is not None else "-"
+        rows.append([name, str(f.get("n", 0)), acc, str(f.get("n_values", 0)), mae])
+    head = f"route {body.get('route')}: {body.get('matched', 0)} labels matched"
+    return [head, *table(rows)]
