@@ -198,3 +198,19 @@ class Node:
             self.error(self.sub(key), "must be a list", value)
             return []
         return [(f"{self.sub(key)}[{i}]", item) for i, item in enumerate(value)]
+
+
+_BP_SLACK = 1e-6  # float slack when checking "at most two decimals"
+
+
+def basis_points(node: Node, path: str, value: object) -> int | None:
+    """A percentage 0..100 with at most two decimals, as basis points (0.01 % steps);
+    None, with an error at `path`, when it is not one."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
+        node.error(path, "must be 0..100", value)
+        return None
+    bp = round(value * 100)
+    if abs(value * 100 - bp) > _BP_SLACK:
+        node.error(path, "must have at most two decimals (0.01 % steps)", value)
+        return None
+    return bp

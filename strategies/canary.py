@@ -67,7 +67,7 @@ from router.analysis import (
     parse_analysis,
 )
 from router.compare import FieldSpec, parse_compare
-from router.confkit import Node
+from router.confkit import Node, basis_points
 from router.hashing import BASIS_POINTS
 from router.jsonpath import compile_path
 from strategies.base import Decision, StrategyKind, StrategySpec, check_backend
@@ -76,7 +76,6 @@ from strategies.shadow import ShadowSpec, mirror_bucket
 if TYPE_CHECKING:
     from router.state.model import Rollout
 
-_EPSILON = 1e-6  # float slack when checking "at most two decimals"
 _MAX_STEPS = 100  # a ramp with a tiny step must not expand into thousands
 
 
@@ -237,14 +236,7 @@ def _weight(node: Node, key: str, default: float | None = None) -> int | None:
             node.error(path, "is required")
             return None
         value = default
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
-        node.error(path, "must be 0..100", value)
-        return None
-    bp = round(value * 100)
-    if abs(value * 100 - bp) > _EPSILON:
-        node.error(path, "must have at most two decimals (0.01 % steps)", value)
-        return None
-    return bp
+    return basis_points(node, path, value)
 
 
 def _step(node: Node) -> StepSpec | None:

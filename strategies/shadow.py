@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from router.compare import FieldSpec, parse_compare, read_real
+from router.confkit import basis_points
 from router.hashing import BASIS_POINTS
 from strategies.base import Decision, StrategyKind, StrategySpec, check_backend
 
@@ -50,7 +51,6 @@ _MASK64: Final = (1 << 64) - 1
 _SHADOW_SALT: Final = 0x9E3779B97F4A7C15
 _SECONDARY_SALT: Final = 0xD1B54A32D192ED03
 _TOKEN: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 method token
-_EPSILON: Final = 1e-6
 
 
 def mirror_bucket(key: int, salt: int = _SHADOW_SALT) -> int:
@@ -154,14 +154,8 @@ def _percent_bp(node: Node, key: str, default: int) -> int:
     value = node.raw(key)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
-        node.error(node.sub(key), "must be 0..100", value)
-        return default
-    bp = round(value * 100)
-    if abs(value * 100 - bp) > _EPSILON:
-        node.error(node.sub(key), "must have at most two decimals (0.01 % steps)", value)
-        return default
-    return bp
+    bp = basis_points(node, node.sub(key), value)
+    return default if bp is None else bp
 
 
 def _shadows(node: Node, known: frozenset[str], primary: str) -> tuple[str, ...]:

@@ -20,14 +20,13 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from router.confkit import basis_points
 from router.hashing import BASIS_POINTS
 from strategies.base import Decision, StrategyKind, StrategySpec
 
 if TYPE_CHECKING:
     from router.confkit import Node
     from router.state.model import Rollout
-
-_EPSILON = 1e-6  # float slack when checking "at most two decimals"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,18 +82,6 @@ class Split:
         return self._forced_to.get(override.decode("latin-1").strip())
 
 
-def _basis_points(node: Node, path: str, value: object) -> int | None:
-    """A weight 0..100 with at most two decimals, as basis points; None if invalid."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
-        node.error(path, "must be 0..100", value)
-        return None
-    bp = round(value * 100)
-    if abs(value * 100 - bp) > _EPSILON:
-        node.error(path, "must have at most two decimals (0.01 % steps)", value)
-        return None
-    return bp
-
-
 def _read_weights(node: Node, known: frozenset[str]) -> tuple[list[tuple[str, int]], bool]:
     """(name, bp) pairs, and whether every weight was a valid number."""
     weights = node.mapping("weights", required=True)
@@ -106,7 +93,7 @@ def _read_weights(node: Node, known: frozenset[str]) -> tuple[list[tuple[str, in
         weights.raw(key)
         if name not in known:
             node.error(path, "is not a backend defined under backends", name)
-        bp = _basis_points(node, path, weights.data[key])
+        bp = basis_points(node, path, weights.data[key])
         if bp is not None:
             out.append((name, bp))
     return out, weights.ok and len(out) == len(weights.data)
