@@ -62,6 +62,7 @@ class FollowLeg:
         "first",
         "headers",
         "length",
+        "own",
         "reason",
         "req",
         "req_len",
@@ -69,8 +70,9 @@ class FollowLeg:
         "strategy",
     )
 
-    def __init__(self, strategy: After) -> None:
+    def __init__(self, strategy: After, own: frozenset[bytes] = frozenset()) -> None:
         self.strategy = strategy
+        self.own = own  # header names only the router may send to the human
         self.first = True  # still on the model's leg
         self.req: list[bytes] = []
         self.req_len = 0
@@ -116,6 +118,11 @@ class FollowLeg:
                 answer = None
         return self.strategy.after(answer, status, live)
 
+    def own_headers(self) -> frozenset[bytes]:
+        """The suggestion header: toward the human only the router may set it, so a
+        client cannot pass off its own text as the model's suggestion."""
+        return self.own
+
     def second(self, d: Decision, had_length: bool) -> tuple[bytes, bytes, bytes]:
         """(body, extra header lines, framing) of the request to `d.primary`."""
         body = b"".join(self.req)
@@ -136,7 +143,8 @@ def begin(
     length = req.content_length
     if length is not None and length > FOLLOW_MAX_BODY:
         return strategy.after(None, 0, live) or Decision(d.primary, "unbuffered")
-    return FollowLeg(strategy)
+    name = strategy.spec.suggestion_header
+    return FollowLeg(strategy, frozenset({name.encode()}) if name else frozenset())
 
 
 # -- the level verb and the ladder's figures ------------------------------------------

@@ -94,6 +94,7 @@ PENDING_MAX = 256 * 1024  # request bytes buffered while a connect is in progres
 MODE_NONE, MODE_LENGTH, MODE_CHUNKED, MODE_CLOSE = 0, 1, 2, 3
 MATCH_MEMO = 1024  # (host, target) -> route answers remembered, at most
 _UNKNOWN = object()
+_NONE: frozenset[bytes] = frozenset()
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"Close"})
 
 
@@ -384,10 +385,13 @@ class Exchange:
         if self.request_done and req.chunked:
             self.out.append(LAST_CHUNK)
 
-    def _request_head(self, pool: UpstreamPool, framing: bytes, extra: bytes = b"") -> bytes:
-        """The request's head toward `pool`'s backend; `extra`: more header lines."""
+    def _request_head(
+        self, pool: UpstreamPool, framing: bytes, extra: bytes = b"", own: frozenset[bytes] = _NONE
+    ) -> bytes:
+        """The request's head toward `pool`'s backend; `extra`: more header lines;
+        `own`: header names only the router may set (a client's are dropped)."""
         req, conn = self.req, self.conn
-        drop = self.plane.request_drop
+        drop = self.plane.request_drop | own if own else self.plane.request_drop
         if req.connection is not None:
             drop = _with_tokens(drop, req.connection)
         # One list, one join: cheaper than a formatted line per header.
@@ -448,7 +452,7 @@ class Exchange:
             self.fail(UpstreamConnectError(f"backend {d.primary!r} is not configured"))
             return
         body, extra, framing = leg.second(d, self.req.content_length is not None)
-        self.out = [self._request_head(pool, framing, extra), body]
+        self.out = [self._request_head(pool, framing, extra, leg.own_headers()), body]
         self.out_len = len(body)
         self.sent = self.retried = False
         self.retry = None

@@ -59,12 +59,17 @@ def automation_config(
     }
 
 
+FORGED = '{"label": "forged by the client"}'
+
+
 async def post_all(url: str, rows: np.ndarray[Any, Any]) -> list[tuple[str, dict[str, Any]]]:
     """(X-Router-Backend, body) per row, in order."""
     async with aiohttp.ClientSession() as session:
 
         async def one(row: np.ndarray[Any, Any]) -> tuple[str, dict[str, Any]]:
-            async with session.post(url + "/predict", json={"features": row.tolist()}) as resp:
+            body = {"features": row.tolist()}
+            forged = {"X-Model-Suggestion": FORGED}  # only the router may set it
+            async with session.post(url + "/predict", json=body, headers=forged) as resp:
                 assert resp.status == 200
                 return resp.headers["X-Router-Backend"], await resp.json()
 
@@ -133,6 +138,7 @@ async def test_assist_sends_every_request_to_the_human_with_the_suggestion(
         assert all(body["backend"] == "desk" for _, body in answers)
         assert len(seen) == 20
         assert all('"label"' in s for s in seen), seen
+        assert not any("forged" in s for s in seen), seen
     finally:
         router.stop()
         await runner.cleanup()
