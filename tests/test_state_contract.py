@@ -348,3 +348,17 @@ async def test_leadership_lost_to_another_holder() -> None:
     clock.now += 11
     assert await b.step()
     assert not await a.step()
+
+
+async def test_memory_store_forgets_expired_hashes_nobody_reads_again() -> None:
+    """Time-window counters written once and never read again are dropped after their ttl."""
+    from router.state.memory import SWEEP_INTERVAL, MemoryStore
+
+    now = [1000.0]
+    store = MemoryStore(clock=lambda: now[0])
+    for window in range(100):  # a metrics window every 10 s, each written once
+        await store.add_counters("r", {f"m:b:{window}": {"n": 1}}, ttl=30.0)
+        now[0] += 10.0
+    now[0] += SWEEP_INTERVAL
+    await store.add_counters("r", {"m:b:last": {"n": 1}}, ttl=30.0)
+    assert len(store._counters) <= 1 + int(30.0 / 10.0)

@@ -47,6 +47,9 @@ class _Subscriber:
             self.queue.get_nowait()
 
 
+SWEEP_INTERVAL = 60.0  # seconds between two sweeps of expired entries
+
+
 class _Expiring:
     """A value with a deadline on the store's clock (inf: never)."""
 
@@ -68,6 +71,7 @@ class MemoryStore:
         self._samples: dict[tuple[str, str], _Expiring] = {}
         self._leases: dict[str, _Expiring] = {}
         self._subscribers: set[_Subscriber] = set()
+        self._next_sweep = 0.0
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
@@ -168,9 +172,24 @@ class MemoryStore:
         return entry
 
     # -- counters ------------------------------------------------------------
+    def _sweep(self) -> None:
+        """Drop every expired counter hash and sample list, once a minute at most.
+
+        Time-window hashes (metrics every 10 s) are written once and never read
+        by name again, so expiring only on access would keep them forever: Redis
+        expires keys by itself, this store has to look."""
+        now = self._clock()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + SWEEP_INTERVAL
+        for table in (self._counters, self._samples):
+            for key in [k for k, e in table.items() if e.expires <= now]:
+                del table[key]
+
     async def add_counters(
         self, route: str, counters: Mapping[str, Mapping[str, int]], ttl: float
     ) -> None:
+        self._sweep()
         expires = self._clock() + ttl
         for name, fields in counters.items():
             entry = self._live(self._counters, (route, name))
