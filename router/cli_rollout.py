@@ -53,10 +53,11 @@ def rollout_lines(entry: dict[str, Any], analysis: dict[str, Any] | None) -> lis
     if not r or r.get("kind") != "canary":
         return []
     a = analysis or {}
-    lines = [
-        f"rollout  {r.get('phase')}  revision {r.get('revision')}  "
-        f"{r.get('stable')} (stable) vs {r.get('candidate')} (candidate)",
-    ]
+    if r.get("phase") == "promoted":
+        sides = f"{r.get('stable')} promoted; rollback target {r.get('previous_stable') or '-'}"
+    else:
+        sides = f"{r.get('stable')} (stable) vs {r.get('candidate')} (candidate)"
+    lines = [f"rollout  {r.get('phase')}  revision {r.get('revision')}  {sides}"]
     if a.get("steps"):
         lines.append("ramp     " + progress_bar(int(r.get("weight_bp", 0)), a["steps"]))
     lines.append(f"why      {a.get('reason') or r.get('reason') or '-'}")
