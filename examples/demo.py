@@ -202,7 +202,7 @@ try:
   curl -s -X POST localhost:{port}/predict -H 'X-User-Id: alice' \\
        -H 'Content-Type: application/json' -d '{body}'   # same user, same model
   export ROUTER_ADMIN_TOKEN={os.environ.get("ROUTER_ADMIN_TOKEN", DEMO_TOKEN)}
-  .venv/bin/routerctl status --watch          # the canary ramping, live
+  .venv/bin/routerctl status predict --watch  # the canary ramping, live
   .venv/bin/routerctl history predict         # what the controller did, and why
   .venv/bin/routerctl rollback predict        # everyone back on model-v1, now
   .venv/bin/routerctl status infer            # shadow: how often v2 agrees with v1
