@@ -5,7 +5,8 @@ Theory of operation
 Reads are open: `/healthz` (the process is alive), `/readyz` (degraded while
 the state store is unreachable: the data plane keeps serving its last
 snapshot), `/v1/status` and `/v1/routes/NAME` (what every route does now),
-`/v1/routes/NAME/history` and `/metrics` (Prometheus text); a shadow route's
+`/v1/routes/NAME/history` and `/metrics` (Prometheus text); `/dashboard`, a
+page of live charts, polling `/v1/dashboard` (router/dashboard.py); a shadow route's
 comparison figures at `/v1/routes/NAME/shadow` and its sampled disagreements
 at `/v1/routes/NAME/diffs?n=20` (given a `ShadowFigures`, router/mirror.py). Changes are
 `POST /v1/routes/NAME/ACTION` and `POST /v1/config/reload`; every POST needs
@@ -41,6 +42,7 @@ import structlog
 from aiohttp import web
 
 import router
+from router.dashboard import Dashboard, find_drift, install_dashboard
 from router.metrics import Metrics, metric_lines
 from router.routing import CompiledRoute
 from router.runtime import Runtime
@@ -362,6 +364,8 @@ def build_admin_app(
     app.router.add_post("/v1/config/reload", admin.config_reload)
     for extension in extensions:
         extension.install(app, admin.refusal)
+    dashboard = Dashboard(runtime, metrics, shadow, find_drift(extensions), weights=route_weights)
+    install_dashboard(app, dashboard)  # GET /dashboard and GET /v1/dashboard, read-only
     return app
 
 

@@ -1,0 +1,254 @@
+"""Dashboard: the self-contained page, its CSP, and the figures of GET /v1/dashboard."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import re
+import shutil
+from asyncio.subprocess import PIPE
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from router.admin import build_admin_app, route_weights
+from router.dashboard import _SCRIPT, POLL_PATH, Dashboard, Sampler, delta
+from router.metrics import Metrics
+from router.runtime import Runtime
+from router.state.base import StoreUnavailable
+from tests.test_admin import TOKEN, make_runtime
+
+Client = TestClient[web.Request, web.Application]
+
+
+class Clock:
+    """A simulated monotonic clock."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Shadow:
+    """Shadow figures shaped like router.mirror.Mirrors.summary; `down` simulates an outage."""
+
+    def __init__(self) -> None:
+        self.down = False
+
+    async def summary(self, route: str) -> dict[str, Any]:
+        if self.down:
+            raise StoreUnavailable("redis down")
+        shadows = {"iris-v2": {"n": 40, "agreement": 0.95}, "iris-v1": {"n": 0}}
+        return {"route": route, "primary": "iris-v1", "shadows": shadows if route == "iris" else {}}
+
+    async def diffs(self, route: str, n: int = 20) -> list[dict[str, Any]]:
+        return []
+
+
+class Drift:
+    """Drift scores shaped like router.drift_io.DriftIO.figures (and an admin extension)."""
+
+    async def figures(self, route: str) -> dict[str, Any] | None:
+        if route != "iris":
+            return None
+        feature = {"name": "petal", "psi": 0.31, "n": 500, "threshold": 0.2, "alarm": True}
+        series = [{"backend": None, "features": [feature]}]
+        return {
+            "route": route,
+            "threshold": 0.2,
+            "streams": [{"stream": "inputs", "series": series}],
+        }
+
+    def install(self, app: web.Application, refusal: Any) -> None:
+        return None
+
+    def metric_lines(self) -> list[str]:
+        return []
+
+
+def record(
+    metrics: Metrics, backend: str, n: int, status: int = 200, seconds: float = 0.01
+) -> None:
+    for i in range(n):
+        metrics.record("iris", backend, status, seconds, "weight", f"r{i}", 10)
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+async def client(metrics: Metrics) -> AsyncIterator[Client]:
+    app = build_admin_app(make_runtime(), metrics, TOKEN, shadow=Shadow(), extensions=[Drift()])
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        yield c
+
+
+def by_name(items: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return next(x for x in items if x["name"] == name)
+
+
+async def test_page_is_self_contained_html_with_strict_csp(client: Client) -> None:
+    """/dashboard is HTML with a CSP that allows only its own script (by hash) and polls."""
+    resp = await client.get("/dashboard")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == "text/html; charset=utf-8"
+    csp = resp.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in csp
+    assert "style-src 'unsafe-inline'" in csp
+    page = await resp.text()
+    scripts = re.findall(r"<script>(.*?)</script>", page, re.S)
+    assert len(scripts) == 1
+    digest = base64.b64encode(hashlib.sha256(scripts[0].encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in csp
+    assert f'"{POLL_PATH}"' in scripts[0]
+    assert "<script src" not in page
+    assert "<link" not in page
+    assert "innerHTML" not in page
+    assert "https://" not in page
+
+
+async def test_poll_needs_no_token_and_shows_routes(client: Client, metrics: Metrics) -> None:
+    """/v1/dashboard answers without a token: routes, live weights, rollout phase and reason."""
+    record(metrics, "iris-v1", 6)
+    record(metrics, "iris-v2", 2, status=503)
+    resp = await client.get(POLL_PATH)
+    assert resp.status == 200
+    body = await resp.json()
+    assert [r["name"] for r in body["routes"]] == ["iris", "fraud"]
+    iris = by_name(body["routes"], "iris")
+    assert iris["weights"] == {"iris-v1": 75.0, "iris-v2": 25.0}
+    assert iris["rollout"]["phase"] == "progressing"
+    assert iris["rollout"]["step"] == 1
+    assert iris["rollout"]["weight_bp"] == 2500
+    assert "reason" in iris["rollout"]
+    v2 = by_name(iris["backends"], "iris-v2")
+    assert (v2["requests_total"], v2["errors_total"], v2["error_rate"]) == (2, 2, 1.0)
+    assert by_name(iris["backends"], "iris-v1")["error_rate"] == 0.0
+    assert by_name(body["routes"], "fraud")["rollout"] is None
+    assert body["store"] == {"kind": "memory", "ok": True}
+
+
+async def test_poll_shows_agreement_and_drift(client: Client) -> None:
+    """Mirrored backends' agreement and drift PSI bars with the threshold; null elsewhere."""
+    body = await (await client.get(POLL_PATH)).json()
+    iris, fraud = by_name(body["routes"], "iris"), by_name(body["routes"], "fraud")
+    assert iris["agreement"]["backends"] == {"iris-v2": {"n": 40, "agreement": 0.95}}
+    assert iris["drift"] == {
+        "threshold": 0.2,
+        "features": [{"series": "inputs", "name": "petal", "psi": 0.31, "n": 500, "alarm": True}],
+    }
+    assert fraud["agreement"] is None
+    assert fraud["drift"] is None
+
+
+async def test_poll_is_read_only(client: Client) -> None:
+    """POST to the dashboard paths is refused (405): the page can change nothing."""
+    assert (await client.post(POLL_PATH)).status == 405
+    assert (await client.post("/dashboard")).status == 405
+
+
+async def test_store_outage_leaves_section_empty() -> None:
+    """Agreement unreadable (store down): that section is null, the rest still answers."""
+    shadow = Shadow()
+    shadow.down = True
+    dash = Dashboard(make_runtime(), Metrics(), shadow, Drift(), weights=route_weights)
+    body = await dash.figures()
+    iris = by_name(body["routes"], "iris")
+    assert iris["agreement"] is None
+    assert iris["drift"] is not None
+
+
+def sampled(runtime: Runtime, metrics: Metrics, clock: Clock) -> Dashboard:
+    return Dashboard(runtime, metrics, sampler=Sampler(window=10.0, clock=clock))
+
+
+async def test_rates_cover_recent_window_only(metrics: Metrics) -> None:
+    """Requests/s, error rate and p99 come from the last ~10 s, not from lifetime counts."""
+    clock = Clock()
+    dash = sampled(make_runtime(), metrics, clock)
+    record(metrics, "iris-v1", 100, status=500, seconds=2.0)  # old, slow, failing traffic
+    first = by_name(by_name((await dash.figures())["routes"], "iris")["backends"], "iris-v1")
+    assert first["rps"] is None  # one snapshot: no rate yet
+    for _ in range(12):
+        clock.t += 1.0
+        record(metrics, "iris-v1", 5, seconds=0.004)
+        body = await dash.figures()
+    row = by_name(by_name(body["routes"], "iris")["backends"], "iris-v1")
+    assert body["window_s"] == 10.0
+    assert row["rps"] == 5.0
+    assert row["error_rate"] == 0.0
+    assert row["p99_ms"] is not None
+    assert row["p99_ms"] < 10
+    assert row["requests_total"] == 160
+    assert row["errors_total"] == 100
+
+
+def test_delta_subtracts_every_count(metrics: Metrics) -> None:
+    """delta() of two cumulative snapshots is exactly the traffic in between."""
+    record(metrics, "iris-v1", 3, status=502, seconds=0.5)
+    old = metrics.local("iris", "iris-v1")
+    record(metrics, "iris-v1", 4, seconds=0.001)
+    d = delta(metrics.local("iris", "iris-v1"), old)
+    assert (d.requests, d.errors, sum(d.hist)) == (4, 0, 4)
+    assert d.latency_sum == pytest.approx(0.004)
+
+
+# A DOM just big enough for the page's script: elements that record children and text.
+_NODE_SHIM = """
+const fs = require("fs");
+function node(tag) { return { tag, children: [], style: {}, textContent: "", className: "",
+  append(...c) { this.children.push(...c); }, replaceChildren(...c) { this.children = c; },
+  setAttribute(k, v) {} }; }
+const els = { state: node("span"), routes: node("main") };
+global.document = { createElement: node, createElementNS: (ns, t) => node(t),
+  getElementById: id => els[id] };
+const data = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
+global.fetch = async () => ({ ok: true, json: async () => data });
+let polls = 0;
+global.setTimeout = fn => { if (++polls < 3) Promise.resolve().then(fn); };
+eval(fs.readFileSync(process.argv[3], "utf8"));
+process.on("exit", () => {
+  const text = [];
+  (function walk(n) { if (n.textContent) text.push(n.textContent); n.children.forEach(walk); })(
+    els.routes);
+  console.log(JSON.stringify({ state: els.state.textContent, text }));
+});
+"""
+
+
+@pytest.mark.parametrize("with_data", [True, False])
+async def test_page_script_renders_without_errors(tmp_path: Path, with_data: bool) -> None:
+    """The page's script renders full and empty answers (no data anywhere) without a JS error."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    metrics = Metrics()
+    if with_data:
+        record(metrics, "iris-v1", 30, status=503)
+    shadow, drift = (Shadow(), Drift()) if with_data else (None, None)
+    dash = Dashboard(make_runtime(), metrics, shadow, drift, weights=route_weights)
+    (tmp_path / "data.json").write_text(json.dumps(await dash.figures()))
+    (tmp_path / "page.js").write_text(_SCRIPT)
+    (tmp_path / "shim.js").write_text(_NODE_SHIM)
+    args = [node, str(tmp_path / "shim.js"), str(tmp_path / "data.json"), str(tmp_path / "page.js")]
+    proc = await asyncio.create_subprocess_exec(*args, stdout=PIPE, stderr=PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    shown = json.loads(out)
+    assert shown["state"].startswith("store ok")
+    assert "iris (pair)" in shown["text"]
+    assert "errors %" in shown["text"]
+    if with_data:
+        assert "inputs/petal 0.310" in shown["text"]
+    else:  # five charts of two routes, each saying so rather than failing
+        assert shown["text"].count("no data") == 10
