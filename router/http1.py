@@ -18,6 +18,8 @@ import os
 from collections.abc import Iterable
 from http import HTTPStatus
 
+import httptools
+
 Header = tuple[bytes, bytes]
 
 HOP_BY_HOP = frozenset(
@@ -48,6 +50,12 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
 MAX_REQUEST_ID = 128
+# Parsers that call back nobody. A closed connection swaps its own for one of these: a
+# parser holds its protocol's bound methods, so protocol <-> parser is a reference cycle
+# that only the cyclic GC would free; with it broken, refcounting frees the connection
+# (and its buffers) the moment the transport lets go of it.
+SPENT_REQUEST_PARSER = httptools.HttpRequestParser(object())
+SPENT_RESPONSE_PARSER = httptools.HttpResponseParser(object())
 
 # Request ids: a random per-process prefix and a counter. Unique without a
 # syscall per request (os.urandom per request costs more than all of this).

@@ -237,14 +237,12 @@ class Exchange:
         self.out: list[bytes] = []  # bytes due to the backend
         self.out_len = 0
         self.cout: list[bytes] = []  # bytes due to the client, one write per backend read
+        # mirror_len, mirror_cap, mirrors, answer_len and retry_len are set with the
+        # buffer they count (_keep_mirror, activate) and read only while it exists:
+        # most requests never pay for them.
         self.mirror: list[bytes] | None = None
-        self.mirror_len = 0
-        self.mirror_cap = MIRROR_MAX_BODY
         self.answer: list[bytes] | None = None  # the primary's body, for a shadow sink
-        self.answer_len = 0
-        self.mirrors: tuple[str, ...] = ()
         self.retry: list[bytes] | None = None
-        self.retry_len = 0
         self.retried = self.request_done = self.sent = self.started = self.finished = False
         self.keep_alive = False
         self.mode = MODE_NONE
@@ -263,7 +261,7 @@ class Exchange:
         req, plane = self.req, self.plane
         given = req.request_id
         self.rid = (given is not None and sane_request_id(given)) or new_request_id()
-        self.rid_line = self._rid_line()
+        self.rid_line = b"%b: %b\r\n" % (plane.rid_name, self.rid.encode())  # _rid_line()
         runtime = plane.runtime
         # plane.match()'s hit, inlined: once per request (a remembered None goes the long way)
         table = runtime.table
@@ -290,7 +288,7 @@ class Exchange:
         if route.spec.drift is not None and plane.drift_sink is not None:
             self.tap = plane.drift_sink.tap()  # None while the background pass is behind
         if req.method in IDEMPOTENT:
-            self.retry = []
+            self.retry, self.retry_len = [], 0
         self._queue_head(pool)
         if req.expect_continue and not self.request_done and req.has_body:
             self.conn.write(CONTINUE_100)
@@ -470,9 +468,9 @@ class Exchange:
         if methods is not None and self.req.method not in methods:
             return  # the route mirrors other methods only
         cap = min(getattr(strategy, "max_body", MIRROR_MAX_BODY), MIRROR_MAX_BODY)
-        self.mirrors, self.mirror_cap = mirrors, cap
+        self.mirrors, self.mirror_cap, self.mirror_len = mirrors, cap, 0
         if self.plane.shadow_sink is not None:
-            self.answer = []
+            self.answer, self.answer_len = [], 0
         length = self.req.content_length
         if length is not None and length > cap:
             self._mirror_too_big()

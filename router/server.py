@@ -46,7 +46,7 @@ from router.errors import (
     RequestTimeout,
     RequestTooLarge,
 )
-from router.http1 import Header, error_response, new_request_id
+from router.http1 import SPENT_REQUEST_PARSER, Header, error_response, new_request_id
 
 if TYPE_CHECKING:
     from router.proxy import DataPlane, Exchange
@@ -223,6 +223,8 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.parser = SPENT_REQUEST_PARSER  # nothing more to parse: break the cycle
+        self.current = None
         queue, self.queue = self.queue, deque()
         for ex in queue:
             ex.client_gone()

@@ -34,7 +34,7 @@ from typing import Protocol, cast
 import httptools
 
 from router.errors import UpstreamConnectError, UpstreamError, UpstreamProtocolError
-from router.http1 import Header
+from router.http1 import SPENT_RESPONSE_PARSER, Header
 from router.spec import BackendSpec
 
 WRITE_HIGH_WATER = 64 * 1024
@@ -136,6 +136,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.parser = SPENT_RESPONSE_PARSER  # nothing more to parse: break the cycle
         self.pool.discard(self)
         sink = self.sink
         if sink is None:

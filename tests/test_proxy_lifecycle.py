@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import ssl
 import subprocess
+import weakref
 
 import pytest
 
@@ -221,3 +223,28 @@ async def test_uvloop_serves_requests() -> None:
         return uvloop.run(main())
 
     assert await asyncio.get_running_loop().run_in_executor(None, run) == 200
+
+
+async def test_closed_connections_freed_without_cyclic_gc() -> None:
+    """A closed client or backend connection is freed by refcounting alone (no parser cycle)."""
+    b = await RawBackend().start()
+    gc.collect()
+    gc.disable()  # anything still alive below is held by a cycle (or a real reference)
+    try:
+        async with running_plane(make_runtime([backend("b", b.port)])) as p:
+            client = await RawClient.open(p.port)
+            await client.send(get())
+            assert (await client.response()).status == 200
+            client_side = weakref.ref(next(iter(p.plane.connections)))
+            backend_side = weakref.ref(p.plane.pools["b"].idle[0])
+            await client.close()
+            for _ in range(100):
+                if not p.plane.connections:
+                    break
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # the transports drop their protocols a loop turn later
+        assert client_side() is None
+        assert backend_side() is None
+    finally:
+        gc.enable()
+        await b.close()
