@@ -289,6 +289,7 @@ def mirror_cost(ctx: Context) -> Section:
         started.append(_mirror_router(ctx, backend_port, started[1].port, "router-slow-shadow"))
         _mirror_runs(ctx, sec, {"router": plain, "router-mirror": started[0]})
         _slow_shadow_runs(ctx, sec, plain, started[2])
+        fixed_rate_p99(ctx, sec, {"router": plain, "router-slow-shadow": started[2]})
     finally:
         for target in reversed(started):
             target.stop()
@@ -337,6 +338,29 @@ def _slow_shadow_runs(ctx: Context, sec: Section, plain: Target, slow: Target) -
     added = med["router-slow-shadow"]["p99_ms"] - med["router"]["p99_ms"]
     sec.data["slow_shadow"] = {**med, "added_p99_ms": added}
     sec.lines.append(f"primary p99 with a 2 s shadow vs none (c=8): {added:+.3f} ms")
+
+
+FIXED_RATE = 2000.0  # requests a second: well below saturation on two cores
+
+
+def fixed_rate_p99(ctx: Context, sec: Section, pair: dict[str, Target]) -> None:
+    """p99 at the same fixed load (open loop), A B alternating, median of the runs."""
+    from bench import openloop
+
+    s = ctx.settings
+    p99s: dict[str, list[float]] = {name: [] for name in pair}
+    for _ in range(s.runs):
+        for name, target in pair.items():
+            result = openloop.run(target.port, rate=FIXED_RATE, seconds=s.latency_duration)
+            p99s[name].append(result.p99_ms)
+    (base, base_runs), (other, other_runs) = p99s.items()
+    a, b = statistics.median(base_runs), statistics.median(other_runs)
+    sec.data.setdefault("fixed_rate", {})[other] = {"p99_ms": b, "baseline_p99_ms": a}
+    sec.lines.append(
+        f"p99 at a fixed {FIXED_RATE:g} req/s (open loop): {other} {b:.3f} ms vs {base} "
+        f"{a:.3f} ms ({b / a:.2f}x)"
+    )
+    sec.checks.append(Check(f"p99 ratio, {other} at fixed load", b / a, 1.05, "x"))
 
 
 SCENARIOS: list[Scenario] = [throughput, added_latency, memory_growth, mirror_cost]

@@ -21,7 +21,7 @@ import urllib.request
 from typing import Any
 
 from bench import procstat, targets, wrk
-from bench.scenarios import MB, Context, Section, _backend_port, _mirror_router
+from bench.scenarios import MB, Context, Section, _backend_port, _mirror_router, fixed_rate_p99
 
 CHUNK_SECONDS = 10.0
 
@@ -57,6 +57,7 @@ def dead_shadow_soak(ctx: Context) -> Section:
         _soak(ctx, sec, dead, soak)
         plain_p99, dead_p99 = _p99(plain, 5), _p99(dead, 5)
         figures = _shadow_figures(int(dead.extra["admin_port"]))
+        fixed_rate_p99(ctx, sec, {"router": plain, "router-dead-shadow": dead})
     finally:
         dead.stop()
     ratio = dead_p99 / plain_p99 if plain_p99 else None
