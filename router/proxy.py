@@ -37,8 +37,7 @@ outside the route's `mirror_methods` are not copied at all). With a
 `shadow_sink` (router/mirror.py) it also keeps the primary's status and body up
 to ANSWER_MAX_BODY and, once the client's last byte was written, hands one
 `MirrorCopy` to the sink: the comparison needs the primary's answer, and the
-client never waits for anything that happens after. A plain `mirror_sink` gets
-the request alone as soon as it was sent. Without mirrors none of this runs:
+client never waits for anything that happens after. Without mirrors none of this runs:
 the cost is one `is None` test per body piece.
 """
 
@@ -96,21 +95,6 @@ MATCH_MEMO = 1024  # (host, target) -> route answers remembered, at most
 _UNKNOWN = object()
 _NONE: frozenset[bytes] = frozenset()
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"Close"})
-
-
-class MirrorSink(Protocol):
-    """Takes a copy of a request for shadow backends; must not block or await."""
-
-    def offer(
-        self,
-        route: str,
-        backends: tuple[str, ...],
-        method: bytes,
-        target: bytes,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        request_id: str,
-    ) -> None: ...
 
 
 class MirrorCopy:
@@ -283,7 +267,7 @@ class Exchange:
         if pool is None:
             self.fail(UpstreamConnectError(f"backend {d.primary!r} is not configured"))
             return
-        if d.mirrors and (plane.shadow_sink is not None or plane.mirror_sink is not None):
+        if d.mirrors and plane.shadow_sink is not None:
             self._keep_mirror(d.mirrors, route.strategy)
         if route.spec.drift is not None and plane.drift_sink is not None:
             self.tap = plane.drift_sink.tap()  # None while the background pass is behind
@@ -407,13 +391,11 @@ class Exchange:
         return b"".join(parts)
 
     def _sent(self) -> None:
-        """The whole request is on its way: start the backend's clock; mirror it."""
+        """The whole request is on its way: start the backend's clock."""
         self.sent = True
         timeout = self.pool.spec.timeout if self.pool is not None else 0.0
         conn = self.conn
         self.deadline = (conn.now if conn.feeding else perf_counter()) + timeout
-        if self.mirror is not None and self.answer is None:
-            self._offer_mirror()
 
     # follow-up decisions (router/automation_io.py)
 
@@ -532,25 +514,6 @@ class Exchange:
             return
         try:
             sink.offer(copy)
-        except Exception:  # a broken sink must never fail the client's request
-            self.plane.mirror_errors += 1
-
-    def _offer_mirror(self) -> None:
-        sink, body = self.plane.mirror_sink, self.mirror
-        self.mirror = None
-        if sink is None or body is None or self.retried:
-            return
-        req = self.req
-        try:
-            sink.offer(
-                self.route_name,
-                self.mirrors,
-                req.method,
-                self.target,
-                req.headers,
-                b"".join(body),
-                self.rid,
-            )
         except Exception:  # a broken sink must never fail the client's request
             self.plane.mirror_errors += 1
 
@@ -795,8 +758,7 @@ class DataPlane:
         self.routes_of: RouteTable | None = None  # the table `routes` remembers answers of
         self.connections: set[ClientConnection] = set()
         self.servers: list[asyncio.Server] = []
-        self.mirror_sink: MirrorSink | None = None
-        self.shadow_sink: ShadowSink | None = None  # wins over mirror_sink when both are set
+        self.shadow_sink: ShadowSink | None = None
         self.drift_sink: DriftSink | None = None  # bodies of drift-watched routes
         self.mirror_errors = 0  # offers that raised; the request went on regardless
         self.draining = False

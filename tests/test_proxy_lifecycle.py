@@ -10,7 +10,7 @@ import weakref
 
 import pytest
 
-from router.proxy import DataPlane
+from router.proxy import DataPlane, MirrorCopy
 from router.spec import ListenSpec, TLSSpec
 from tests.support.dataplane import (
     ListRecorder,
@@ -172,24 +172,17 @@ async def test_apply_config_reuses_unchanged_pools() -> None:
 
 
 class ListSink:
+    """A ShadowSink that keeps every copy it is offered."""
+
     def __init__(self) -> None:
-        self.offers: list[tuple[object, ...]] = []
+        self.copies: list[MirrorCopy] = []
 
-    def offer(
-        self,
-        route: str,
-        backends: tuple[str, ...],
-        method: bytes,
-        target: bytes,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        request_id: str,
-    ) -> None:
-        self.offers.append((route, backends, method, target, body, request_id))
+    def offer(self, copy: MirrorCopy) -> None:
+        self.copies.append(copy)
 
 
-async def test_mirror_sink_offered_request_copy() -> None:
-    """With mirrors decided and a sink set, the sink gets the whole request once it was sent."""
+async def test_shadow_sink_gets_the_request_and_the_primary_answer_once() -> None:
+    """With mirrors decided and a sink set, the sink gets one copy: request and answer."""
     b = await RawBackend().start()
     try:
         rt = make_runtime(
@@ -197,13 +190,16 @@ async def test_mirror_sink_offered_request_copy() -> None:
         )
         async with running_plane(rt) as p:
             sink = ListSink()
-            p.plane.mirror_sink = sink
+            p.plane.shadow_sink = sink
             raw = b"POST /m?x=1 HTTP/1.1\r\nContent-Length: 7\r\nX-Request-Id: m1\r\n\r\npayload"
             resp = await request(p.port, raw)
     finally:
         await b.close()
     assert resp.status == 200
-    assert sink.offers == [("r", ("shadow",), b"POST", b"/m?x=1", b"payload", "m1")]
+    [copy] = sink.copies
+    got = (copy.route, copy.backends, copy.method, copy.target, copy.body, copy.request_id)
+    assert got == ("r", ("shadow",), b"POST", b"/m?x=1", b"payload", "m1")
+    assert (copy.primary_status, copy.primary_body) == (200, resp.body)
 
 
 async def test_uvloop_serves_requests() -> None:
