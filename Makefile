@@ -4,7 +4,12 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: venv lint fmt test demo bench redis clean
+# The request path, compiled with mypyc (router/native.py says why); rebuilt when
+# one of these changes. tests/test_native.py keeps this list equal to COMPILED.
+NATIVE_SRC   := router/http1.py router/server.py router/upstream.py router/proxy.py
+NATIVE_STAMP := build/native.stamp
+
+.PHONY: venv native interpreted lint fmt test demo bench redis clean
 
 venv: $(STAMP)
 
@@ -13,6 +18,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+native: $(NATIVE_STAMP)
+
+$(NATIVE_STAMP): $(STAMP) $(NATIVE_SRC) router/native.py scripts/build_native.py
+	$(BIN)/python scripts/build_native.py $(if $(NATIVE_REQUIRED),--require)
+	@mkdir -p $(@D) && touch $@
+
+# Run the .py files instead (e.g. to debug the data plane with pdb); `make native` undoes it.
+interpreted:
+	$(BIN)/python scripts/build_native.py --remove
+	rm -f $(NATIVE_STAMP)
 
 lint: venv
 	$(BIN)/ruff check .
@@ -26,14 +42,14 @@ fmt: venv
 redis:
 	@command -v redis-server >/dev/null || sh scripts/install-redis.sh
 
-test: venv redis lint
+test: venv redis native lint
 	$(BIN)/pytest
 
-demo: venv
+demo: venv native
 	$(BIN)/python -m examples.demo
 
-bench: venv
+bench: venv native
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf build router/*.so $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -44,6 +44,7 @@ from aiohttp import web
 import router
 from router.dashboard import Dashboard, find_drift, install_dashboard
 from router.metrics import Metrics, metric_lines
+from router.native import data_plane
 from router.routing import CompiledRoute
 from router.runtime import Runtime
 from router.spec import AdminSpec
@@ -82,6 +83,8 @@ class AdminExtension(Protocol):
 
 TOKEN_ENV = "ROUTER_ADMIN_TOKEN"
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Fixed for the life of the process: what got imported is what runs.
+DATA_PLANE = data_plane()
 _SAMPLE_KEYS = range(5, 10_000, 10)  # one key per 10 basis points, for decide() sampling
 _NO_TOKEN = (
     "admin changes are disabled: no token is configured; set ROUTER_ADMIN_TOKEN "
@@ -202,6 +205,7 @@ class _Admin:
         rt = self.runtime
         body: dict[str, Any] = {
             "version": router.__version__,
+            "data_plane": DATA_PLANE,
             "pid": os.getpid(),
             "uptime": round(time.time() - rt.started_at, 3),
             "config": {

@@ -76,6 +76,8 @@ def status_lines(status: dict[str, Any]) -> list[str]:
     loaded = when(cfg.get("loaded_at"))
     store_state = "ok" if store.get("ok") else "UNREACHABLE (serving last known state)"
     lines = [
+        f"router  {status.get('version', '?')}  pid {status.get('pid', '?')}  "
+        f"data plane {status.get('data_plane', '?')}",
         f"config  {cfg.get('hash') or '-'}  loaded {loaded}  {cfg.get('path') or ''}".rstrip(),
         f"store   {store.get('kind', '?')}  {store_state}",
     ]

@@ -13,6 +13,7 @@ import os
 import structlog
 from aiohttp import web
 
+from router import native
 from router.admin import build_admin_app, load_token
 from router.automation_io import AutomationController
 from router.bluegreen_ctl import BlueGreenController
@@ -105,7 +106,17 @@ class Parts:
             await self._start_admin()
         listen = self.runtime.config.listen
         self.server = await self.dataplane.serve(listen, reuse_port=self.reuse_port)
-        log.info("router started", pid=os.getpid(), worker=self.worker, listen=_addr(listen))
+        log.info(
+            "router started",
+            pid=os.getpid(),
+            worker=self.worker,
+            listen=_addr(listen),
+            data_plane=native.data_plane(),
+        )
+        if stale := native.stale():
+            log.warning(
+                "compiled modules are older than their source: run `make native`", modules=stale
+            )
 
     async def stop(self) -> None:
         log.info("router stopping", pid=os.getpid(), worker=self.worker)

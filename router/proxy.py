@@ -46,8 +46,9 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from collections.abc import Sequence
 from time import perf_counter
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 import httptools
 
@@ -818,8 +819,8 @@ class DataPlane:
         ctx = server_ssl_context(listen.tls) if listen.tls else None
         scheme = b"https" if ctx else b"http"
 
-        def factory() -> ClientConnection:
-            return ClientConnection(self, scheme)
+        def factory() -> asyncio.Protocol:
+            return cast(asyncio.Protocol, ClientConnection(self, scheme))
 
         if sock is not None:
             server = await loop.create_server(factory, sock=sock, ssl=ctx, backlog=1024)
@@ -863,7 +864,10 @@ class DataPlane:
 
 def bound_port(server: asyncio.Server) -> int:
     """The port a listener got (useful after asking for port 0)."""
-    port: int = server.sockets[0].getsockname()[1]
+    # Read as an untyped attribute: uvloop's `sockets` is a list where typeshed says
+    # tuple, and mypyc-compiled code checks declared types at run time.
+    sockets: Sequence[socket.socket] = getattr(server, "sockets")  # noqa: B009
+    port: int = sockets[0].getsockname()[1]
     return port
 
 

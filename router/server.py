@@ -155,8 +155,13 @@ def read_headers(req: Request, headers: list[Header], kinds: dict[bytes, int]) -
         req.content_length = int(length)
 
 
-class ClientConnection(asyncio.Protocol):
-    """One client's HTTP/1.1 connection; see the module docstring."""
+class ClientConnection:
+    """One client's HTTP/1.1 connection; see the module docstring.
+
+    An `asyncio.Protocol` by its methods, not by inheritance: a plain class is what
+    mypyc compiles to a native one (direct attribute slots, no weakref support to get
+    wrong); the loop only ever calls the methods.
+    """
 
     def __init__(self, plane: DataPlane, scheme: bytes) -> None:
         self.plane = plane
@@ -220,6 +225,9 @@ class ClientConnection(asyncio.Protocol):
             queue[0].flush_request()
         if self.state == HEAD and self._head_raw > self._max_head:
             self.reject(HeadersTooLarge())
+
+    def eof_received(self) -> bool | None:
+        return None  # the client half-closed: close our side too; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -60,8 +60,11 @@ class ResponseSink(Protocol):
 ConnectCallback = Callable[["UpstreamConnection | None", "UpstreamError | None"], None]
 
 
-class UpstreamConnection(asyncio.Protocol):
-    """One keep-alive connection to a backend; one request at a time."""
+class UpstreamConnection:
+    """One keep-alive connection to a backend; one request at a time.
+
+    An `asyncio.Protocol` by its methods only, like `ClientConnection` (mypyc).
+    """
 
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
@@ -286,7 +289,7 @@ class UpstreamPool:
         try:
             _, proto = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: UpstreamConnection(self),
+                    lambda: cast(asyncio.Protocol, UpstreamConnection(self)),
                     spec.host,
                     spec.port,
                     ssl=self._ssl,
@@ -297,7 +300,7 @@ class UpstreamPool:
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             done(None, UpstreamConnectError(f"connect to {spec.host}:{spec.port}: {exc!r}"))
             return
-        done(proto, None)
+        done(cast(UpstreamConnection, proto), None)
 
     def retire(self) -> None:
         """No more pooling: close idle connections; busy ones close when done."""

@@ -17,10 +17,22 @@ from pathlib import Path
 
 import pytest
 
+from router import native
 from router.state.base import StateStore
 from router.state.memory import MemoryStore
 from router.state.redis import RedisStore
 from tests.support.redis_server import RedisServer, redis_server_path
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to test old code: a compiled module older than its source would run instead."""
+    if stale := native.stale():
+        pytest.exit(
+            f"compiled {', '.join(stale)} older than the source: run `make native` "
+            "(or `make interpreted` to test the .py files)",
+            returncode=2,
+        )
+
 
 NO_REDIS = "redis-server is not on PATH (install it, or run `make redis`); Redis tests skipped"
 
