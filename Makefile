@@ -6,7 +6,20 @@ STAMP   := $(VENV)/.installed
 
 # The request path, compiled with mypyc (router/native.py says why); rebuilt when
 # one of these changes. tests/test_native.py keeps this list equal to COMPILED.
-NATIVE_SRC   := router/http1.py router/server.py router/upstream.py router/proxy.py
+NATIVE_SRC   := \
+	router/http1.py \
+	router/server.py \
+	router/upstream.py \
+	router/proxy.py \
+	router/hashing.py \
+	router/routing.py \
+	router/metrics.py \
+	strategies/base.py \
+	strategies/split.py \
+	strategies/shadow.py \
+	strategies/canary.py \
+	strategies/bluegreen.py \
+	strategies/automation.py
 NATIVE_STAMP := build/native.stamp
 
 .PHONY: venv native interpreted lint fmt test demo bench redis clean

@@ -19,7 +19,21 @@ from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 # The request path: what a proxied request executes per byte and per header.
-COMPILED = ("router.http1", "router.server", "router.upstream", "router.proxy")
+COMPILED = (
+    "router.http1",
+    "router.server",
+    "router.upstream",
+    "router.proxy",
+    "router.hashing",
+    "router.routing",
+    "router.metrics",
+    "strategies.base",
+    "strategies.split",
+    "strategies.shadow",
+    "strategies.canary",
+    "strategies.bluegreen",
+    "strategies.automation",
+)
 
 # The shared library mypyc puts the compiled group in (`<name>__mypyc` is its module).
 GROUP = "router._dataplane"

@@ -33,9 +33,9 @@ HINT = (
 
 def remove() -> None:
     """Delete every compiled file of ours (the group library included)."""
-    patterns = [*(m.rsplit(".", 1)[-1] for m in COMPILED), GROUP.rsplit(".", 1)[-1] + "__mypyc"]
-    for stem in patterns:
-        for path in (ROOT / "router").glob(f"{stem}.*.so"):
+    for module in [*COMPILED, GROUP + "__mypyc"]:
+        source = source_path(module)
+        for path in source.parent.glob(f"{source.stem}.*.so"):
             path.unlink()
 
 
