@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import random
 from hashlib import blake2b
+from typing import Final
 
-BASIS_POINTS = 10_000
+BASIS_POINTS: Final = 10_000
 
 
 def key_of(identity: bytes) -> int:

@@ -17,12 +17,13 @@ import json
 import os
 from collections.abc import Iterable
 from http import HTTPStatus
+from typing import Final
 
 import httptools
 
 Header = tuple[bytes, bytes]
 
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -36,7 +37,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 # Request headers the proxy rewrites itself (they are re-added with our values).
-REQUEST_OWN = HOP_BY_HOP | {
+REQUEST_OWN: Final = HOP_BY_HOP | {
     b"host",
     b"expect",
     b"content-length",
@@ -44,23 +45,23 @@ REQUEST_OWN = HOP_BY_HOP | {
     b"x-forwarded-proto",
     b"x-forwarded-host",
 }
-RESPONSE_OWN = HOP_BY_HOP | {b"x-router-backend"}
+RESPONSE_OWN: Final = HOP_BY_HOP | {b"x-router-backend"}
 
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
-CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
-LAST_CHUNK = b"0\r\n\r\n"
-MAX_REQUEST_ID = 128
+IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+CONTINUE_100: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+LAST_CHUNK: Final = b"0\r\n\r\n"
+MAX_REQUEST_ID: Final = 128
 # Parsers that call back nobody. A closed connection swaps its own for one of these: a
 # parser holds its protocol's bound methods, so protocol <-> parser is a reference cycle
 # that only the cyclic GC would free; with it broken, refcounting frees the connection
 # (and its buffers) the moment the transport lets go of it.
-SPENT_REQUEST_PARSER = httptools.HttpRequestParser(object())
-SPENT_RESPONSE_PARSER = httptools.HttpResponseParser(object())
+SPENT_REQUEST_PARSER: Final = httptools.HttpRequestParser(object())
+SPENT_RESPONSE_PARSER: Final = httptools.HttpResponseParser(object())
 
 # Request ids: a random per-process prefix and a counter. Unique without a
 # syscall per request (os.urandom per request costs more than all of this).
-_RID_FORMAT = os.urandom(8).hex() + "%012x"
-_rid_next = itertools.count(1).__next__
+_RID_FORMAT: Final = os.urandom(8).hex() + "%012x"
+_rid_next: Final = itertools.count(1).__next__
 
 
 def new_request_id() -> str:

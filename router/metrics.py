@@ -35,7 +35,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 import structlog
 
@@ -44,9 +44,9 @@ from router.state.base import StoreUnavailable
 
 log = structlog.get_logger("router.metrics")
 
-WINDOW_SECONDS = 10
-WINDOW_TTL = 3600.0  # a window hash expires an hour after its last update
-MIN_QUANTILE_COUNT = 10  # below this many samples a quantile is not an answer
+WINDOW_SECONDS: Final = 10
+WINDOW_TTL: Final = 3600.0  # a window hash expires an hour after its last update
+MIN_QUANTILE_COUNT: Final = 10  # below this many samples a quantile is not an answer
 
 
 class CounterStore(Protocol):
@@ -66,9 +66,9 @@ class CounterStore(Protocol):
 # and every stored window depends on this exact table.
 # The table is analysis.LATENCY_BOUNDS, so the canary's latency gate reads these
 # histograms as they are.
-BOUNDS: tuple[float, ...] = LATENCY_BOUNDS
-NBUCKETS = len(BOUNDS) + 1
-_CLASS_LABELS = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
+BOUNDS: Final[tuple[float, ...]] = LATENCY_BOUNDS
+NBUCKETS: Final = len(BOUNDS) + 1
+_CLASS_LABELS: Final = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
 
 
 def window_start(t: float) -> int:

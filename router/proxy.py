@@ -48,7 +48,7 @@ import socket
 import ssl
 from collections.abc import Sequence
 from time import perf_counter
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
 import httptools
 
@@ -87,15 +87,18 @@ if TYPE_CHECKING:
     from router.state.model import Rollout
     from strategies.base import Decision
 
-MIRROR_MAX_BODY = 1024 * 1024  # bodies kept for a mirror copy, at most
-ANSWER_MAX_BODY = 256 * 1024  # primary answers kept for a shadow comparison, at most
-RETRY_MAX_BODY = 64 * 1024  # requests kept for a retry, at most
-PENDING_MAX = 256 * 1024  # request bytes buffered while a connect is in progress
-MODE_NONE, MODE_LENGTH, MODE_CHUNKED, MODE_CLOSE = 0, 1, 2, 3
-MATCH_MEMO = 1024  # (host, target) -> route answers remembered, at most
-_UNKNOWN = object()
-_NONE: frozenset[bytes] = frozenset()
-_PLAIN_CONNECTION = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"Close"})
+MIRROR_MAX_BODY: Final = 1024 * 1024  # bodies kept for a mirror copy, at most
+ANSWER_MAX_BODY: Final = 256 * 1024  # primary answers kept for a shadow comparison, at most
+RETRY_MAX_BODY: Final = 64 * 1024  # requests kept for a retry, at most
+PENDING_MAX: Final = 256 * 1024  # request bytes buffered while a connect is in progress
+MODE_NONE: Final = 0
+MODE_LENGTH: Final = 1
+MODE_CHUNKED: Final = 2
+MODE_CLOSE: Final = 3
+MATCH_MEMO: Final = 1024  # (host, target) -> route answers remembered, at most
+_UNKNOWN: Final = object()
+_NONE: Final[frozenset[bytes]] = frozenset()
+_PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"Close"})
 
 
 class MirrorCopy:
@@ -377,18 +380,31 @@ class Exchange:
         drop = self.plane.request_drop | own if own else self.plane.request_drop
         if req.connection is not None:
             drop = _with_tokens(drop, req.connection)
-        # One list, one join: cheaper than a formatted line per header.
+        # One list, one join: cheaper than a formatted line per header. `parts.append`
+        # (a C call once compiled), not `parts += (...)`, which builds a tuple per line.
         parts = [req.method, b" ", pool.base_path, self.target, b" HTTP/1.1\r\nhost: "]
-        parts += (pool.host_header, b"\r\n")
+        parts.append(pool.host_header)
+        parts.append(b"\r\n")
         for name, value in req.headers:
             if name not in drop:
-                parts += (name, b": ", value, b"\r\n")
+                parts.append(name)
+                parts.append(b": ")
+                parts.append(value)
+                parts.append(b"\r\n")
         if req.host:
-            parts += (b"x-forwarded-host: ", req.host, b"\r\n")
+            parts.append(b"x-forwarded-host: ")
+            parts.append(req.host)
+            parts.append(b"\r\n")
         ip, xff = conn.client_ip_bytes, req.forwarded_for
-        parts += (b"x-forwarded-for: ", xff + b", " + ip if xff else ip, b"\r\n")
-        parts += (b"x-forwarded-proto: ", conn.scheme, b"\r\n", self.rid_line)
-        parts += (extra, framing, b"\r\n")
+        parts.append(b"x-forwarded-for: ")
+        parts.append(xff + b", " + ip if xff else ip)
+        parts.append(b"\r\nx-forwarded-proto: ")
+        parts.append(conn.scheme)
+        parts.append(b"\r\n")
+        parts.append(self.rid_line)
+        parts.append(extra)
+        parts.append(framing)
+        parts.append(b"\r\n")
         return b"".join(parts)
 
     def _sent(self) -> None:
@@ -575,13 +591,19 @@ class Exchange:
         parts = [b"HTTP/1.1 %d %b\r\n" % (status, reason)]
         for name, value in headers:
             if name not in drop:
-                parts += (name, b": ", value, b"\r\n")
+                parts.append(name)
+                parts.append(b": ")
+                parts.append(value)
+                parts.append(b"\r\n")
             elif name == b"connection" and _with_tokens(drop, value) is not drop:
                 # It names more headers to drop (rare): filter again, knowing them all.
                 tokens = _response_tokens(headers)
                 parts[1:] = [filtered(headers, drop, tokens)]
                 break
-        parts += (self.rid_line or self._rid_line(), self._backend_line(), framing, b"\r\n")
+        parts.append(self.rid_line or self._rid_line())
+        parts.append(self._backend_line())
+        parts.append(framing)
+        parts.append(b"\r\n")
         return b"".join(parts)
 
     def on_response_body(self, data: bytes) -> None:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from time import perf_counter
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
@@ -51,9 +51,14 @@ from router.http1 import SPENT_REQUEST_PARSER, Header, error_response, new_reque
 if TYPE_CHECKING:
     from router.proxy import DataPlane, Exchange
 
-IDLE, HEAD, BODY, WAIT = 0, 1, 2, 3
-PAUSE_PIPELINE, PAUSE_UPSTREAM, PAUSE_STOPPED = 1, 2, 4
-WRITE_HIGH_WATER = 64 * 1024
+IDLE: Final = 0
+HEAD: Final = 1
+BODY: Final = 2
+WAIT: Final = 3
+PAUSE_PIPELINE: Final = 1
+PAUSE_UPSTREAM: Final = 2
+PAUSE_STOPPED: Final = 4
+WRITE_HIGH_WATER: Final = 64 * 1024
 
 
 class Request:
@@ -95,8 +100,14 @@ class Request:
         return self.chunked or bool(self.content_length)
 
 
-_LENGTH, _CODING, _HOST, _EXPECT, _CONNECTION, _FORWARDED, _RID = range(7)
-_KINDS = {
+_LENGTH: Final = 0
+_CODING: Final = 1
+_HOST: Final = 2
+_EXPECT: Final = 3
+_CONNECTION: Final = 4
+_FORWARDED: Final = 5
+_RID: Final = 6
+_KINDS: Final = {
     b"content-length": _LENGTH,
     b"transfer-encoding": _CODING,
     b"host": _HOST,
@@ -118,17 +129,22 @@ def header_kinds(rid_name: bytes) -> dict[bytes, int]:
 
 def read_headers(req: Request, headers: list[Header], kinds: dict[bytes, int]) -> None:
     """Pick out the headers the proxy acts on; refuse ambiguous framing."""
-    lengths: set[bytes] = set()
-    codings: list[bytes] = []
+    # No container is made unless a request repeats a framing header (they rarely do).
+    length: bytes | None = None
+    lengths_differ = False
+    codings: list[bytes] | None = None
     for name, value in headers:
         kind = kinds.get(name)  # one hash probe; most headers are none of these
         if kind is None:
             continue
         if kind == _LENGTH:
-            lengths.add(value.strip())
+            value = value.strip()
+            lengths_differ = lengths_differ or (length is not None and value != length)
+            length = value
         elif kind == _HOST:
             req.host = value
         elif kind == _CODING:
+            codings = codings or []
             codings.append(value.strip().lower())
         elif kind == _EXPECT:
             req.expect_continue = value.strip().lower() == b"100-continue"
@@ -140,17 +156,14 @@ def read_headers(req: Request, headers: list[Header], kinds: dict[bytes, int]) -
             xff = req.forwarded_for
             req.forwarded_for = value if xff is None else xff + b", " + value
     req.headers = headers
-    if codings:
-        if lengths:
+    if codings is not None:
+        if length is not None:
             raise BadRequest("both Content-Length and Transfer-Encoding")
         if codings != [b"chunked"]:
             raise BadRequest("unsupported Transfer-Encoding")
         req.chunked = True
-    elif lengths:
-        if len(lengths) > 1:
-            raise BadRequest("invalid Content-Length")
-        (length,) = lengths
-        if not length.isdigit():
+    elif length is not None:
+        if lengths_differ or not length.isdigit():
             raise BadRequest("invalid Content-Length")
         req.content_length = int(length)
 

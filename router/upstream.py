@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
 import httptools
 
@@ -37,9 +37,12 @@ from router.errors import UpstreamConnectError, UpstreamError, UpstreamProtocolE
 from router.http1 import SPENT_RESPONSE_PARSER, Header
 from router.spec import BackendSpec
 
-WRITE_HIGH_WATER = 64 * 1024
-_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
-BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE = 0, 1, 2, 3
+WRITE_HIGH_WATER: Final = 64 * 1024
+_FRAMING: Final = frozenset({b"content-length", b"transfer-encoding"})
+BODY_NONE: Final = 0
+BODY_LENGTH: Final = 1
+BODY_CHUNKED: Final = 2
+BODY_CLOSE: Final = 3
 
 
 class ResponseSink(Protocol):

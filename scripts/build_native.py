@@ -49,7 +49,16 @@ def build() -> None:
     # A bare Distribution, not setup(): setup() would read pyproject.toml and treat this
     # as a build of the whole project.
     dist = Distribution({"name": "deploy-router-dataplane", "ext_modules": extensions})
-    dist.script_args = ["-q", "build_ext", "--inplace", "--build-temp", "build/mypyc/temp"]
+    # --force: a shim whose C did not change would otherwise keep its old mtime and
+    # look stale to router.native.stale().
+    dist.script_args = [
+        "-q",
+        "build_ext",
+        "--inplace",
+        "--force",
+        "--build-temp",
+        "build/mypyc/temp",
+    ]
     dist.parse_command_line()
     dist.run_commands()
 

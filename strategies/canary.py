@@ -57,7 +57,7 @@ Every Decision `decide` can return is built once, in `__init__`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from router.analysis import (
     WHOLE_ANSWER,
@@ -76,7 +76,7 @@ from strategies.shadow import ShadowSpec, mirror_bucket
 if TYPE_CHECKING:
     from router.state.model import Rollout
 
-_MAX_STEPS = 100  # a ramp with a tiny step must not expand into thousands
+_MAX_STEPS: Final = 100  # a ramp with a tiny step must not expand into thousands
 
 
 @dataclass(frozen=True, slots=True)
