@@ -1,8 +1,10 @@
 """`make bench`: the router against direct-to-backend and nginx, in one run.
 
-Follows the rules of BENCH.md: start one fast backend, an nginx reverse proxy (1
-worker, upstream keep-alive) and the router (1 process, one split route 100 %
-to the backend, no access log), each on a free loopback port; then run every
+Follows the rules of BENCH.md: start one fast backend, the reference nginx reverse
+proxy (1 worker, upstream keep-alive, `split_clients` deciding a split per request
+as the router does), the same nginx without the split (`nginx-plain`, for
+information) and the router (1 process, one split route 100 % to the backend, no
+access log), each on a free loopback port; then run every
 scenario in `bench.scenarios.SCENARIOS` and print a table per scenario, the
 foundation targets as PASS/FAIL (information only: the exit code is 0 unless a
 step crashed) and write everything as JSON (default run/bench-results.json).
@@ -33,7 +35,7 @@ from bench.scenarios import SCENARIOS, Check, Context, Section, Settings
 QUICK = Settings(
     duration=2, warmup=1, runs=1, latency_duration=2, memory_requests=20_000, memory_max_seconds=10
 )
-ALL_TARGETS = ("direct", "nginx", "router")
+ALL_TARGETS = ("direct", "nginx", "nginx-plain", "router")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -44,7 +46,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--targets",
         default=",".join(ALL_TARGETS),
-        help="comma-separated subset of direct,nginx,router",
+        help="comma-separated subset of " + ",".join(ALL_TARGETS),
     )
     p.add_argument(
         "--backend",
@@ -106,8 +108,8 @@ def start_targets(ctx: Context, wanted: list[str], backend_kind: str) -> targets
 def _start_one(ctx: Context, name: str, backend: targets.Target) -> targets.Target:
     if name == "direct":
         return targets.Target("direct", backend.port, backend.proc, backend.log)
-    if name == "nginx":
-        return targets.start_nginx_proxy(ctx.workdir, backend.port)
+    if name in ("nginx", "nginx-plain"):
+        return targets.start_nginx_proxy(ctx.workdir, backend.port, split=name == "nginx")
     return targets.start_router(ctx.workdir, backend.port)
 
 
@@ -174,8 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not targets.have("wrk"):
         return 0  # nothing can be measured without a load generator
     wanted = [t for t in args.targets.split(",") if t in ALL_TARGETS]
-    if not targets.have("nginx") and "nginx" in wanted:
-        wanted.remove("nginx")
+    if not targets.have("nginx"):
+        wanted = [t for t in wanted if not t.startswith("nginx")]
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         ctx = Context(settings_from(args), Path(tmp), {}, notes)
         try:

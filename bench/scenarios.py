@@ -46,7 +46,7 @@ class Settings:
 class Context:
     settings: Settings
     workdir: Path
-    targets: dict[str, Target]  # "direct", "nginx", "router", in measuring order
+    targets: dict[str, Target]  # "direct", "nginx", "nginx-plain", "router", in this order
     notes: list[str] = field(default_factory=list)
 
 
@@ -156,10 +156,21 @@ def throughput(ctx: Context) -> Section:
         )
     rps = {name: m["rps"] for name, m in med.items()}
     vs_nginx = _ratio(rps.get("router"), rps.get("nginx"))
+    vs_plain = _ratio(rps.get("router"), rps.get("nginx-plain"))
     vs_direct = _ratio(rps.get("router"), rps.get("direct"))
-    sec.data["ratios"] = {"router_vs_nginx": vs_nginx, "router_vs_direct": vs_direct}
+    sec.data["ratios"] = {
+        "router_vs_nginx": vs_nginx,
+        "router_vs_nginx_plain": vs_plain,
+        "router_vs_direct": vs_direct,
+    }
     sec.lines.append(
-        f"router/nginx req/s: {_fmt(vs_nginx, 'x')}   router/direct req/s: {_fmt(vs_direct, 'x')}"
+        f"router/nginx req/s: {_fmt(vs_nginx, 'x')}   "
+        f"router/nginx-plain req/s: {_fmt(vs_plain, 'x')}   "
+        f"router/direct req/s: {_fmt(vs_direct, 'x')}"
+    )
+    sec.lines.append(
+        "nginx: split_clients per request, like the router's split (the reference); "
+        "nginx-plain: a fixed proxy_pass"
     )
     cpu = med["router"]["cpu_us"] if "router" in med else None
     sec.checks += [
@@ -376,3 +387,7 @@ SCENARIOS.append(drift_cost)
 from bench.shadow_soak import dead_shadow_soak  # noqa: E402 (it uses the types defined above)
 
 SCENARIOS.append(dead_shadow_soak)
+
+from bench.inproc import in_process  # noqa: E402 (it uses the types defined above)
+
+SCENARIOS.insert(1, in_process)

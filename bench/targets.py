@@ -47,6 +47,12 @@ _NGINX_BACKEND = """  server {{
   }}
 }}
 """
+# The reference of BENCH.md and issue #2: nginx deciding a split per request, as the
+# router does. The router's bench route is an unsticky split (a random key per
+# request), so nginx splits on the per-request random $request_id; 100 % of it goes to
+# the one upstream, like the router's `weights: {b: 100}`.
+_NGINX_SPLIT = """  split_clients "$request_id" $pool {{ 100% backend; }}
+"""
 _NGINX_PROXY = """  upstream backend {{
     server 127.0.0.1:{backend_port};
     keepalive 128;
@@ -55,7 +61,7 @@ _NGINX_PROXY = """  upstream backend {{
   server {{
     listen 127.0.0.1:{port} backlog=1024;
     location / {{
-      proxy_pass http://backend;
+      proxy_pass http://{upstream};
       proxy_http_version 1.1;
       proxy_set_header Connection "";
     }}
@@ -198,10 +204,13 @@ def start_backend(workdir: Path, kind: str = "auto") -> Target:
     return target
 
 
-def start_nginx_proxy(workdir: Path, backend_port: int) -> Target:
+def start_nginx_proxy(workdir: Path, backend_port: int, *, split: bool = True) -> Target:
+    """nginx as a reverse proxy: with `split_clients` (the reference), or plain."""
     port = free_port()
-    body = _NGINX_PROXY.format(port=port, backend_port=backend_port)
-    return _nginx("nginx", body, port, workdir)
+    upstream = "$pool" if split else "backend"
+    body = _NGINX_PROXY.format(port=port, backend_port=backend_port, upstream=upstream)
+    name = "nginx" if split else "nginx-plain"
+    return _nginx(name, (_NGINX_SPLIT.format() if split else "") + body, port, workdir)
 
 
 def router_yaml(port: int, admin_port: int, backend_port: int) -> str:
