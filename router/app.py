@@ -8,7 +8,9 @@ background tasks, flush metrics one last time and close the store.
 
 `--workers N` forks N processes that share the data port through SO_REUSEPORT;
 they act as one router through the state store, so N > 1 needs `state.url`.
-Only worker 0 serves the admin API (one port, one answer).
+Only worker 0 serves the admin API (one port, one answer); its /metrics adds
+the other workers' request counts, which they leave in a directory made for the
+run (router/workers.py).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 
 import structlog
@@ -43,10 +47,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def serve(config_path: str, worker: int, workers: int) -> None:
+async def serve(
+    config_path: str, worker: int, workers: int, workers_dir: str | None = None
+) -> None:
     """Run one router process until SIGTERM or SIGINT."""
     config = load_file(config_path)
-    parts = Parts(config_path, config, worker=worker, reuse_port=workers > 1)
+    parts = Parts(
+        config_path, config, worker=worker, reuse_port=workers > 1, workers_dir=workers_dir
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -58,19 +66,28 @@ async def serve(config_path: str, worker: int, workers: int) -> None:
         await parts.stop()
 
 
-def _run_one(config_path: str, worker: int, workers: int) -> None:
-    uvloop.run(serve(config_path, worker, workers))
+def _run_one(config_path: str, worker: int, workers: int, workers_dir: str | None = None) -> None:
+    uvloop.run(serve(config_path, worker, workers, workers_dir))
 
 
 def _supervise(config_path: str, workers: int) -> int:
     """Fork the workers, forward signals, and exit when they have all exited."""
+    # where the workers leave their request counts for worker 0's /metrics
+    workers_dir = tempfile.mkdtemp(prefix="router-workers-")
+    try:
+        return _fork_and_wait(config_path, workers, workers_dir)
+    finally:
+        shutil.rmtree(workers_dir, ignore_errors=True)
+
+
+def _fork_and_wait(config_path: str, workers: int, workers_dir: str) -> int:
     children: list[int] = []
     for worker in range(workers):
         pid = os.fork()
         if pid == 0:  # child
             code = 0
             try:
-                _run_one(config_path, worker, workers)
+                _run_one(config_path, worker, workers, workers_dir)
             except BaseException:  # a crashed worker must not run the parent's code
                 code = 1
             os._exit(code)

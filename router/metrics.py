@@ -35,7 +35,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import structlog
 
@@ -164,6 +164,14 @@ def _no_step(route: str) -> str | None:
     return None
 
 
+# [route, backend, _Slot.snapshot()] per (route, backend) of one process
+Snapshot = list[list[Any]]
+
+
+def _no_peers() -> list[Snapshot]:
+    return []
+
+
 class _Slot:
     """Cumulative counts of one (route, backend), and what was already flushed."""
 
@@ -178,6 +186,28 @@ class _Slot:
         self.hist = [0] * NBUCKETS
         # requests, errors, lat_sum_ms, then the histogram, as of the last collect
         self.sent = [0] * (3 + NBUCKETS)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The cumulative counts as JSON-ready values (another worker's /metrics adds them)."""
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "nbytes": self.nbytes,
+            "lat_sum": self.lat_sum,
+            "classes": list(self.classes),
+            "hist": list(self.hist),
+        }
+
+    def add(self, snap: Mapping[str, Any]) -> None:
+        """Add another worker's `snapshot()` of the same (route, backend)."""
+        self.requests += int(snap["requests"])
+        self.errors += int(snap["errors"])
+        self.nbytes += int(snap["nbytes"])
+        self.lat_sum += float(snap["lat_sum"])
+        for i, n in enumerate(snap["classes"][: len(self.classes)]):
+            self.classes[i] += int(n)
+        for i, n in enumerate(snap["hist"][: len(self.hist)]):
+            self.hist[i] += int(n)
 
     def take_delta(self) -> dict[str, int]:
         """Fields that changed since the last call, as store counter increments."""
@@ -209,6 +239,9 @@ class Metrics:
         self.max_pending_windows = max_pending_windows
         self.dropped = 0  # requests whose window was dropped during an outage
         self.flush_failures = 0
+        # `--workers N`: the other workers' latest snapshots (router/workers.py), summed
+        # into /metrics so that one scrape sees the whole router
+        self.peers: Callable[[], list[Snapshot]] = _no_peers
 
     def record(
         self,
@@ -294,13 +327,39 @@ class Metrics:
 
     # -- Prometheus text ----------------------------------------------------
 
+    def snapshot(self) -> Snapshot:
+        """This process's cumulative request counts, JSON-ready, for the other workers."""
+        return [[route, backend, slot.snapshot()] for (route, backend), slot in self._slots.items()]
+
+    def _merged(self, peers: list[Snapshot]) -> dict[tuple[str, str], _Slot]:
+        """Own slots plus every peer's snapshot, as fresh slots (own ones untouched)."""
+        merged: dict[tuple[str, str], _Slot] = {}
+        for key, slot in self._slots.items():
+            merged[key] = fresh = _Slot()
+            fresh.add(slot.snapshot())
+        for peer in peers:
+            for route, backend, snap in peer:
+                key = (str(route), str(backend))
+                if key not in merged:
+                    merged[key] = _Slot()
+                merged[key].add(snap)
+        return merged
+
     def exposition(self) -> str:
         """Prometheus text format 0.0.4 of the cumulative counts plus every collector."""
+        peers = self.peers()
+        slots = self._merged(peers) if peers else self._slots
         lines: list[str] = []
-        lines += _requests_lines(self._slots)
-        lines += _errors_lines(self._slots)
-        lines += _bytes_lines(self._slots)
-        lines += _histogram_lines(self._slots)
+        lines += _requests_lines(slots)
+        lines += _errors_lines(slots)
+        lines += _bytes_lines(slots)
+        lines += _histogram_lines(slots)
+        lines += metric_lines(
+            "router_metrics_workers",
+            "gauge",
+            "Router processes whose request counts the metrics above include.",
+            [({}, 1 + len(peers))],
+        )
         lines += metric_lines(
             "router_metrics_dropped_total",
             "counter",

@@ -33,12 +33,21 @@ from router.state.factory import open_store
 from router.state.lease import Leadership
 from router.state.live import LiveState
 from router.state.model import Rollout
+from router.workers import WorkerCounters
 
 log = structlog.get_logger("router")
 
 
 class Parts:
-    def __init__(self, config_path: str, config: Config, *, worker: int, reuse_port: bool) -> None:
+    def __init__(
+        self,
+        config_path: str,
+        config: Config,
+        *,
+        worker: int,
+        reuse_port: bool,
+        workers_dir: str | None = None,
+    ) -> None:
         configure_logging(config.logging.level)
         self.worker = worker
         self.reuse_port = reuse_port
@@ -61,6 +70,10 @@ class Parts:
             config_path, self.apply_config, self._reload_failed, current_hash=config.source_hash
         )
         self.flusher = MetricsFlusher(self.metrics, self.store)
+        # --workers N: worker 0's /metrics adds the others' counts (router/workers.py)
+        self.worker_counters = (
+            WorkerCounters(workers_dir, worker, self.metrics) if workers_dir else None
+        )
         self.controller = self._build_controller(config)
         self.admin_runner: web.AppRunner | None = None
         # drift and delayed labels (router/drift_io.py, router/feedback.py)
@@ -98,6 +111,8 @@ class Parts:
         await self.dataplane.start()
         await self.watcher.start()
         await self.flusher.start()
+        if self.worker_counters is not None:
+            await self.worker_counters.start()
         await self.controller.start()
         await self.mirrors.start()
         await self.drift.start()
@@ -128,6 +143,8 @@ class Parts:
         await self.feedback.stop()
         await self.live.stop()
         await self.flusher.stop()
+        if self.worker_counters is not None:
+            await self.worker_counters.stop()
         if self.admin_runner is not None:
             await self.admin_runner.cleanup()
         await self.store.close()

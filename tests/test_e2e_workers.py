@@ -57,3 +57,44 @@ async def test_two_workers_share_the_port_and_stop_together(
     assert code == 0
     await asyncio.sleep(0.2)
     assert not any(alive(pid) for pid in pids)  # the workers exited with the supervisor
+
+
+def requests_total(metrics: str) -> int:
+    """The sum of every router_requests_total sample in a /metrics page."""
+    total = 0
+    for line in metrics.splitlines():
+        if line.startswith("router_requests_total{"):
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+def gauge(metrics: str, name: str) -> float | None:
+    for line in metrics.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+async def test_metrics_of_worker_0_count_every_worker(
+    tmp_path: Path, fresh_redis: RedisServer
+) -> None:
+    """/metrics (served by worker 0) counts the requests every worker answered."""
+    async with named_backends("a", "b") as backends:
+        config = split_config(backends, {"a": 50, "b": 50})
+        config["state"] = {"url": fresh_redis.url}
+        router = RouterProcess(tmp_path, config).start("--workers", "2")
+        assert router.proc is not None
+        users = [f"user-{i}" for i in range(300)]
+        try:
+            # 32 connections spread over 2 workers by SO_REUSEPORT: all on one is 2**-31
+            await fan_out(router.url, users, concurrency=32)
+            page, deadline = "", asyncio.get_running_loop().time() + 5.0
+            while asyncio.get_running_loop().time() < deadline:  # snapshots: once a second
+                page = await asyncio.to_thread(router.get_text, "/metrics")
+                if requests_total(page) == len(users):
+                    break
+                await asyncio.sleep(0.2)
+        finally:
+            router.stop()
+    assert gauge(page, "router_metrics_workers") == 2
+    assert requests_total(page) == len(users)

@@ -91,8 +91,12 @@ class RouterProcess:
     def get_json(self, path: str) -> Any:
         import json
 
+        return json.loads(self.get_text(path))
+
+    def get_text(self, path: str) -> str:
+        """GET an admin API path (blocking: call it in a thread from async code)."""
         with urllib.request.urlopen(self.admin_url + path, timeout=5) as resp:
-            return json.loads(resp.read())
+            return str(resp.read().decode())
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         if self.proc is None:
