@@ -23,8 +23,9 @@ a fresh connection (the backend may have closed it while we were writing).
 the client socket; `nbytes` counts response body bytes from the backend.
 
 Cost. Everything here runs once per request, so it is kept to what the
-request needs (measured: about 10 µs of Python and llhttp a request, the
-kernel's loopback send/recv as much again). Route answers are remembered per
+request needs (measured with bench/inproc.py: about 6 µs of CPU a request with
+llhttp, compiled by mypyc as `make` does, 9.5 µs interpreted; the kernel's
+loopback send/recv costs about twice that). Route answers are remembered per
 (host, target) until the table changes (`DataPlane.match`); a `Fanout`
 recorder is flattened into the `record` methods it would call, minus an access
 log that never logs; each head is built as one list joined once; the request
