@@ -18,9 +18,13 @@ which no route can be called). Every replica polls that list, skips batches it
 has seen, and matches each label against its own memory; the one that served
 the request finds it (`pop`: a label counts once) and adds the outcome to
 counter hashes of the route, one per minute (`fb:<minute>`), so every replica
-reads the same figures. A label whose request is not remembered anywhere
-(older than the ttl, evicted, sampled out of drift under load, or on a route
-without outputs) is simply never matched: `received` minus `matched` shows it.
+reads the same figures. A label can arrive before its answer is remembered
+(the drift pass runs every 0.1 s, a batch is matched within POLL_INTERVAL), so
+a label no memory holds is tried again on every poll for GRACE seconds (at most
+MAX_WAITING of them per replica) before it is given up. A label whose request
+is not remembered anywhere (older than the ttl, evicted, sampled out of drift
+under load, or on a route without outputs) is never matched: `received` minus
+`matched` shows it.
 
 *Figures.* Classification: a label equal to the prediction (texts compared;
 numbers as numbers) is correct; `accuracy` = correct / n per backend.
@@ -58,6 +62,8 @@ MAX_ITEMS = 10_000  # labels per POST
 SLOT = 60  # seconds per accuracy counter hash
 HORIZON = 60  # slots reported (an hour)
 POLL_INTERVAL = 0.5
+GRACE = 5.0  # seconds an unmatched label is tried again (its answer may come later)
+MAX_WAITING = 20_000  # unmatched labels kept for another try, per replica
 MICRO = 1_000_000  # absolute errors are summed in millionths (counters are integers)
 
 Entry = tuple[float, str, str, object]  # (time, route, backend, prediction)
@@ -168,6 +174,8 @@ class Feedback:
         self._seen_order: deque[str] = deque()
         self._seq = 0
         self._task: asyncio.Task[None] | None = None
+        # labels no memory held yet, with when this replica first saw them
+        self._waiting: list[tuple[float, dict[str, Any]]] = []
 
     def remember(self, rid: str, route: str, backend: str, prediction: object) -> None:
         self.memory.remember(rid, self.clock(), route, backend, prediction)
@@ -183,25 +191,33 @@ class Feedback:
 
     # -- every replica: match what arrived ----------------------------------------------
     async def poll(self) -> int:
-        """Match every unseen batch; returns the labels matched here."""
-        fresh = await self._unseen()
+        """Match every unseen batch and the labels still waiting; returns those matched here."""
+        now = self.clock()
         counters: dict[str, dict[str, dict[str, int]]] = {}
         matched = 0
-        for text in reversed(fresh):  # oldest first
-            for item in json.loads(text):
-                entry = self.memory.pop(str(item.get("request_id")))
-                if entry is None:
-                    continue
-                matched += 1
-                _, route, backend, prediction = entry
-                name = f"fb:{int(self.clock() // SLOT)}"
-                fields = counters.setdefault(route, {}).setdefault(name, {})
-                for key, n in outcome(prediction, item).items():
-                    fields[f"{backend}#{key}"] = fields.get(f"{backend}#{key}", 0) + n
+        for seen_at, item in self._candidates(await self._unseen(), now):
+            entry = self.memory.pop(str(item.get("request_id")))
+            if entry is None:
+                if len(self._waiting) < MAX_WAITING:
+                    self._waiting.append((seen_at, item))
+                continue
+            matched += 1
+            _, route, backend, prediction = entry
+            fields = counters.setdefault(route, {}).setdefault(f"fb:{int(now // SLOT)}", {})
+            for key, n in outcome(prediction, item).items():
+                fields[f"{backend}#{key}"] = fields.get(f"{backend}#{key}", 0) + n
         if counters:
             await self.store.add_counters_many(counters, SLOT * (HORIZON + 1))
         self.matched += matched
         return matched
+
+    def _candidates(self, fresh: list[str], now: float) -> list[tuple[float, dict[str, Any]]]:
+        """The labels still within their GRACE, then those of the new batches, oldest first."""
+        out = [(seen_at, item) for seen_at, item in self._waiting if now - seen_at < GRACE]
+        self._waiting = []
+        for text in reversed(fresh):
+            out += [(now, item) for item in json.loads(text)]
+        return out
 
     async def _unseen(self) -> list[str]:
         """Bodies of batches not seen yet, newest first (reads more while all are new)."""

@@ -15,7 +15,8 @@ import pytest
 from aiohttp import web
 
 from examples.model_server import LABELS, LinearModel, ModelOptions, start_model_server
-from router.feedback import Memory, outcome, parse_items
+from router.feedback import GRACE, Feedback, Memory, outcome, parse_items
+from router.state.memory import MemoryStore
 from tests.support.routerproc import RouterProcess
 
 TOKEN = {"Authorization": "Bearer test-token"}
@@ -153,3 +154,22 @@ def _get(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=5) as resp:
         body: dict[str, Any] = json.loads(resp.read())
     return body
+
+
+async def test_a_label_ahead_of_its_answer_is_matched_within_the_grace() -> None:
+    """A label that beats the drift pass to its answer is tried again until GRACE runs out."""
+    now = [1000.0]
+    fb = Feedback(MemoryStore(), clock=lambda: now[0])
+    await fb.submit([{"request_id": "early", "label": "a"}, {"request_id": "never", "label": "b"}])
+    assert await fb.poll() == 0  # nothing remembered yet
+    now[0] += 1.0
+    fb.remember("early", "iris", "v2", "a")  # the drift pass catches up
+    assert await fb.poll() == 1
+    report = await fb.report("iris")
+    assert report["backends"]["v2"]["n"] == 1
+    assert report["backends"]["v2"]["accuracy"] == 1.0
+    now[0] += GRACE  # "never" has waited long enough: given up
+    assert await fb.poll() == 0
+    fb.remember("never", "iris", "v2", "b")
+    assert await fb.poll() == 0  # too late: not matched, and not counted twice either
+    assert fb.matched == 1
