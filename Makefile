@@ -11,6 +11,7 @@ NATIVE_SRC   := \
 	router/server.py \
 	router/upstream.py \
 	router/proxy.py \
+	router/shadow_copy.py \
 	router/hashing.py \
 	router/routing.py \
 	router/metrics.py \

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 The client's answer never waits for a shadow, by construction. The data plane
 hands a finished exchange (request copy + the primary's answer, see
-`router.proxy.MirrorCopy`) to `Mirrors.offer`, which does O(1) work and never
+`router.shadow_copy.MirrorCopy`) to `Mirrors.offer`, which does O(1) work and never
 raises: per mirror backend it `put_nowait`s the copy on that backend's bounded
 queue, or drops it and counts the drop. Nothing on the request path awaits.
 
@@ -64,9 +64,9 @@ from router.compare_figures import Tally, counter_name, disagreement_record, esc
 from router.errors import UpstreamError
 from router.mirror_client import fetch, request_bytes
 from router.mirror_figures import DIFFS, EVENTS, read_summary, window_counter
-from router.proxy import ANSWER_MAX_BODY, MirrorCopy
 from router.rollout import window
 from router.runtime import Runtime
+from router.shadow_copy import ANSWER_MAX_BODY, MirrorCopy
 from router.spec import BackendSpec, Config
 from router.state.base import StateStore, StoreUnavailable
 from router.upstream import UpstreamPool

@@ -24,6 +24,7 @@ COMPILED = (
     "router.server",
     "router.upstream",
     "router.proxy",
+    "router.shadow_copy",
     "router.hashing",
     "router.routing",
     "router.metrics",

@@ -32,14 +32,14 @@ log that never logs; each head is built as one list joined once; the request
 id line is formatted once and sent both ways; the clock is read about twice a
 request (the client read's `now`, and the answer's end).
 
-Mirrors. When the decision names mirrors, the exchange keeps a copy of the
-request body (up to the route's `max_body`, at most MIRROR_MAX_BODY; methods
-outside the route's `mirror_methods` are not copied at all). With a
-`shadow_sink` (router/mirror.py) it also keeps the primary's status and body up
-to ANSWER_MAX_BODY and, once the client's last byte was written, hands one
-`MirrorCopy` to the sink: the comparison needs the primary's answer, and the
-client never waits for anything that happens after. Without mirrors none of this runs:
-the cost is one `is None` test per body piece.
+Mirrors. When the decision names mirrors and the data plane has a
+`shadow_sink` (router/mirror.py), the exchange keeps a `ShadowTap`
+(router/shadow_copy.py): the request body up to the route's `max_body` (at most
+MIRROR_MAX_BODY; methods outside the route's `mirror_methods` are not copied at
+all) and the primary's answer up to ANSWER_MAX_BODY. Once the client's last byte
+was written it hands one `MirrorCopy` to the sink: the comparison needs the
+primary's answer, and the client never waits for anything that happens after.
+Without mirrors none of this runs: the cost is one `is None` test per body piece.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ import socket
 import ssl
 from collections.abc import Sequence
 from time import perf_counter
-from typing import TYPE_CHECKING, Final, Protocol, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
@@ -79,6 +79,7 @@ from router.logs import Fanout
 from router.routing import CompiledRoute, RouteTable
 from router.runtime import Recorder, Runtime
 from router.server import PAUSE_UPSTREAM, ClientConnection, Request, header_kinds
+from router.shadow_copy import MIRROR_MAX_BODY, MirrorCopy, ShadowSink, ShadowTap
 from router.spec import Config, ListenSpec, TLSSpec
 from router.sweeper import Sweeper
 from router.upstream import UpstreamConnection, UpstreamPool
@@ -88,8 +89,6 @@ if TYPE_CHECKING:
     from router.state.model import Rollout
     from strategies.base import Decision
 
-MIRROR_MAX_BODY: Final = 1024 * 1024  # bodies kept for a mirror copy, at most
-ANSWER_MAX_BODY: Final = 256 * 1024  # primary answers kept for a shadow comparison, at most
 RETRY_MAX_BODY: Final = 64 * 1024  # requests kept for a retry, at most
 PENDING_MAX: Final = 256 * 1024  # request bytes buffered while a connect is in progress
 MODE_NONE: Final = 0
@@ -100,59 +99,6 @@ MATCH_MEMO: Final = 1024  # (host, target) -> route answers remembered, at most
 _UNKNOWN: Final = object()
 _NONE: Final[frozenset[bytes]] = frozenset()
 _PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"Close"})
-
-
-class MirrorCopy:
-    """One mirrored request and the primary's answer, handed to a `ShadowSink`.
-
-    `body` is None when the request body was larger than the route allows
-    (nothing is sent; counted); `primary_body` is None when the primary's answer
-    was larger than ANSWER_MAX_BODY (the comparison is skipped; counted).
-    `primary_status` 0 means the primary never answered (connect error, timeout).
-    """
-
-    __slots__ = (
-        "backends",
-        "body",
-        "headers",
-        "method",
-        "primary_body",
-        "primary_latency",
-        "primary_status",
-        "request_id",
-        "route",
-        "target",
-    )
-
-    def __init__(
-        self,
-        route: str,
-        backends: tuple[str, ...],
-        method: bytes,
-        target: bytes,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes | None,
-        request_id: str,
-        primary_status: int = 0,
-        primary_body: bytes | None = None,
-        primary_latency: float = 0.0,
-    ) -> None:
-        self.route = route
-        self.backends = backends
-        self.method = method
-        self.target = target
-        self.headers = headers
-        self.body = body
-        self.request_id = request_id
-        self.primary_status = primary_status
-        self.primary_body = primary_body
-        self.primary_latency = primary_latency
-
-
-class ShadowSink(Protocol):
-    """Takes mirrored requests with the primary's answer; must not block, await or raise."""
-
-    def offer(self, copy: MirrorCopy) -> None: ...
 
 
 def origin_form(target: bytes) -> bytes:
@@ -171,8 +117,6 @@ class Exchange:
     """One request's trip through the proxy; see the module docstring."""
 
     __slots__ = (
-        "answer",
-        "answer_len",
         "backend",
         "conn",
         "cout",
@@ -181,10 +125,6 @@ class Exchange:
         "finished",
         "follow",
         "keep_alive",
-        "mirror",
-        "mirror_cap",
-        "mirror_len",
-        "mirrors",
         "mode",
         "nbytes",
         "out",
@@ -201,6 +141,7 @@ class Exchange:
         "rid_line",
         "route_name",
         "sent",
+        "shadow",
         "started",
         "status",
         "t0",
@@ -226,11 +167,9 @@ class Exchange:
         self.out: list[bytes] = []  # bytes due to the backend
         self.out_len = 0
         self.cout: list[bytes] = []  # bytes due to the client, one write per backend read
-        # mirror_len, mirror_cap, mirrors, answer_len and retry_len are set with the
-        # buffer they count (_keep_mirror, activate) and read only while it exists:
-        # most requests never pay for them.
-        self.mirror: list[bytes] | None = None
-        self.answer: list[bytes] | None = None  # the primary's body, for a shadow sink
+        # retry_len is set with the buffer it counts (activate) and read only while it
+        # exists: most requests never pay for it.
+        self.shadow: ShadowTap | None = None  # mirrored: the body and answer for shadows
         self.retry: list[bytes] | None = None
         self.retried = self.request_done = self.sent = self.started = self.finished = False
         self.keep_alive = False
@@ -293,8 +232,8 @@ class Exchange:
     def on_request_body(self, data: bytes) -> None:
         if self.finished:
             return
-        if self.mirror is not None:
-            self._mirror_add(self.mirror, data)
+        if self.shadow is not None and not self.shadow.add_body(data):
+            self._mirror_too_big()
         if self.tap is not None:
             self.tap.add_request(data)
         if self.follow is not None:
@@ -468,61 +407,28 @@ class Exchange:
         if methods is not None and self.req.method not in methods:
             return  # the route mirrors other methods only
         cap = min(getattr(strategy, "max_body", MIRROR_MAX_BODY), MIRROR_MAX_BODY)
-        self.mirrors, self.mirror_cap, self.mirror_len = mirrors, cap, 0
-        if self.plane.shadow_sink is not None:
-            self.answer, self.answer_len = [], 0
+        # Body read before activation (`early`) reaches the tap when _queue_head
+        # replays it through on_request_body; adding it here too would double it.
+        self.shadow = ShadowTap(mirrors, cap)
         length = self.req.content_length
         if length is not None and length > cap:
             self._mirror_too_big()
-            return
-        # Body read before activation (`early`) reaches the copy when _queue_head
-        # replays it through on_request_body; adding it here too would double it.
-        self.mirror = []
-
-    def _mirror_add(self, mirror: list[bytes], data: bytes) -> None:
-        self.mirror_len += len(data)
-        if self.mirror_len > self.mirror_cap:
-            self.mirror = None  # too big to copy: the mirror is skipped
-            self._mirror_too_big()
-        else:
-            mirror.append(data)
 
     def _mirror_too_big(self) -> None:
-        """Tell a shadow sink at once (it counts the skip); stop keeping its answer."""
-        if self.answer is None:
-            return
-        self.answer = None
-        req = self.req
-        copy = MirrorCopy(
-            self.route_name, self.mirrors, req.method, self.target, [], None, self.rid
-        )
-        self._to_shadow_sink(copy)
-
-    def _answer_add(self, answer: list[bytes], data: bytes) -> None:
-        self.answer_len += len(data)
-        if self.answer_len <= ANSWER_MAX_BODY:
-            answer.append(data)
-        elif answer:
-            answer.clear()  # too big to compare: free it now, report it at the end
+        """Tell the shadow sink at once (it counts the skip); keep nothing more."""
+        shadow, self.shadow = self.shadow, None
+        if shadow is not None:
+            req = self.req
+            self._to_shadow_sink(shadow.skipped(self.route_name, req.method, self.target, self.rid))
 
     def _offer_answered(self, status: int) -> None:
         """The primary is done (status 0: it never answered): hand over the pair."""
-        answer, body = self.answer, self.mirror
-        self.answer = self.mirror = None
-        if answer is None or body is None or not self.request_done:
+        shadow, self.shadow = self.shadow, None
+        if shadow is None or not self.request_done:
             return  # an answer before the whole request came in: no faithful copy
-        req = self.req
-        copy = MirrorCopy(
-            self.route_name,
-            self.mirrors,
-            req.method,
-            self.target,
-            req.headers,
-            b"".join(body),
-            self.rid,
-            status,
-            b"".join(answer) if self.answer_len <= ANSWER_MAX_BODY else None,
-            perf_counter() - self.t0,
+        req, latency = self.req, perf_counter() - self.t0
+        copy = shadow.answered(
+            self.route_name, req.method, self.target, req.headers, self.rid, status, latency
         )
         self._to_shadow_sink(copy)
 
@@ -612,8 +518,8 @@ class Exchange:
             self.follow.add_answer(data)
             return
         self.nbytes += len(data)
-        if self.answer is not None:
-            self._answer_add(self.answer, data)
+        if self.shadow is not None:
+            self.shadow.add_answer(data)
         if self.tap is not None:
             self.tap.add_answer(data)
         if self.mode == MODE_CHUNKED:
@@ -640,7 +546,7 @@ class Exchange:
             if transport is not None:
                 transport.write(cout[0] if len(cout) == 1 else b"".join(cout))
             cout.clear()
-        if self.answer is not None:
+        if self.shadow is not None:
             self._offer_answered(self.status)
         self._finish(self.status, self.keep_alive)
 
@@ -688,7 +594,7 @@ class Exchange:
         if follow is not None and follow.first and model_failed:
             self._follow_next(0)  # `after` decides who answers instead
             return
-        if self.answer is not None and self.sent and not self.started:
+        if self.shadow is not None and self.sent and not self.started:
             self._offer_answered(0)  # the primary never answered; the shadow still may
         if self.started:
             self.conn.abort()

@@ -9,9 +9,9 @@ from router.compare import Answer
 from router.config import parse
 from router.mirror import Mirrors
 from router.mirror_client import request_bytes
-from router.proxy import MirrorCopy
 from router.routing import build_table
 from router.runtime import Runtime
+from router.shadow_copy import MirrorCopy
 from router.state.memory import MemoryStore
 from router.state.redis import RedisStore
 from router.upstream import UpstreamPool

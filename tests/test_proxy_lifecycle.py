@@ -9,8 +9,9 @@ import subprocess
 
 import pytest
 
-from router.proxy import DataPlane, MirrorCopy
+from router.proxy import DataPlane
 from router.server import ClientConnection
+from router.shadow_copy import MirrorCopy
 from router.spec import ListenSpec, TLSSpec
 from router.upstream import UpstreamConnection
 from tests.support.dataplane import (

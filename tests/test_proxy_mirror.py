@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from router.proxy import MirrorCopy
+from router.shadow_copy import MirrorCopy
 from tests.support.dataplane import RawClient, backend, make_runtime, route, running_plane
 from tests.support.rawbackend import RawBackend
 
