@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from tests.support.backends import named_backends
@@ -31,14 +33,20 @@ def worker_pids(supervisor: int) -> set[int]:
     return {int(pid) for pid in children}
 
 
+@contextlib.asynccontextmanager
+async def two_workers(tmp_path: Path, redis: RedisServer) -> AsyncIterator[RouterProcess]:
+    """`router --workers 2` on Redis, a 50/50 split over two named backends."""
+    async with named_backends("a", "b") as backends:
+        config = split_config(backends, {"a": 50, "b": 50})
+        config["state"] = {"url": redis.url}
+        yield RouterProcess(tmp_path, config).start("--workers", "2")
+
+
 async def test_two_workers_share_the_port_and_stop_together(
     tmp_path: Path, fresh_redis: RedisServer
 ) -> None:
     """Both workers answer on one port with the same sticky choices; SIGTERM stops both."""
-    async with named_backends("a", "b") as backends:
-        config = split_config(backends, {"a": 50, "b": 50})
-        config["state"] = {"url": fresh_redis.url}
-        router = RouterProcess(tmp_path, config).start("--workers", "2")
+    async with two_workers(tmp_path, fresh_redis) as router:
         assert router.proc is not None
         supervisor = router.proc.pid
         users = [f"user-{i}" for i in range(400)]
@@ -79,11 +87,7 @@ async def test_metrics_of_worker_0_count_every_worker(
     tmp_path: Path, fresh_redis: RedisServer
 ) -> None:
     """/metrics (served by worker 0) counts the requests every worker answered."""
-    async with named_backends("a", "b") as backends:
-        config = split_config(backends, {"a": 50, "b": 50})
-        config["state"] = {"url": fresh_redis.url}
-        router = RouterProcess(tmp_path, config).start("--workers", "2")
-        assert router.proc is not None
+    async with two_workers(tmp_path, fresh_redis) as router:
         users = [f"user-{i}" for i in range(300)]
         try:
             # 32 connections spread over 2 workers by SO_REUSEPORT: all on one is 2**-31
