@@ -18,10 +18,15 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from router.admin import build_admin_app, route_weights
+from router.compare_figures import Rate
 from router.dashboard import _SCRIPT, POLL_PATH, Dashboard, Sampler, delta
 from router.metrics import Metrics
+from router.routing import CompiledRoute, RouteTable
 from router.runtime import Runtime
+from router.spec import Config, MatchSpec, RouteSpec
 from router.state.base import StoreUnavailable
+from strategies.shadow import Shadow as ShadowStrategy
+from strategies.shadow import ShadowSpec
 from tests.test_admin import TOKEN, make_runtime
 
 Client = TestClient[web.Request, web.Application]
@@ -46,7 +51,9 @@ class Shadow:
     async def summary(self, route: str) -> dict[str, Any]:
         if self.down:
             raise StoreUnavailable("redis down")
-        shadows = {"iris-v2": {"n": 40, "agreement": 0.95}, "iris-v1": {"n": 0}}
+        # agreement as Mirrors.summary gives it: a rate record, not a bare number
+        agree = {"n": 40, "agreement": Rate(38, 40).to_dict(), "mirror": {"sent": 41}}
+        shadows = {"iris-v2": agree, "iris-v1": {"n": 0, "agreement": Rate(0, 0).to_dict()}}
         return {"route": route, "primary": "iris-v1", "shadows": shadows if route == "iris" else {}}
 
     async def diffs(self, route: str, n: int = 20) -> list[dict[str, Any]]:
@@ -61,10 +68,16 @@ class Drift:
             return None
         feature = {"name": "petal", "psi": 0.31, "n": 500, "threshold": 0.2, "alarm": True}
         series = [{"backend": None, "features": [feature]}]
+        fitted = {"state": "fitted", "id": "r1", "features": ["petal"]}
+        collecting = {"state": "collecting", "have": 40, "need": 2000}
         return {
             "route": route,
             "threshold": 0.2,
-            "streams": [{"stream": "inputs", "series": series}],
+            "min_samples": 100,
+            "streams": [
+                {"stream": "inputs", "reference": fitted, "series": series},
+                {"stream": "outputs", "reference": collecting, "series": []},
+            ],
         }
 
     def install(self, app: web.Application, refusal: Any) -> None:
@@ -142,10 +155,15 @@ async def test_poll_shows_agreement_and_drift(client: Client) -> None:
     """Mirrored backends' agreement and drift PSI bars with the threshold; null elsewhere."""
     body = await (await client.get(POLL_PATH)).json()
     iris, fraud = by_name(body["routes"], "iris"), by_name(body["routes"], "fraud")
-    assert iris["agreement"]["backends"] == {"iris-v2": {"n": 40, "agreement": 0.95}}
+    pair = iris["agreement"]["backends"]["iris-v2"]
+    assert list(iris["agreement"]["backends"]) == ["iris-v2"]  # never compared: left out
+    assert (pair["n"], pair["agreement"], pair["mirrored"]) == (40, 0.95, 41)
+    assert pair["lo"] < 0.95 < pair["hi"]
     assert iris["drift"] == {
         "threshold": 0.2,
+        "min_samples": 100,
         "features": [{"series": "inputs", "name": "petal", "psi": 0.31, "n": 500, "alarm": True}],
+        "collecting": [{"stream": "outputs", "have": 40, "need": 2000}],
     }
     assert fraud["agreement"] is None
     assert fraud["drift"] is None
@@ -203,40 +221,40 @@ def test_delta_subtracts_every_count(metrics: Metrics) -> None:
     assert d.latency_sum == pytest.approx(0.004)
 
 
-# A DOM just big enough for the page's script: elements that record children and text.
+# A DOM just big enough for the page's script: elements that record children, text and
+# attributes. Each poll answers the same figures, 2 s later than the one before.
 _NODE_SHIM = """
 const fs = require("fs");
 function node(tag) { return { tag, children: [], style: {}, textContent: "", className: "",
-  append(...c) { this.children.push(...c); }, replaceChildren(...c) { this.children = c; },
-  setAttribute(k, v) {} }; }
+  attrs: {}, append(...c) { this.children.push(...c); },
+  replaceChildren(...c) { this.children = c; }, setAttribute(k, v) { this.attrs[k] = v; } }; }
 const els = { state: node("span"), routes: node("main") };
 global.document = { createElement: node, createElementNS: (ns, t) => node(t),
   getElementById: id => els[id] };
 const data = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
-global.fetch = async () => ({ ok: true, json: async () => data });
+let answered = 0;
+const answer = () => ({...data, time: data.time + 2 * answered++});
+global.fetch = async () => ({ ok: true, json: async () => answer() });
 let polls = 0;
 global.setTimeout = fn => { if (++polls < 3) Promise.resolve().then(fn); };
 eval(fs.readFileSync(process.argv[3], "utf8"));
 process.on("exit", () => {
-  const text = [];
-  (function walk(n) { if (n.textContent) text.push(n.textContent); n.children.forEach(walk); })(
-    els.routes);
-  console.log(JSON.stringify({ state: els.state.textContent, text }));
+  const text = [], lines = [];
+  (function walk(n) {
+    if (n.textContent) text.push(n.textContent);
+    if (n.tag === "polyline") lines.push(n.attrs.points);
+    n.children.forEach(walk);
+  })(els.routes);
+  console.log(JSON.stringify({ state: els.state.textContent, text, lines }));
 });
 """
 
 
-@pytest.mark.parametrize("with_data", [True, False])
-async def test_page_script_renders_without_errors(tmp_path: Path, with_data: bool) -> None:
-    """The page's script renders full and empty answers (no data anywhere) without a JS error."""
+async def render_page(tmp_path: Path, dash: Dashboard) -> dict[str, Any]:
+    """What the page's script shows after three polls of `dash`'s figures, run under node."""
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed")
-    metrics = Metrics()
-    if with_data:
-        record(metrics, "iris-v1", 30, status=503)
-    shadow, drift = (Shadow(), Drift()) if with_data else (None, None)
-    dash = Dashboard(make_runtime(), metrics, shadow, drift, weights=route_weights)
     (tmp_path / "data.json").write_text(json.dumps(await dash.figures()))
     (tmp_path / "page.js").write_text(_SCRIPT)
     (tmp_path / "shim.js").write_text(_NODE_SHIM)
@@ -244,11 +262,55 @@ async def test_page_script_renders_without_errors(tmp_path: Path, with_data: boo
     proc = await asyncio.create_subprocess_exec(*args, stdout=PIPE, stderr=PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()
-    shown = json.loads(out)
+    shown: dict[str, Any] = json.loads(out)
+    return shown
+
+
+@pytest.mark.parametrize("with_data", [True, False])
+async def test_page_script_renders_without_errors(tmp_path: Path, with_data: bool) -> None:
+    """The page's script renders full and empty answers (no data anywhere) without a JS error."""
+    metrics = Metrics()
+    if with_data:
+        record(metrics, "iris-v1", 30, status=503)
+    shadow, drift = (Shadow(), Drift()) if with_data else (None, None)
+    dash = Dashboard(make_runtime(), metrics, shadow, drift, weights=route_weights)
+    shown = await render_page(tmp_path, dash)
     assert shown["state"].startswith("store ok")
     assert "iris (pair)" in shown["text"]
     assert "errors %" in shown["text"]
     if with_data:
-        assert "inputs/petal 0.310" in shown["text"]
-    else:  # five charts of two routes, each saying so rather than failing
-        assert shown["text"].count("no data") == 10
+        assert "inputs / petal \u00b7 PSI 0.310 \u00b7 n 500 \u00b7 ALARM" in shown["text"]
+        assert "outputs: collecting reference, 40/2000 requests" in shown["text"]
+    else:  # three charts of two routes, each saying so rather than failing
+        assert shown["text"].count("no data yet") == 6
+
+
+async def test_page_plots_agreement_of_real_summaries(tmp_path: Path) -> None:
+    """Agreement given as a rate record (as Mirrors.summary does) is plotted as a percentage."""
+    dash = Dashboard(make_runtime(), Metrics(), Shadow(), Drift(), weights=route_weights)
+    shown = await render_page(tmp_path, dash)
+    assert "\u25a0 iris-v2 95.0 %" in shown["text"]  # the legend's latest value
+    assert any(t.startswith("iris-v2: 40 compared, 95 % interval") for t in shown["text"])
+
+
+async def test_page_charts_span_their_history(tmp_path: Path) -> None:
+    """Three polls 2 s apart fill a chart's width, oldest at the left edge, newest at the right."""
+    metrics = Metrics()
+    record(metrics, "iris-v1", 30, status=503)
+    shown = await render_page(tmp_path, Dashboard(make_runtime(), metrics, weights=route_weights))
+    assert shown["lines"]  # error rate and p99 of iris-v1
+    for points in shown["lines"]:
+        xs = [float(p.split(",")[0]) for p in points.split()]
+        assert len(xs) == 3
+        assert xs[0] < 10
+        assert xs[-1] > 290
+
+
+async def test_poll_marks_backends_that_get_copies() -> None:
+    """A shadow route lists its shadows as copies, so the page shows no traffic share for them."""
+    spec = RouteSpec("m", MatchSpec("/m"), "shadow", ShadowSpec("m-v1", ("m-v2",)))
+    table = RouteTable([CompiledRoute(spec, ShadowStrategy(spec.strategy))])  # type: ignore[arg-type]
+    runtime = Runtime(config=Config(routes=(spec,)), table=table, config_path="x.yaml")
+    body = await Dashboard(runtime, Metrics(), weights=route_weights).figures()
+    assert body["routes"][0]["copies"] == ["m-v2"]
+    assert body["routes"][0]["steps"] == 0
