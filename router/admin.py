@@ -42,7 +42,7 @@ import structlog
 from aiohttp import web
 
 import router
-from router.dashboard import Dashboard, find_drift, install_dashboard
+from router.dashboard import Dashboard, find_drift, freshen_reasons, install_dashboard
 from router.metrics import Metrics, metric_lines
 from router.native import data_plane
 from router.routing import CompiledRoute
@@ -220,6 +220,7 @@ class _Admin:
         }
         if self.extra_status is not None:
             body.update(await self.extra_status())
+        freshen_reasons(body)
         return _json(200, body)
 
     def _routes(self) -> list[CompiledRoute]:
@@ -368,7 +369,14 @@ def build_admin_app(
     app.router.add_post("/v1/config/reload", admin.config_reload)
     for extension in extensions:
         extension.install(app, admin.refusal)
-    dashboard = Dashboard(runtime, metrics, shadow, find_drift(extensions), weights=route_weights)
+    dashboard = Dashboard(
+        runtime,
+        metrics,
+        shadow,
+        find_drift(extensions),
+        weights=route_weights,
+        analysis=extra_status,
+    )
     install_dashboard(app, dashboard)  # GET /dashboard and GET /v1/dashboard, read-only
     return app
 

@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from router.admin import Action, build_admin_app, load_token, route_weights
+from router.dashboard import freshen_reasons
 from router.metrics import Metrics
 from router.routing import CompiledRoute, RouteTable
 from router.runtime import Runtime
@@ -284,3 +285,26 @@ def test_load_token_env_then_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert load_token(AdminSpec(token_file=str(token_file))) == "from-file"
     monkeypatch.setenv("ROUTER_ADMIN_TOKEN", "from-env")
     assert load_token(AdminSpec(token_file=str(token_file))) == "from-env"
+
+
+def test_status_shows_the_controllers_latest_reason_for_the_same_state() -> None:
+    """A stored rollout keeps the counts of its last move; the latest verdict's are shown."""
+    stored = {"phase": "waiting_for_data", "step": 0, "reason": "candidate 6/20 requests"}
+    moved = {"phase": "progressing", "step": 1, "reason": "step 2/3 at 50 %"}
+    status: dict[str, Any] = {
+        "routes": [
+            {"name": "a", "rollout": dict(stored)},
+            {"name": "b", "rollout": dict(moved)},  # the verdict is of an older state
+            {"name": "c", "rollout": None},
+        ],
+        "analysis": {
+            "a": {"phase": "waiting_for_data", "step": 0, "reason": "candidate 17/20 requests"},
+            "b": {"phase": "waiting_for_data", "step": 0, "reason": "candidate 19/20 requests"},
+            "c": {"phase": "progressing", "step": 0, "reason": "x"},
+        },
+    }
+    freshen_reasons(status)
+    routes = status["routes"]
+    assert routes[0]["rollout"]["reason"] == "candidate 17/20 requests"
+    assert routes[1]["rollout"]["reason"] == "step 2/3 at 50 %"
+    assert routes[2]["rollout"] is None
