@@ -12,7 +12,6 @@ peer otherwise, and an HTTP/1.0 client gets a close-delimited body instead.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 from collections.abc import Iterable
@@ -58,14 +57,50 @@ MAX_REQUEST_ID: Final = 128
 SPENT_REQUEST_PARSER: Final = httptools.HttpRequestParser(object())
 SPENT_RESPONSE_PARSER: Final = httptools.HttpResponseParser(object())
 
-# Request ids: a random per-process prefix and a counter. Unique without a
-# syscall per request (os.urandom per request costs more than all of this).
-_RID_FORMAT: Final = os.urandom(8).hex() + "%012x"
-_rid_next: Final = itertools.count(1).__next__
+# Request ids: a random per-process prefix and a 12-hex-digit counter. Unique
+# without a syscall per request (os.urandom per request costs more than all of
+# this). The counter's last 3 digits come from a table and the rest is formatted
+# once per 4096 ids: `%012x` per request was ~2,400 instructions, a third of
+# the id line's share of a request.
+_RID_PREFIX: Final = os.urandom(8).hex()
+_RID_LOW: Final = tuple(f"{i:03x}" for i in range(4096))
+
+
+class _RequestIds:
+    def __init__(self) -> None:
+        self.n = 0
+        self.head = ""
+
+    def next(self) -> str:
+        n = self.n = self.n + 1
+        low = n & 0xFFF
+        if low == 0 or not self.head:
+            self.head = f"{_RID_PREFIX}{n >> 12:09x}"
+        return self.head + _RID_LOW[low]
+
+
+_REQUEST_IDS: Final = _RequestIds()
 
 
 def new_request_id() -> str:
-    return _RID_FORMAT % _rid_next()
+    """`<16 hex digits of this process><12 hex digits of a counter>`."""
+    return _REQUEST_IDS.next()
+
+
+# Content-Length lines by length, for the lengths seen first (bodies of ML
+# requests and answers repeat their sizes); bounded, formatted otherwise.
+_LENGTH_LINES: Final[dict[int, bytes]] = {}
+_LENGTH_LINES_MAX: Final = 4096
+
+
+def length_line(n: int) -> bytes:
+    """`content-length: <n>\r\n`."""
+    line = _LENGTH_LINES.get(n)
+    if line is None:
+        line = b"content-length: %d\r\n" % n
+        if len(_LENGTH_LINES) < _LENGTH_LINES_MAX:
+            _LENGTH_LINES[n] = line
+    return line
 
 
 def sane_request_id(value: bytes | None) -> str | None:

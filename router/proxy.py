@@ -72,6 +72,7 @@ from router.http1 import (
     connection_tokens,
     error_response,
     filtered,
+    length_line,
     new_request_id,
     sane_request_id,
 )
@@ -301,7 +302,7 @@ class Exchange:
         if req.chunked:
             framing = b"transfer-encoding: chunked\r\n"
         elif req.content_length is not None:
-            framing = b"content-length: %d\r\n" % req.content_length
+            framing = length_line(req.content_length)
         else:
             framing = b""
         self.out.append(self._request_head(pool, framing))
@@ -473,11 +474,11 @@ class Exchange:
         req = self.req
         if req.method == b"HEAD" or status < 200 or status == 204 or status == 304:
             mode = MODE_NONE
-            framing = b"content-length: %d\r\n" % length if length is not None else b""
+            framing = length_line(length) if length is not None else b""
             if status == 204 or status < 200:
                 framing = b""
         elif length is not None:
-            mode, framing = MODE_LENGTH, b"content-length: %d\r\n" % length
+            mode, framing = MODE_LENGTH, length_line(length)
         elif req.version == "1.1":
             mode, framing = MODE_CHUNKED, b"transfer-encoding: chunked\r\n"
         else:

@@ -129,12 +129,17 @@ async def test_accuracy_per_backend_from_delayed_labels(
             anon = aiohttp.ClientSession()
             async with anon, anon.post(router.admin_url + "/v1/feedback", json=batch[:1]) as resp:
                 assert resp.status == 401  # labels change figures: the token is required
-        report = await _report_when(router, 1000)
+        # Under load the drift pass sheds answers it cannot keep up with (counted in
+        # router_drift_dropped_total; documented): their labels can never match.
+        dropped = _drift_dropped(router)
+        report = await _report_when(router, 1000 - dropped)
+        assert report["matched"] == 1000 - dropped
         for backend, nominal in (("good", 0.9), ("poor", 0.6)):
             mine = [a == t for _, b, a, t in served if b == backend]
             figures = report["backends"][backend]
-            assert figures["n"] == len(mine)
-            assert figures["accuracy"] == pytest.approx(sum(mine) / len(mine))
+            assert len(mine) - dropped <= figures["n"] <= len(mine)
+            slack = dropped / len(mine) + 1e-9
+            assert figures["accuracy"] == pytest.approx(sum(mine) / len(mine), abs=slack)
             assert abs(figures["accuracy"] - nominal) <= 0.03, figures
     finally:
         router.stop()
@@ -148,6 +153,15 @@ async def _report_when(router: RouterProcess, matched: int) -> dict[str, Any]:
             return body
         await asyncio.sleep(0.1)
     return body
+
+
+def _drift_dropped(router: RouterProcess) -> int:
+    with urllib.request.urlopen(router.admin_url + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    for line in text.splitlines():
+        if line.startswith("router_drift_dropped_total "):
+            return int(float(line.split()[1]))
+    return 0
 
 
 def _get(url: str) -> dict[str, Any]:
