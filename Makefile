@@ -36,8 +36,7 @@ $(STAMP): pyproject.toml
 native: $(NATIVE_STAMP)
 
 $(NATIVE_STAMP): $(STAMP) $(NATIVE_SRC) router/native.py scripts/build_native.py
-	$(BIN)/python scripts/build_native.py $(if $(NATIVE_REQUIRED),--require)
-	@mkdir -p $(@D) && touch $@
+	$(BIN)/python scripts/build_native.py --stamp $@ $(if $(NATIVE_REQUIRED),--require)
 
 # Run the .py files instead (e.g. to debug the data plane with pdb); `make native` undoes it.
 interpreted:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import sysconfig
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +41,21 @@ def remove() -> None:
             path.unlink()
 
 
+class CannotCompile(Exception):
+    """What this machine lacks to compile, found before mypyc spends its ~15 s."""
+
+
+def check_toolchain() -> None:
+    compiler = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
+        raise CannotCompile(f"no C compiler ({compiler!r} is not on PATH)")
+    include = Path(sysconfig.get_paths()["include"])
+    if not (include / "Python.h").exists():
+        raise CannotCompile(f"no Python headers ({include / 'Python.h'} is missing)")
+
+
 def build() -> None:
+    check_toolchain()
     # Imported here so that `--remove` and the failure hint work without mypy installed.
     from mypyc.build import mypycify
     from setuptools import Distribution
@@ -67,6 +83,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--require", action="store_true", help="fail if it cannot compile")
     parser.add_argument("--remove", action="store_true", help="delete the compiled modules")
+    parser.add_argument(
+        "--stamp",
+        type=Path,
+        help="touch this file once compiled (make's record; kept absent "
+        "after a failure, so the next `make` tries again: say, once gcc is installed)",
+    )
     args = parser.parse_args()
     os.chdir(ROOT)
     remove()  # never leave a mix of old and new modules behind
@@ -84,6 +106,9 @@ def main() -> int:
         print(HINT.format(why=f"no module built for {', '.join(missing)}"), file=sys.stderr)
         return 1 if args.require else 0
     print(f"deploy-router: data plane compiled ({', '.join(COMPILED)})")
+    if args.stamp is not None:
+        args.stamp.parent.mkdir(parents=True, exist_ok=True)
+        args.stamp.touch()
     return 0
 
 
