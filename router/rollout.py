@@ -324,7 +324,9 @@ def _wait_for_data(
     r: Rollout, spec: CanarySpec, obs: Observation, now: float, needed: int, events: list[Event]
 ) -> tuple[Rollout, list[Event]]:
     missing = [f"{g.name}: {g.detail}" for g in obs.gates if g.acts and g.verdict != "pass"]
-    counts = f"candidate {obs.candidate_requests}/{needed} requests"
+    n = obs.candidate_requests
+    # past min_requests, what holds the step is a gate's own sample size (in `missing`)
+    counts = f"candidate {n}/{needed} requests" if n < needed else f"candidate {n} requests"
     reason = "; ".join([f"{_where(r, spec)}: waiting for data — {counts}", *missing])
     waiting = r.evolve(phase=WAITING_FOR_DATA, reason=reason)
     if r.phase != WAITING_FOR_DATA:
