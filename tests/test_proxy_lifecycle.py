@@ -11,7 +11,6 @@ import pytest
 
 from router.proxy import DataPlane
 from router.server import ClientConnection
-from router.shadow_copy import MirrorCopy
 from router.spec import ListenSpec, TLSSpec
 from router.upstream import UpstreamConnection
 from tests.support.dataplane import (
@@ -20,8 +19,8 @@ from tests.support.dataplane import (
     backend,
     get,
     make_runtime,
+    mirrored_plane,
     request,
-    route,
     running_plane,
 )
 from tests.support.rawbackend import RawBackend, response
@@ -173,30 +172,11 @@ async def test_apply_config_reuses_unchanged_pools() -> None:
     assert before["b"].retired
 
 
-class ListSink:
-    """A ShadowSink that keeps every copy it is offered."""
-
-    def __init__(self) -> None:
-        self.copies: list[MirrorCopy] = []
-
-    def offer(self, copy: MirrorCopy) -> None:
-        self.copies.append(copy)
-
-
 async def test_shadow_sink_gets_the_request_and_the_primary_answer_once() -> None:
     """With mirrors decided and a sink set, the sink gets one copy: request and answer."""
-    b = await RawBackend().start()
-    try:
-        rt = make_runtime(
-            [backend("b", b.port), backend("shadow", 1)], [route("r", "/", "b", ("shadow",))]
-        )
-        async with running_plane(rt) as p:
-            sink = ListSink()
-            p.plane.shadow_sink = sink
-            raw = b"POST /m?x=1 HTTP/1.1\r\nContent-Length: 7\r\nX-Request-Id: m1\r\n\r\npayload"
-            resp = await request(p.port, raw)
-    finally:
-        await b.close()
+    async with mirrored_plane() as (p, sink):
+        raw = b"POST /m?x=1 HTTP/1.1\r\nContent-Length: 7\r\nX-Request-Id: m1\r\n\r\npayload"
+        resp = await request(p.port, raw)
     assert resp.status == 200
     [copy] = sink.copies
     got = (copy.route, copy.backends, copy.method, copy.target, copy.body, copy.request_id)

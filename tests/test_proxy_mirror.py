@@ -2,19 +2,7 @@
 
 from __future__ import annotations
 
-from router.shadow_copy import MirrorCopy
-from tests.support.dataplane import RawClient, backend, make_runtime, route, running_plane
-from tests.support.rawbackend import RawBackend
-
-
-class CopySink:
-    """A shadow sink that keeps every copy it is offered."""
-
-    def __init__(self) -> None:
-        self.copies: list[MirrorCopy] = []
-
-    def offer(self, copy: MirrorCopy) -> None:
-        self.copies.append(copy)
+from tests.support.dataplane import RawClient, mirrored_plane
 
 
 def post(path: str, body: bytes) -> bytes:
@@ -24,22 +12,13 @@ def post(path: str, body: bytes) -> bytes:
 
 async def test_pipelined_body_mirrored_once() -> None:
     """A pipelined POST whose body was read before its turn is copied once, not twice."""
-    b = await RawBackend().start()
-    try:
-        rt = make_runtime(
-            [backend("b", b.port), backend("shadow", 1)], [route("r", "/", "b", ("shadow",))]
-        )
-        async with running_plane(rt) as p:
-            sink = CopySink()
-            p.plane.shadow_sink = sink
-            client = await RawClient.open(p.port)
-            try:
-                await client.send(post("/one", b"first-body") + post("/two", b"second-body"))
-                statuses = [(await client.response()).status for _ in range(2)]
-            finally:
-                await client.close()
-    finally:
-        await b.close()
+    async with mirrored_plane() as (p, sink):
+        client = await RawClient.open(p.port)
+        try:
+            await client.send(post("/one", b"first-body") + post("/two", b"second-body"))
+            statuses = [(await client.response()).status for _ in range(2)]
+        finally:
+            await client.close()
     assert statuses == [200, 200]
     got = [(c.target, c.body, c.primary_status) for c in sink.copies]
     assert got == [(b"/one", b"first-body", 200), (b"/two", b"second-body", 200)]
@@ -47,23 +26,14 @@ async def test_pipelined_body_mirrored_once() -> None:
 
 async def test_body_split_over_reads_mirrored_whole() -> None:
     """A body arriving in several reads after its head is copied whole, in order."""
-    b = await RawBackend().start()
-    try:
-        rt = make_runtime(
-            [backend("b", b.port), backend("shadow", 1)], [route("r", "/", "b", ("shadow",))]
-        )
-        async with running_plane(rt) as p:
-            sink = CopySink()
-            p.plane.shadow_sink = sink
-            client = await RawClient.open(p.port)
-            try:
-                raw = post("/s", b"abcdefghij")
-                await client.send(raw[:-6])
-                await client.send(raw[-6:])
-                status = (await client.response()).status
-            finally:
-                await client.close()
-    finally:
-        await b.close()
+    async with mirrored_plane() as (p, sink):
+        client = await RawClient.open(p.port)
+        try:
+            raw = post("/s", b"abcdefghij")
+            await client.send(raw[:-6])
+            await client.send(raw[-6:])
+            status = (await client.response()).status
+        finally:
+            await client.close()
     assert status == 200
     assert [c.body for c in sink.copies] == [b"abcdefghij"]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from router.proxy import DataPlane, bound_port
 from router.routing import CompiledRoute, RouteTable
 from router.runtime import Runtime
+from router.shadow_copy import MirrorCopy
 from router.spec import (
     BackendSpec,
     Config,
@@ -28,6 +29,7 @@ from router.spec import (
 )
 from router.state.model import Rollout
 from strategies.base import Decision
+from tests.support.rawbackend import RawBackend
 
 
 class Fixed:
@@ -133,6 +135,32 @@ async def running_plane(
         yield Plane(plane, bound_port(server), recorder, runtime)
     finally:
         await plane.shutdown(drain)
+
+
+class CopySink:
+    """A ShadowSink that keeps every copy it is offered."""
+
+    def __init__(self) -> None:
+        self.copies: list[MirrorCopy] = []
+
+    def offer(self, copy: MirrorCopy) -> None:
+        self.copies.append(copy)
+
+
+@contextlib.asynccontextmanager
+async def mirrored_plane() -> AsyncIterator[tuple[Plane, CopySink]]:
+    """Route `r` to a RawBackend `b`, mirrored to `shadow`; the sink keeps the copies."""
+    b = await RawBackend().start()
+    try:
+        rt = make_runtime(
+            [backend("b", b.port), backend("shadow", 1)], [route("r", "/", "b", ("shadow",))]
+        )
+        async with running_plane(rt) as p:
+            sink = CopySink()
+            p.plane.shadow_sink = sink
+            yield p, sink
+    finally:
+        await b.close()
 
 
 @dataclass
