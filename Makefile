@@ -3,6 +3,11 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+# uv installs the locked versions (uv.lock); make installs uv itself, pinned by hash.
+UV      := .uv/bin/uv
+export UV_PYTHON := $(PY)
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 # The request path, compiled with mypyc (router/native.py says why); rebuilt when
 # one of these changes. tests/test_native.py keeps this list equal to COMPILED.
@@ -23,15 +28,35 @@ NATIVE_SRC   := \
 	strategies/automation.py
 NATIVE_STAMP := build/native.stamp
 
-.PHONY: venv native interpreted lint fmt test demo bench redis clean
+.PHONY: venv lock lock-check test-latest native interpreted lint fmt test demo bench redis clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+$(UV): scripts/uv.txt
+	test -x .uv/bin/python || $(PY) -m venv .uv
+	.uv/bin/pip install -q --require-hashes -r scripts/uv.txt
+	touch $@
+
+# Exactly the locked versions, hashes checked; a lock that no longer matches
+# pyproject.toml stops here (setuptools first: it builds the project itself).
+$(STAMP): pyproject.toml uv.lock $(UV)
+	@$(MAKE) --no-print-directory lock-check
+	$(UV) sync -q --locked --no-install-project
+	$(UV) sync -q --locked
 	touch $(STAMP)
+
+lock-check: $(UV)
+	@$(UV) lock --check -q 2>/dev/null || { echo "uv.lock does not match pyproject.toml: run 'make lock' (re-resolves, then runs the tests) and commit uv.lock" >&2; exit 1; }
+
+# Upgrades on purpose: re-resolve to the newest versions, install them, run the suite.
+lock: $(UV)
+	$(UV) lock --upgrade
+	$(MAKE) test
+
+# Early warning, never part of CI: the suite against the newest versions, in a copy
+# of the working tree with its own venv (build/latest), so nothing here changes.
+test-latest: $(UV)
+	sh scripts/test-latest.sh $(abspath $(UV))
 
 native: $(NATIVE_STAMP)
 
@@ -65,4 +90,4 @@ bench: venv native
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf build router/*.so $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf build router/*.so strategies/*.so $(VENV) .uv .mypy_cache .ruff_cache .pytest_cache

@@ -176,7 +176,7 @@ class RedisStore:
             async for route in _follow(pubsub):
                 yield route
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
 
     # -- history -------------------------------------------------------------
     async def add_history(self, route: str, entry: Mapping[str, Any], cap: int = 1000) -> None:
@@ -327,7 +327,7 @@ def _clients(url: str) -> tuple[Sentinel | None, Redis, Redis]:
     if not url.startswith("redis+sentinel://"):
         return None, Redis.from_url(url, **commands), Redis.from_url(url, **subs)
     hosts, service, db, auth = parse_sentinel_url(url)
-    sentinel = Sentinel(hosts, sentinel_kwargs=_options(), **commands)  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(hosts, sentinel_kwargs=_options(), **commands)
     master: dict[str, Any] = {"db": db, **auth}
     return (
         sentinel,
