@@ -196,9 +196,14 @@ class _Admin:
         return _json(200, {"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        if self.runtime.store_ok:
+        reasons = []
+        if not self.runtime.store_ok:
+            reasons.append("state store unreachable: serving last known state")
+        if restoring := self.runtime.store_notes().get("restoring"):
+            routes = ", ".join(restoring)
+            reasons.append(f"the state store lost {routes}: writing back this replica's copy")
+        if not reasons:
             return _json(200, {"status": "ready"})
-        reasons = ["state store unreachable: serving last known state"]
         return _json(503, {"status": "degraded", "reasons": reasons})
 
     async def status(self, request: web.Request) -> web.Response:
@@ -215,7 +220,7 @@ class _Admin:
                 "last_reload_error": rt.last_reload_error,
                 "last_reload_error_at": rt.last_reload_error_at,
             },
-            "store": {"kind": rt.store_kind, "ok": rt.store_ok},
+            "store": {"kind": rt.store_kind, "ok": rt.store_ok, **rt.store_notes()},
             "routes": [route_entry(r, rt.live.get(r.name)) for r in self._routes()],
         }
         if self.extra_status is not None:

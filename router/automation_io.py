@@ -180,7 +180,7 @@ class AutomationController:
 
     async def figures(self, route: CompiledRoute, now: float) -> dict[str, Any]:
         strategy = _automation(route)
-        live = await self.store.get_rollout(route.name)
+        live = await self.writer.live.read(route.name)
         spec = strategy.spec
         start = now - FIGURES_WINDOW
         model = await read_window(self.store, route.name, spec.model, start, now + 1)
@@ -206,7 +206,7 @@ class AutomationController:
         strategy = _automation(route)
         actor = str(body.get("actor") or "routerctl")
         for _ in range(CAS_ATTEMPTS):
-            current = await self.store.get_rollout(route.name)
+            current = await self.writer.live.read(route.name)
             old = strategy.level(current)
             base = current or Rollout(route.name, kind="automation", phase="running")
             new = base.evolve(level=level, updated_at=now, updated_by=actor)

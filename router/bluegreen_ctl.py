@@ -230,14 +230,20 @@ class BlueGreenController:
     # -- the leader's tick ---------------------------------------------------------
     async def tick(self, route: CompiledRoute, now: float) -> None:
         spec = spec_of(route)
+        if route.name not in self.live.snapshot:
+            await self._start(route.name, spec, now)
+            return
         if now - self._judged_at.get(route.name, 0.0) < spec.watch.analysis.interval:
             return
         self._judged_at[route.name] = now
-        current = await self.store.get_rollout(route.name)
-        if current is None or current.kind != KIND:
-            fresh = initial(route.name, spec, now, current.revision + 1 if current else 1)
-            version = current.version if current else 0
-            await self.writer.write(fresh, version, [{"event": "start", "reason": fresh.reason}])
+        current = await self.live.read(route.name)
+        if current is None:
+            return  # the store lost it and our copy could not go back yet: next tick
+        if current.kind != KIND:  # the route was another strategy: a new revision
+            fresh = initial(route.name, spec, now, current.revision + 1)
+            await self.writer.write(
+                fresh, current.version, [{"event": "start", "reason": fresh.reason}]
+            )
             return
         r, events = reconcile(current, spec)
         if r.phase == WATCHING:
@@ -245,6 +251,12 @@ class BlueGreenController:
             events += more
         if events:
             await self.writer.write(r, current.version, events)
+
+    async def _start(self, route: str, spec: BlueGreenSpec, now: float) -> None:
+        """Seed a rollout that no replica holds from config.yaml (live.may_seed)."""
+        if await self.live.read(route) is None and await self.live.may_seed(route, now):
+            fresh = initial(route, spec, now)
+            await self.writer.write(fresh, 0, [{"event": "start", "reason": fresh.reason}])
 
     async def _judge(
         self, route: str, r: Rollout, spec: BlueGreenSpec, now: float
@@ -299,7 +311,7 @@ class BlueGreenController:
         failed: list[GateResult],
         now: float,
     ) -> None:
-        current = await self.store.get_rollout(route.name)
+        current = await self.live.read(route.name)
         if current is None or window_id(current) != window_id(seen):
             return  # switched again meanwhile: the new window starts clean
         new, event = reverted(current, spec, failed, now, self.writer.actor)
@@ -317,7 +329,7 @@ class BlueGreenController:
         return await self._switch(route.name, spec, _actor(body), bool(body.get("force")), now)
 
     async def _current(self, route: str, spec: BlueGreenSpec, now: float) -> Rollout:
-        stored = await self.store.get_rollout(route)
+        stored = await self.live.read(route)
         if stored is None or stored.kind != KIND:
             return initial(route, spec, now).evolve(version=stored.version if stored else 0)
         return stored

@@ -104,14 +104,15 @@ class CanaryController:
     # -- the leader's tick ----------------------------------------------------------
     async def tick(self, route: CompiledRoute, now: float) -> None:
         spec = spec_of(route)
+        if route.name not in self.live.snapshot:
+            await self._start(route.name, spec, now)
+            return
         if now - self._judged_at.get(route.name, 0.0) < spec.analysis.interval:
             return
         self._judged_at[route.name] = now
-        current = await self.store.get_rollout(route.name)
+        current = await self.live.read(route.name)
         if current is None:
-            fresh = initial(route.name, spec, now)
-            await self.writer.write(fresh, 0, [Event("start", fresh.reason).entry()])
-            return
+            return  # the store lost it and our copy could not go back yet: next tick
         r, events = reconcile(current, spec, now)
         obs = await self.observe(route.name, r, spec) if r.phase in JUDGED else Observation()
         r, more = step(r, spec, obs, now)
@@ -119,6 +120,12 @@ class CanaryController:
         if events or _moved(current, r):
             await self.writer.write(r, current.version, [e.entry() for e in events])
         await self.writer.explain(route.name, _explanation(r, spec, obs, now))
+
+    async def _start(self, route: str, spec: CanarySpec, now: float) -> None:
+        """Seed a rollout that no replica holds from config.yaml (live.may_seed)."""
+        if await self.live.read(route) is None and await self.live.may_seed(route, now):
+            fresh = initial(route, spec, now)
+            await self.writer.write(fresh, 0, [Event("start", fresh.reason).entry()])
 
     async def observe(self, route: str, r: Rollout, spec: CanarySpec) -> Observation:
         current = window(r)  # in shadow first no metrics are counted under it: zeros
@@ -165,7 +172,7 @@ class CanaryController:
     async def _fast_abort(
         self, route: CompiledRoute, seen: Rollout, failed: tuple[GateResult, ...], now: float
     ) -> None:
-        current = await self.store.get_rollout(route.name)
+        current = await self.live.read(route.name)
         if current is None or step_window(current) != step_window(seen):
             return  # the rollout moved on meanwhile: its new window starts clean
         obs = Observation(failed, failed[0].candidate_n, failed[0].baseline_n)
@@ -184,7 +191,7 @@ class CanaryController:
         spec = spec_of(route)
         actor = str(body.get("actor") or "routerctl")
         for _ in range(CAS_ATTEMPTS):
-            current = await self.store.get_rollout(route.name)
+            current = await self.live.read(route.name)
             base = current or initial(route.name, spec, now)
             base, events = reconcile(base, spec, now) if current else (base, [])
             try:

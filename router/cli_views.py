@@ -81,11 +81,26 @@ def status_lines(status: dict[str, Any]) -> list[str]:
         f"config  {cfg.get('hash') or '-'}  loaded {loaded}  {cfg.get('path') or ''}".rstrip(),
         f"store   {store.get('kind', '?')}  {store_state}",
     ]
+    lines += _store_notes(store)
     if cfg.get("last_reload_error"):
         refused = when(cfg.get("last_reload_error_at"))
         lines.append(f"reload  REFUSED {refused}; the previous config keeps serving:")
         lines += [f"        {line}" for line in str(cfg["last_reload_error"]).splitlines()]
     return [*lines, "", *route_lines(status.get("routes", []))]
+
+
+def _store_notes(store: dict[str, Any]) -> list[str]:
+    """What the store lost and what this replica wrote back, for `status`."""
+    lines = []
+    if store.get("data_lost_at"):
+        lines.append(f"        lost its data {when(store['data_lost_at'])} (new epoch)")
+    if store.get("restoring"):
+        lines.append(f"        RESTORING {', '.join(store['restoring'])} from this replica")
+    lines += [
+        f"        {when(r.get('at'))} {r.get('route')}: {r.get('reason')}"
+        for r in store.get("restored", [])[-3:]
+    ]
+    return lines
 
 
 def _pct(rate: dict[str, Any] | None) -> str:

@@ -9,6 +9,7 @@ swaps its references and the data plane adjusts its pools.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -30,7 +31,7 @@ from router.routing import build_table
 from router.runtime import Runtime
 from router.spec import Config
 from router.state.factory import open_store
-from router.state.lease import Leadership
+from router.state.lease import Leadership, default_holder
 from router.state.live import LiveState
 from router.state.model import Rollout
 from router.workers import WorkerCounters
@@ -65,10 +66,12 @@ class Parts:
             poll_interval=config.state.poll_interval,
             on_health=self._store_health,
             on_change=self._rollout_changed,
+            holder=default_holder(),
         )
         self.watcher = ConfigWatcher(
             config_path, self.apply_config, self._reload_failed, current_hash=config.source_hash
         )
+        self.runtime.store_notes = self._store_notes
         self.flusher = MetricsFlusher(self.metrics, self.store)
         # --workers N: worker 0's /metrics adds the others' counts (router/workers.py)
         self.worker_counters = (
@@ -88,7 +91,9 @@ class Parts:
         self.dataplane.drift_sink = self.drift.sink
 
     def _build_controller(self, config: Config) -> Controller:
-        lease = Leadership(self.store, "controller", ttl=config.controller.lease_ttl)
+        lease = Leadership(
+            self.store, "controller", holder=self.live.holder, ttl=config.controller.lease_ttl
+        )
         writer = Writer(self.store, self.live, actor=f"controller@{lease.holder}")
         canary = CanaryController(self.store, self.live, self.metrics, writer)
         bluegreen = BlueGreenController(self.runtime, self.store, self.live, self.metrics, writer)
@@ -192,6 +197,14 @@ class Parts:
     def _store_health(self, ok: bool) -> None:
         self.runtime.store_ok = ok
         log.warning("state store", ok=ok) if not ok else log.info("state store", ok=ok)
+
+    def _store_notes(self) -> dict[str, Any]:
+        live = self.live
+        return {
+            "restoring": sorted(live.restoring),
+            "restored": list(live.restored),
+            "data_lost_at": live.data_lost_at,
+        }
 
     def _rollout_changed(self, route: str, old: Rollout | None, new: Rollout) -> None:
         self.runtime.live = self.live.snapshot

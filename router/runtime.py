@@ -9,9 +9,9 @@ once per request and use that.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from router.routing import RouteTable
 from router.spec import Config
@@ -47,6 +47,10 @@ class NullRecorder:
         return None
 
 
+def _no_notes() -> dict[str, Any]:
+    return {}
+
+
 @dataclass
 class Runtime:
     config: Config
@@ -58,6 +62,8 @@ class Runtime:
     last_reload_error_at: float | None = None
     store_ok: bool = True  # False while the state store is unreachable
     store_kind: str = "memory"
+    # what the state follower knows beyond ok/unreachable: restores, a lost epoch
+    store_notes: Callable[[], dict[str, Any]] = _no_notes
     started_at: float = field(default_factory=time.time)
 
     def swap_config(self, config: Config, table: RouteTable) -> None:

@@ -69,6 +69,17 @@ def fresh_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.kill()
 
 
+@pytest.fixture
+def cache_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server run as a cache (no snapshot, no append-only file): killed
+    and started again, it comes back empty."""
+    _need_redis()
+    server = RedisServer(tmp_path / "redis", durable=False)
+    server.start()
+    yield server
+    server.kill()
+
+
 @pytest.fixture(params=["memory", "redis"])
 def store_kind(request: pytest.FixtureRequest) -> str:
     kind: str = request.param

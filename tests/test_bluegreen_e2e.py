@@ -51,6 +51,7 @@ class Hit:
     sent: float  # time.monotonic() when the request was sent
     backend: str
     status: int
+    url: str = ""
 
 
 class TimedLoad:
@@ -86,7 +87,7 @@ class TimedLoad:
         try:
             async with session.post(url, json={"features": [1, 2]}) as r:
                 await r.read()
-                self.hits.append(Hit(sent, r.headers.get("X-Router-Backend", "?"), r.status))
+                self.hits.append(Hit(sent, r.headers.get("X-Router-Backend", "?"), r.status, url))
         except aiohttp.ClientError as exc:
             self.failures.append(repr(exc))
 

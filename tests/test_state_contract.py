@@ -71,6 +71,48 @@ async def test_concurrent_cas_has_exactly_one_winner(store: StateStore, peer: St
     assert await store.get_rollout("iris") == winners[0]
 
 
+# -- restore after the store lost data -------------------------------------------
+async def test_restore_writes_back_a_held_value_with_its_own_version(store: StateStore) -> None:
+    """Into an empty store, a replica's newer copy goes back as it was (version 7 stays 7)."""
+    held = canary(version=7, revision=3, weight_bp=2500)
+    assert await store.restore_rollout(held, 0)
+    assert await store.get_rollout("iris") == held
+
+
+async def test_restore_replaces_only_an_older_value(store: StateStore, peer: StateStore) -> None:
+    """Over a config seed (version 1) the held version 7 wins; an equal or newer stored
+    value is never replaced, so two replicas holding the same copy never fight."""
+    seeded = await store.cas_rollout(canary(weight_bp=500), 0)
+    assert seeded is not None
+    held = canary(version=7, weight_bp=2500)
+    assert not await peer.restore_rollout(held, 0)  # expected version is stale
+    assert await peer.restore_rollout(held, seeded.version)
+    assert not await store.restore_rollout(held, held.version)  # not lower than held
+    assert not await store.restore_rollout(canary(version=6), held.version)
+    assert await store.get_rollout("iris") == held
+
+
+async def test_restore_and_announce_reach_every_replica(store: StateStore) -> None:
+    """A restore is announced as any change is; `announce` sends the name alone."""
+    sub = store.subscribe()
+    try:
+        assert await asyncio.wait_for(anext(sub), WAIT) == RESYNC
+        assert await store.restore_rollout(canary("fraud", version=4), 0)
+        assert await asyncio.wait_for(anext(sub), WAIT) == "fraud"
+        await store.announce("iris")
+        assert await asyncio.wait_for(anext(sub), WAIT) == "iris"
+    finally:
+        await _close(sub)
+
+
+async def test_identity_is_stable_while_the_data_lives(store: StateStore, peer: StateStore) -> None:
+    """Two reads, two replicas: one epoch and one run id."""
+    first, second = await store.identity(), await peer.identity()
+    assert first == second
+    assert first.epoch
+    assert first.run_id
+
+
 async def test_get_rollouts_leaves_out_missing(store: StateStore) -> None:
     """get_rollouts returns the stored routes only, keyed by route."""
     await store.cas_rollout(canary("a"), 0)

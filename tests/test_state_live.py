@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from router.state.base import RESYNC, StateStore
-from router.state.live import ChangeHook, LiveState
+from router.state.live import SEED_GRACE, ChangeHook, LiveState
 from router.state.memory import MemoryStore
 from router.state.model import Rollout
 from router.state.redis import RedisStore
@@ -160,25 +160,50 @@ async def test_slow_read_does_not_undo_a_newer_apply() -> None:
         await live.stop()
 
 
-async def test_follows_a_store_that_lost_its_data(redis_server: RedisServer) -> None:
-    """After Redis lost everything, a rewritten rollout (lower version) is followed."""
+async def test_restores_what_the_store_lost(redis_server: RedisServer) -> None:
+    """After Redis lost everything and someone seeded the route again (version 1), the
+    replica writes back its version 4 as it was, with a `restored` history entry and the
+    store's new epoch noticed; it never follows the store back in time."""
     redis_server.flush()
     store, peer = RedisStore(redis_server.url), RedisStore(redis_server.url)
-    live = await follower(store)
+    live = LiveState(store, lambda: ROUTES, poll_interval=60, holder="replica-a")
+    await live.start()
     try:
         current = await peer.cas_rollout(Rollout(route="iris"), 0)
         for step in range(1, 4):
             assert current is not None
             current = await peer.cas_rollout(current.evolve(step=step), current.version)
         await eventually(lambda: version_of(live) == 4)
+        epoch = await peer.identity()
         redis_server.flush()
-        await peer.cas_rollout(Rollout(route="iris", reason="recreated"), 0)
-        await eventually(lambda: version_of(live) == 1)
-        assert live.snapshot["iris"].reason == "recreated"
+        await peer.cas_rollout(Rollout(route="iris", reason="seeded again"), 0)
+        assert await _stored_step(peer) == 3
+        restored = await peer.get_rollout("iris")
+        assert restored == live.snapshot["iris"] == current
+        events = await peer.history("iris")
+        assert [e["event"] for e in events] == ["restored"]
+        assert "replica replica-a" in events[0]["actor"]
+        assert "version 4" in events[0]["reason"]
+        await live.refresh()
+        assert live.identity is not None
+        assert live.identity.epoch != epoch.epoch
+        assert live.data_lost_at is not None
+        assert live.restoring == set()
     finally:
         await live.stop()
         await store.close()
         await peer.close()
+
+
+async def _stored_step(store: StateStore, within: float = 2.0) -> int:
+    """The step of iris's stored rollout once it is 3, or whatever it is at the deadline."""
+    deadline = time.monotonic() + within
+    while True:
+        stored = await store.get_rollout("iris")
+        step = -1 if stored is None else stored.step
+        if step == 3 or time.monotonic() > deadline:
+            return step
+        await asyncio.sleep(0.01)
 
 
 async def test_stop_ends_both_tasks() -> None:
@@ -188,3 +213,25 @@ async def test_stop_ends_both_tasks() -> None:
     assert {"state-subscriber", "state-poller"} <= names
     await live.stop()
     assert not {"state-subscriber", "state-poller"} & {t.get_name() for t in asyncio.all_tasks()}
+
+
+async def test_a_shared_store_seeds_only_after_the_replicas_had_their_chance(
+    redis_server: RedisServer,
+) -> None:
+    """The first ask announces the route to every replica and says no; yes only once
+    SEED_GRACE has passed. A memory store (no other replica) may seed at once."""
+    redis_server.flush()
+    store, other = RedisStore(redis_server.url), RedisStore(redis_server.url)
+    live = LiveState(store, lambda: ROUTES)
+    heard = other.subscribe()
+    try:
+        assert await asyncio.wait_for(anext(heard), 2) == RESYNC
+        assert not await live.may_seed("iris", 100.0)
+        assert await asyncio.wait_for(anext(heard), 2) == "iris"
+        assert not await live.may_seed("iris", 100.0 + SEED_GRACE / 2)
+        assert await live.may_seed("iris", 100.0 + SEED_GRACE)
+        assert await LiveState(MemoryStore(), lambda: ROUTES).may_seed("iris", 100.0)
+    finally:
+        await heard.aclose()  # type: ignore[attr-defined]
+        await store.close()
+        await other.close()

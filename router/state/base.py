@@ -15,6 +15,8 @@ keeps a route's keys on one slot; no KEYS/SCAN at run time):
     dr:{route}:s:<kind>       capped list of JSON samples, with a TTL
     dr:{lease}:lease          SET NX PX leader lease
     dr:changes                pub/sub channel; message = route name
+    dr:epoch                  a random id written once into an empty store (SET NX):
+                              a new epoch means the store lost everything
 
 Every method raises `StoreUnavailable` when the backing service cannot be
 reached; callers keep serving on what they last knew.
@@ -23,6 +25,7 @@ reached; callers keep serving on what they last knew.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from router.state.model import Rollout
@@ -37,7 +40,24 @@ class StoreUnavailable(Exception):
     """The state store cannot be reached now; retry later."""
 
 
+@dataclass(frozen=True, slots=True)
+class StoreIdentity:
+    """Who the store is now: tells a restart that lost the data from a network blip.
+
+    `epoch` is written once into an empty store and lives as long as its data: a
+    different epoch than before means the data was lost (an empty restart, a
+    flush, a failover to an empty replica). `run_id` changes on every restart of
+    the server process, with or without its data (Redis `INFO server`)."""
+
+    epoch: str
+    run_id: str
+
+
 class StateStore(Protocol):
+    # True when other processes may share the state (Redis); a memory store has no
+    # other replica to ask and cannot lose its data while the process runs.
+    shared: bool
+
     async def start(self) -> None:
         """Connect (or prepare); must not raise if the service is down."""
 
@@ -57,6 +77,22 @@ class StateStore(Protocol):
         """Store `new` with version expected_version + 1 if the stored version is
         `expected_version` (0: nothing stored yet); publish the route's name on
         the changes channel. Returns the stored value, or None on a conflict."""
+        ...
+
+    async def restore_rollout(self, held: Rollout, expected_version: int) -> bool:
+        """Write back `held` as it is, its own version included, if the stored version
+        is still `expected_version` (0: nothing stored) and lower than held's; publish
+        the route's name. For a replica whose snapshot is newer than a store that
+        lost data: the highest version among replicas wins, and two replicas holding
+        the same value never overwrite each other (router/state/live.py)."""
+        ...
+
+    async def announce(self, route: str) -> None:
+        """Publish the route's name on the changes channel: every replica re-reads it
+        (and writes back its copy if the store lost it)."""
+
+    async def identity(self) -> StoreIdentity:
+        """The store's epoch (written now if the store has none) and its run id."""
         ...
 
     async def add_history(self, route: str, entry: Mapping[str, Any], cap: int = 1000) -> None:

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from itertools import islice
 from typing import Any
 
-from router.state.base import RESYNC
+from router.state.base import RESYNC, StoreIdentity
 from router.state.model import Rollout
 
 Clock = Callable[[], float]
@@ -61,6 +62,8 @@ class _Expiring:
 
 
 class MemoryStore:
+    shared = False
+
     def __init__(self, clock: Clock = time.time, queue_size: int = 1024) -> None:
         self._clock = clock
         self._queue_size = queue_size
@@ -72,6 +75,8 @@ class MemoryStore:
         self._leases: dict[str, _Expiring] = {}
         self._subscribers: set[_Subscriber] = set()
         self._next_sweep = 0.0
+        # one process, one store: it cannot lose its data while anyone reads it
+        self._identity = StoreIdentity(epoch=uuid.uuid4().hex, run_id=f"memory-{id(self):x}")
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
@@ -101,6 +106,21 @@ class MemoryStore:
         self._rollouts[new.route] = stored
         self._publish(new.route)
         return stored
+
+    async def restore_rollout(self, held: Rollout, expected_version: int) -> bool:
+        current = self._rollouts.get(held.route)
+        version = current.version if current else 0
+        if version != expected_version or version >= held.version:
+            return False
+        self._rollouts[held.route] = held
+        self._publish(held.route)
+        return True
+
+    async def announce(self, route: str) -> None:
+        self._publish(route)
+
+    async def identity(self) -> StoreIdentity:
+        return self._identity
 
     def _publish(self, route: str) -> None:
         for sub in self._subscribers:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -43,7 +44,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
-from router.state.base import CHANGES_CHANNEL, RESYNC, StoreUnavailable
+from router.state.base import CHANGES_CHANNEL, RESYNC, StoreIdentity, StoreUnavailable
 from router.state.model import Rollout
 
 log = structlog.get_logger("router.state")
@@ -62,6 +63,15 @@ if cur then version = tonumber(cjson.decode(cur)['version']) or 0 end
 if version ~= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+"""
+_RESTORE = """
+local cur = redis.call('GET', KEYS[1])
+local version = 0
+if cur then version = tonumber(cjson.decode(cur)['version']) or 0 end
+if version ~= tonumber(ARGV[1]) or version >= tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1
 """
 _LEASE_TAKE = """
@@ -98,6 +108,9 @@ def sample_key(route: str, kind: str) -> str:
     return f"dr:{{{route}}}:s:{kind}"
 
 
+EPOCH_KEY = "dr:epoch"
+
+
 def lease_key(name: str) -> str:
     return f"dr:{{{name}}}:lease"
 
@@ -117,10 +130,13 @@ def unavailable(what: str) -> Iterator[None]:
 
 
 class RedisStore:
+    shared = True
+
     def __init__(self, url: str) -> None:
         self.url = url
         self._sentinel, self._r, self._sub = _clients(url)
         self._cas = self._r.register_script(_CAS)
+        self._restore = self._r.register_script(_RESTORE)
         self._take = self._r.register_script(_LEASE_TAKE)
         self._release = self._r.register_script(_LEASE_RELEASE)
 
@@ -166,6 +182,27 @@ class RedisStore:
         with unavailable("cas rollout"):
             won = await self._cas(keys=keys, args=args)
         return stored if won else None
+
+    async def restore_rollout(self, held: Rollout, expected_version: int) -> bool:
+        keys = [rollout_key(held.route)]
+        args: list[str | int] = [
+            expected_version, held.version, held.to_json(), CHANGES_CHANNEL, held.route
+        ]  # fmt: skip
+        with unavailable("restore rollout"):
+            return bool(await self._restore(keys=keys, args=args))
+
+    async def announce(self, route: str) -> None:
+        with unavailable("announce"):
+            await self._r.publish(CHANGES_CHANNEL, route)
+
+    async def identity(self) -> StoreIdentity:
+        pipe = self._r.pipeline(transaction=False)
+        pipe.set(EPOCH_KEY, uuid.uuid4().hex, nx=True)
+        pipe.get(EPOCH_KEY)
+        pipe.info("server")
+        with unavailable("identity"):
+            _, epoch, info = await pipe.execute()
+        return StoreIdentity(epoch=str(epoch or ""), run_id=str(info.get("run_id", "")))
 
     async def subscribe(self) -> AsyncIterator[str]:
         pubsub = self._sub.pubsub(ignore_subscribe_messages=True)
