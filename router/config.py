@@ -1,9 +1,9 @@
 """config.yaml -> the frozen `Config` of router/spec.py, with every error at once.
 
-Theory of operation. The file is read by `yaml.safe_load` (with a loader that
-refuses duplicate keys: a second `backends:` must not silently replace the
-first) and walked once with `confkit.Node`, which records each problem as
-`path: message, got value` and hands back a default so reading can go on. At
+Theory of operation. The file is read by router/yamlload.py (safe YAML, duplicate
+keys refused, bounded in size, nesting and alias expansion) and walked once
+with `confkit.Node`, which records each problem as `path: message, got value`
+and hands back a default so reading can go on. At
 the end, any recorded problem raises `ConfigError` with the full list, so an
 operator fixes a file in one round (`routerctl validate` prints them all).
 
@@ -23,8 +23,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-import yaml
-
+from router import yamlload
 from router.confkit import ConfigError, Node, show
 from router.spec import (
     AdminSpec,
@@ -47,7 +46,7 @@ __all__ = ["ConfigError", "load_file", "parse", "validate_file"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9-]{1,63})*$")
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 header name
+HOUR = 3600.0
 _LEVELS = ("debug", "info", "warning", "error", "critical")
 _STATE_SCHEMES = ("redis", "rediss", "redis+sentinel", "unix")
 # defaults come from instances: a slotted dataclass has no class-level defaults
@@ -55,37 +54,11 @@ _DEFAULT = Config()
 _DEFAULT_BACKEND = BackendSpec(name="", url="", scheme="http", host="", port=80)
 
 
-# -- YAML ------------------------------------------------------------------
-class _Loader(yaml.SafeLoader):
-    """safe_load that refuses a key written twice in one mapping."""
-
-
-def _unique_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[object] = set()
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue  # `<<: *base` then overriding a key is intended
-        key = loader.construct_object(key_node)
-        if isinstance(key, str | int | float | bool) and key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {show(key)}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
-
-
 def _load_yaml(data: bytes, source: str) -> object:
     try:
-        return yaml.load(data, Loader=_Loader)  # _Loader derives from SafeLoader
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise ConfigError([f"{where}: invalid YAML: {exc.problem or exc.context}"]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{source}: invalid YAML: {exc}"]) from None
+        return yamlload.load(data, source)
+    except yamlload.YAMLRefused as exc:
+        raise ConfigError([str(exc)]) from None
 
 
 # -- addresses and URLs ----------------------------------------------------
@@ -162,7 +135,11 @@ def _listen(root: Node) -> ListenSpec:
     tls = None
     if node.has("tls"):
         t = node.mapping("tls")
-        tls = TLSSpec(t.string("cert", required=True), t.string("key", required=True))
+        cert, key = t.readable_file("cert"), t.readable_file("key")
+        for name, value in (("cert", cert), ("key", key)):
+            if value is None:
+                t.error(t.sub(name), "is required")
+        tls = TLSSpec(cert or "", key or "")
         t.done()
     node.done()
     host, port = addr or (_DEFAULT.listen.host, _DEFAULT.listen.port)
@@ -173,10 +150,21 @@ def _admin(root: Node) -> AdminSpec:
     node = root.mapping("admin")
     value = node.raw("listen")
     addr = None if value is None else _address(node, node.sub("listen"), value, "127.0.0.1")
-    token_file = node.opt_string("token_file")
+    token_file = node.readable_file("token_file")
     node.done()
     host, port = addr or (_DEFAULT.admin.host, _DEFAULT.admin.port)
     return AdminSpec(host, port, token_file)
+
+
+_ANY = ("0.0.0.0", "::", "")
+
+
+def _apart(root: Node, listen: ListenSpec, admin: AdminSpec) -> None:
+    """The data plane and the admin API cannot share a port (port 0: each its own)."""
+    overlap = listen.host == admin.host or listen.host in _ANY or admin.host in _ANY
+    if listen.port and listen.port == admin.port and overlap:
+        where = f"{listen.host}:{listen.port}"
+        root.error("admin.listen", f"must not be the data plane's port ({where})", admin.port)
 
 
 def _state(root: Node) -> StateSpec:
@@ -185,7 +173,7 @@ def _state(root: Node) -> StateSpec:
     if url and urlsplit(url).scheme not in _STATE_SCHEMES:
         node.error(node.sub("url"), f"scheme must be one of {', '.join(_STATE_SCHEMES)}", url)
         url = None
-    poll = node.duration("poll_interval", _DEFAULT.state.poll_interval)
+    poll = node.duration("poll_interval", _DEFAULT.state.poll_interval, lo=0.1, hi=600)
     node.done()
     return StateSpec(url, poll)
 
@@ -193,12 +181,12 @@ def _state(root: Node) -> StateSpec:
 def _limits(root: Node) -> LimitsSpec:
     node, d = root.mapping("limits"), _DEFAULT.limits
     spec = LimitsSpec(
-        max_header_bytes=node.size("max_header_bytes", d.max_header_bytes),
+        max_header_bytes=node.size("max_header_bytes", d.max_header_bytes, hi=1024**2),
         max_body=node.size("max_body", d.max_body),
-        header_timeout=node.duration("header_timeout", d.header_timeout),
-        body_timeout=node.duration("body_timeout", d.body_timeout),
-        idle_timeout=node.duration("idle_timeout", d.idle_timeout),
-        drain_timeout=node.duration("drain_timeout", d.drain_timeout, positive=False),
+        header_timeout=node.duration("header_timeout", d.header_timeout, hi=HOUR),
+        body_timeout=node.duration("body_timeout", d.body_timeout, hi=HOUR),
+        idle_timeout=node.duration("idle_timeout", d.idle_timeout, hi=HOUR),
+        drain_timeout=node.duration("drain_timeout", d.drain_timeout, positive=False, hi=HOUR),
     )
     if node.has("max_header_bytes") and spec.max_header_bytes < 1024:
         node.error(node.sub("max_header_bytes"), "must be at least 1KiB", spec.max_header_bytes)
@@ -219,10 +207,8 @@ def _logging(root: Node) -> LoggingSpec:
 
 def _headers(root: Node) -> HeadersSpec:
     node = root.mapping("headers")
-    request_id = node.string("request_id", _DEFAULT.headers.request_id)
-    if not _TOKEN.match(request_id):
-        node.error(node.sub("request_id"), "must be a header name", request_id)
-    spec = HeadersSpec(node.boolean("router_backend", True), request_id.lower())
+    request_id = node.header("request_id", _DEFAULT.headers.request_id)
+    spec = HeadersSpec(node.boolean("router_backend", True), request_id or "x-request-id")
     node.done()
     return spec
 
@@ -230,8 +216,8 @@ def _headers(root: Node) -> HeadersSpec:
 def _controller(root: Node) -> ControllerSpec:
     node, d = root.mapping("controller"), _DEFAULT.controller
     spec = ControllerSpec(
-        interval=node.duration("interval", d.interval),
-        lease_ttl=node.duration("lease_ttl", d.lease_ttl),
+        interval=node.duration("interval", d.interval, lo=0.01, hi=HOUR),
+        lease_ttl=node.duration("lease_ttl", d.lease_ttl, lo=0.1, hi=HOUR),
     )
     # a lease shorter than a tick would expire between two renewals
     if spec.lease_ttl <= spec.interval:
@@ -245,14 +231,14 @@ def _backend(name: str, node: Node) -> BackendSpec | None:
     url = node.string("url", required=True)
     parts = _backend_url(node, node.sub("url"), url) if url else None
     d = _DEFAULT_BACKEND
-    timeout = node.duration("timeout", d.timeout)
-    connect_timeout = node.duration("connect_timeout", d.connect_timeout)
+    timeout = node.duration("timeout", d.timeout, hi=HOUR)
+    connect_timeout = node.duration("connect_timeout", d.connect_timeout, hi=60)
     pool_size = node.integer("pool_size", d.pool_size, 0, 10_000)
     health = node.opt_string("health")
     if health is not None and not health.startswith("/"):
         node.error(node.sub("health"), "must be a path starting with /", health)
     tls_verify = node.boolean("tls_verify", True)
-    ca_file = node.opt_string("ca_file")
+    ca_file = node.readable_file("ca_file")
     if ca_file and parts and parts[0] != "https":
         node.error(node.sub("ca_file"), "only applies to an https url", ca_file)
     node.done()
@@ -298,14 +284,13 @@ def _sticky(route: Node) -> StickySpec | None:
     if route.raw("sticky") is None:
         return None
     node = route.mapping("sticky")
-    header, cookie = node.opt_string("header"), node.opt_string("cookie")
+    header, cookie = node.header("header"), node.opt_string("cookie")
     client_ip = node.boolean("client_ip", False)
-    if header is not None and not _TOKEN.match(header):
-        node.error(node.sub("header"), "must be a header name", header)
-    if node.ok and (header is not None) + (cookie is not None) + client_ip != 1:
+    written = node.raw("header") is not None
+    if node.ok and written + (cookie is not None) + client_ip != 1:
         node.error(node.path, "must set exactly one of header, cookie, client_ip: true")
     node.done()
-    return StickySpec(header.lower() if header else None, cookie, client_ip)
+    return StickySpec(header, cookie, client_ip)
 
 
 def _paths(node: Node, key: str) -> tuple[str, ...]:
@@ -336,7 +321,7 @@ def _drift(route: Node) -> DriftSpec | None:
         inputs=inputs,
         outputs=outputs,
         reference=node.integer("reference", d.reference, 10, 10_000_000),
-        reference_file=node.opt_string("reference_file"),
+        reference_file=node.readable_file("reference_file"),
         threshold=node.number("threshold", d.threshold, 0.0, 100.0),
         min_samples=node.integer("min_samples", d.min_samples, 1, 10**9),
         window=node.duration("window", d.window),
@@ -421,6 +406,7 @@ def parse(text: str | bytes, *, source: str = "config.yaml") -> Config:
         raise ConfigError([f"{source}: must be a YAML mapping of sections, got {show(doc)}"])
     root = Node(doc, "", [])
     sections = (_listen(root), _admin(root), _state(root), _limits(root), _logging(root))
+    _apart(root, sections[0], sections[1])
     headers, controller = _headers(root), _controller(root)
     backends, known = _backends(root)
     routes = _routes(root, known)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from collections.abc import Iterator
 from typing import TypeVar
 
@@ -34,6 +35,34 @@ _SIZE_UNITS = {
 }
 
 
+# Bounds every duration and size obeys unless its reader says otherwise: below a
+# millisecond or beyond a week a duration is a typo, as is a size beyond 1 GiB.
+MIN_DURATION = 0.001
+MAX_DURATION = 7 * 24 * 3600.0
+MAX_SIZE = 1024**3
+_HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
+RESERVED_HEADERS = frozenset(
+    {
+        "host", "content-length", "transfer-encoding", "connection", "keep-alive",
+        "upgrade", "te", "trailer", "proxy-connection", "expect",
+    }
+)  # fmt: skip
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if seconds >= size and (seconds / size).is_integer():
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds * 1000:g}ms"
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n} bytes"
+
+
 class ConfigError(Exception):
     """A config that cannot be used; `errors` lists every problem with its path."""
 
@@ -42,9 +71,20 @@ class ConfigError(Exception):
         self.errors = errors
 
 
+def _short_repr() -> reprlib.Repr:
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict = 3, 6, 6
+    short.maxstring = short.maxother = 80
+    return short
+
+
+_SHOW = _short_repr()
+
+
 def show(value: object) -> str:
-    """A value as the user wrote it, short enough for one line."""
-    text = repr(value) if isinstance(value, str) else str(value)
+    """A value as the user wrote it, short enough for one line. Bounded in work as
+    well as in length: a value may be a huge nested list (router/yamlload.py)."""
+    text = _SHOW.repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -152,7 +192,16 @@ class Node:
             return default
         return value
 
-    def duration(self, key: str, default: float, *, positive: bool = True) -> float:
+    def duration(
+        self,
+        key: str,
+        default: float,
+        *,
+        positive: bool = True,
+        lo: float = MIN_DURATION,
+        hi: float = MAX_DURATION,
+    ) -> float:
+        """A duration within lo..hi (0 also allowed when not `positive`)."""
         value = self.raw(key)
         if value is None:
             return default
@@ -160,9 +209,12 @@ class Node:
         if seconds is None or (positive and seconds <= 0):
             self.error(self.sub(key), "must be a duration like 500ms, 30s, 5m or 1h", value)
             return default
+        if not (lo <= seconds <= hi or (seconds == 0 and not positive)):
+            self.error(self.sub(key), f"must be {_span(lo)}..{_span(hi)}", value)
+            return default
         return seconds
 
-    def size(self, key: str, default: int) -> int:
+    def size(self, key: str, default: int, *, hi: int = MAX_SIZE) -> int:
         value = self.raw(key)
         if value is None:
             return default
@@ -170,7 +222,37 @@ class Node:
         if size is None:
             self.error(self.sub(key), "must be a size like 512, 64KiB or 10MiB", value)
             return default
+        if size > hi:
+            self.error(self.sub(key), f"must be at most {_bytes(hi)}", value)
+            return default
         return size
+
+    def header(self, key: str, default: str | None = None) -> str | None:
+        """A header name (lower case) the router may read or set: never one that frames
+        the message or belongs to one hop (Host, Content-Length, Connection, ...)."""
+        value = self.raw(key)
+        if value is None:
+            return default
+        if not isinstance(value, str) or not _HEADER.match(value):
+            self.error(self.sub(key), "must be a header name", value)
+            return default
+        if value.lower() in RESERVED_HEADERS:
+            self.error(self.sub(key), "must not be a header that frames or routes the message "
+                       f"({', '.join(sorted(RESERVED_HEADERS))})", value)  # fmt: skip
+            return default
+        return value.lower()
+
+    def readable_file(self, key: str) -> str | None:
+        """A path to a file the router can read now (certificates, tokens, references)."""
+        path = self.opt_string(key)
+        if path is None:
+            return None
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            self.error(self.sub(key), f"cannot read file: {exc.strerror or exc}", path)
+        return path
 
     def choice(self, key: str, default: str, allowed: tuple[str, ...]) -> str:
         value = self.raw(key)

@@ -19,6 +19,8 @@ from router.admin import build_admin_app, load_token
 from router.automation_io import AutomationController
 from router.bluegreen_ctl import BlueGreenController
 from router.canary_ctl import CanaryController
+from router.config import parse
+from router.confkit import ConfigError
 from router.controller import Controller, Writer, window_id
 from router.drift_io import DriftIO
 from router.feedback import Feedback
@@ -27,7 +29,7 @@ from router.metrics import Metrics, MetricsFlusher
 from router.mirror import Mirrors
 from router.proxy import DataPlane
 from router.reload import ConfigWatcher, diff_summary
-from router.routing import build_table
+from router.routing import RouteTable, build_table
 from router.runtime import Runtime
 from router.spec import Config
 from router.state.factory import open_store
@@ -69,7 +71,11 @@ class Parts:
             holder=default_holder(),
         )
         self.watcher = ConfigWatcher(
-            config_path, self.apply_config, self._reload_failed, current_hash=config.source_hash
+            config_path,
+            self._reloaded,
+            self._reload_failed,
+            prepare=prepare,
+            current_hash=config.source_hash,
         )
         self.runtime.store_notes = self._store_notes
         self.flusher = MetricsFlusher(self.metrics, self.store)
@@ -174,13 +180,18 @@ class Parts:
         await web.TCPSite(self.admin_runner, spec.host, spec.port).start()
 
     # -- callbacks ---------------------------------------------------------
-    def apply_config(self, config: Config) -> None:
+    def _reloaded(self, prepared: tuple[Config, RouteTable]) -> None:
+        self.apply_config(*prepared)
+
+    def apply_config(self, config: Config, table: RouteTable | None = None) -> None:
+        """Swap in a new config; its table comes built (off the loop) from a reload."""
         old = self.runtime.config
-        try:
-            table = build_table(config)
-        except Exception as exc:  # a strategy that cannot build must not take the router down
-            self._reload_failed(f"building routes failed: {exc}")
-            return
+        if table is None:
+            try:
+                table = build_table(config)
+            except Exception as exc:  # a strategy that cannot build must not take us down
+                self._reload_failed(f"building routes failed: {exc}")
+                return
         self.runtime.swap_config(config, table)
         self.dataplane.apply_config(config)
         self.mirrors.apply_config(config)
@@ -208,6 +219,15 @@ class Parts:
 
     def _rollout_changed(self, route: str, old: Rollout | None, new: Rollout) -> None:
         self.runtime.live = self.live.snapshot
+
+
+def prepare(data: bytes, source: str) -> tuple[Config, RouteTable]:
+    """A reload's work, in the watcher's thread: parse, then build the routing table."""
+    config = parse(data, source=source)
+    try:
+        return config, build_table(config)
+    except Exception as exc:  # a strategy that cannot build must not take the router down
+        raise ConfigError([f"{source}: building routes failed: {exc}"]) from exc
 
 
 def _addr(listen: object) -> str:

@@ -3,9 +3,17 @@
 Theory of operation. A background task polls the file's (mtime_ns, size,
 inode) every `interval`. Only when that stamp moves is the file read and its
 sha256 compared with the last content seen; the same bytes do nothing (a
-`touch`, or an editor saving an unchanged buffer). New bytes are parsed: a
-valid config goes to `on_change`, a bad one to `on_error` once per distinct
-content, and the caller keeps serving the last good config.
+`touch`, or an editor saving an unchanged buffer). New bytes are prepared
+(parsed, and whatever the caller builds from them: the routing table) and a
+good result goes to `on_change`, a bad one to `on_error` once per distinct
+content; the caller keeps serving the last good config.
+
+Reading, hashing and preparing run in a worker thread, never on the event
+loop: a 10,000-route file or a hostile one must not hold up a request. The
+parser's caps (router/yamlload.py) bound the work; `PREPARE_TIMEOUT` bounds
+the wait (a result that comes later is dropped and the edit refused). Only
+`on_change` runs on the loop: it swaps references. One check at a time: the
+poll and `POST /v1/config/reload` take turns, so edits apply in order.
 
 Editors that save by writing a new file and renaming it over the old one
 change the inode, which the stamp includes. A file briefly missing (between an
@@ -27,13 +35,16 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import fields
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from router.config import parse
 from router.confkit import ConfigError
 from router.spec import Config
 
 _RACY_NS = 2_000_000_000  # stamps younger than this may hide a second write
+PREPARE_TIMEOUT = 10.0  # seconds a reload may take to read, parse and build
+
+T = TypeVar("T")
 
 Stamp = tuple[int, int, int]  # (mtime_ns, size, inode)
 
@@ -46,12 +57,14 @@ def _stamp(path: str) -> Stamp | None:
     return st.st_mtime_ns, st.st_size, st.st_ino
 
 
-def _read(path: str) -> bytes | None:
+def _read(path: str) -> tuple[bytes, str] | None:
+    """The file's bytes and their hash (in the worker thread: either may take ms)."""
     try:
         with open(path, "rb") as f:
-            return f.read()
+            data = f.read()
     except OSError:
         return None
+    return data, content_hash(data)
 
 
 def content_hash(data: bytes) -> str:
@@ -59,35 +72,48 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:12]
 
 
-class ConfigWatcher:
-    """Polls one config file and reports good and bad versions of it."""
+def parse_only(data: bytes, source: str) -> Config:
+    return parse(data, source=source)
+
+
+class ConfigWatcher(Generic[T]):
+    """Polls one config file and reports good and bad versions of it.
+
+    `prepare(data, source)` turns the file's bytes into what `on_change` takes (by
+    default the parsed Config); it runs in a worker thread and raises ConfigError
+    for a bad file."""
 
     def __init__(
         self,
         path: str,
-        on_change: Callable[[Config], None],
+        on_change: Callable[[T], None],
         on_error: Callable[[str], None],
         interval: float = 0.25,
         *,
+        prepare: Callable[[bytes, str], T],
         current_hash: str | None = None,
+        timeout: float = PREPARE_TIMEOUT,
     ) -> None:
         """`current_hash`: the source_hash of the config already serving, so that an
         edit made between the first load and `start()` is still applied."""
         self.path = path
         self.interval = interval
+        self.timeout = timeout
+        self._prepare = prepare
         self._on_change = on_change
         self._on_error = on_error
         self._hash = current_hash
         self._stamp: Stamp | None = None
         self._task: asyncio.Task[None] | None = None
+        self._turn = asyncio.Lock()
 
     async def start(self) -> None:
         if self._task is not None:
             return
         if self._hash is None:
             # no hash given: whatever is on disk now is what the caller loaded
-            data = _read(self.path)
-            self._hash = content_hash(data) if data is not None else None
+            read = await asyncio.to_thread(_read, self.path)
+            self._hash = read[1] if read is not None else None
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._run(), name=f"config-watcher:{self.path}")
 
@@ -99,44 +125,50 @@ class ConfigWatcher:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    def check_now(self) -> bool:
+    async def check_now(self) -> bool:
         """Re-read the file if its stamp moved; True when a new config was applied."""
-        stamp = _stamp(self.path)
+        async with self._turn:
+            return await self._check()
+
+    async def _check(self) -> bool:
+        stamp = _stamp(self.path)  # one stat(): microseconds, fine on the loop
         if stamp is None or stamp == self._stamp:
             return False
-        data = _read(self.path)
-        if data is None:
+        read = await asyncio.to_thread(_read, self.path)
+        if read is None:
             return False  # vanished between stat and open: next poll retries
         # trust the stamp only once it is old enough that no same-tick write can hide
         self._stamp = stamp if time.time_ns() - stamp[0] > _RACY_NS else None
-        digest = content_hash(data)
+        data, digest = read
         if digest == self._hash:
             return False
         self._hash = digest
-        return self._apply(data)
+        return await self._apply(data)
 
-    def _apply(self, data: bytes) -> bool:
+    async def _apply(self, data: bytes) -> bool:
+        work = asyncio.to_thread(self._prepare, data, self.path)
         try:
-            config = parse(data, source=self.path)
+            prepared = await asyncio.wait_for(work, self.timeout)
         except ConfigError as exc:
             self._on_error("; ".join(exc.errors))
+            return False
+        except TimeoutError:
+            self._on_error(f"{self.path}: reading the config took over {self.timeout:g}s")
             return False
         except Exception as exc:  # a parser bug must not end hot reload for good
             self._on_error(f"{self.path}: reading the config failed: {exc!r}")
             return False
         try:
-            self._on_change(config)
+            self._on_change(prepared)
         except Exception as exc:  # a failing callback must not kill the watcher
             self._on_error(f"{self.path}: applying the new config failed: {exc!r}")
             return False
         return True
 
     async def _run(self) -> None:
-        # stat and a read of a small file from the page cache cost microseconds, and
-        # the callbacks must run on the loop (the runtime swaps references there)
         while True:
             await asyncio.sleep(self.interval)
-            self.check_now()
+            await self.check_now()
 
 
 # -- what changed, for the log -----------------------------------------------

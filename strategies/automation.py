@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -59,7 +58,6 @@ if TYPE_CHECKING:
 
 LEVELS: Final = ("human", "shadow", "assist", "partial", "full")
 DEFAULT_HEADER: Final = "x-model-suggestion"
-_TOKEN: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 header name
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,13 +191,11 @@ def _suggestion(node: Node) -> tuple[str | None, str | None, bool]:
         node.raw("suggestion")
         return DEFAULT_HEADER, None, False
     block = node.mapping("suggestion")
-    header, field = block.opt_string("header"), block.opt_string("field")
+    header, field = block.header("header"), block.opt_string("field")
     block.done()
-    if (header is None) == (field is None):
+    if (block.raw("header") is None) == (field is None):
         node.error(block.path, "must have exactly one of header or field", block.data)
-    if header is not None and not _TOKEN.match(header):
-        node.error(block.sub("header"), "must be an HTTP header name", header)
-    return (header.lower() if header else None), field, True
+    return header, field, True
 
 
 def _confidence(node: Node, level: str) -> str | None:

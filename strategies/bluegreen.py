@@ -166,7 +166,7 @@ def parse(node: Node, known: frozenset[str]) -> StrategySpec:
     if blue and blue == green:
         node.error(node.sub("green"), "must differ from blue", green)
     active = node.choice("active", "blue", COLOURS)
-    header = node.string("preview_header", "X-Preview").lower()
+    header = node.header("preview_header", "x-preview") or "x-preview"
     smoke = _smoke(node)
     watch = _watch(node.mapping("watch"))
     node.done()

@@ -328,7 +328,7 @@ def parse(node: Node, known: frozenset[str]) -> StrategySpec:
     candidate = check_backend(node, "candidate", known)
     if stable and stable == candidate:
         node.error(node.sub("candidate"), "must differ from stable", candidate)
-    header = node.string("override_header", "X-Canary").lower()
+    header = node.header("override_header", "x-canary") or "x-canary"
     steps = _read_schedule(node)
     analysis = parse_analysis(node.mapping("analysis"))
     compare = parse_compare(node.items("compare"), node.errors)

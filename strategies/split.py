@@ -106,9 +106,9 @@ def parse(node: Node, known: frozenset[str]) -> StrategySpec:
     # a sum over half-read weights would only repeat the errors already reported
     if complete and weights and total != BASIS_POINTS:
         node.error(node.sub("weights"), f"must sum to 100, got {total / 100:g}")
-    header = node.opt_string("override_header")
+    header = node.header("override_header")
     node.done()
-    return SplitSpec(tuple(sorted(weights)), header.lower() if header else None)
+    return SplitSpec(tuple(sorted(weights)), header)
 
 
 def build(spec: StrategySpec) -> Split:

@@ -52,6 +52,7 @@ class Hit:
     backend: str
     status: int
     url: str = ""
+    took: float = 0.0  # seconds from sending to the whole answer read
 
 
 class TimedLoad:
@@ -87,7 +88,9 @@ class TimedLoad:
         try:
             async with session.post(url, json={"features": [1, 2]}) as r:
                 await r.read()
-                self.hits.append(Hit(sent, r.headers.get("X-Router-Backend", "?"), r.status, url))
+                backend = r.headers.get("X-Router-Backend", "?")
+                took = time.monotonic() - sent
+                self.hits.append(Hit(sent, backend, r.status, url, took))
         except aiohttp.ClientError as exc:
             self.failures.append(repr(exc))
 

@@ -60,12 +60,22 @@ def test_minimal_config_gets_defaults_and_hash() -> None:
     assert route.sticky is None
 
 
+@pytest.fixture
+def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Certificate, key and token files that exist, in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("c.pem", "k.pem", "c", "k", "token"):
+        (tmp_path / name).write_text("x")
+    return tmp_path
+
+
+@pytest.mark.usefixtures("files")
 def test_every_section_is_read() -> None:
     """Durations, sizes, addresses and flags in every top-level section reach the Config."""
     config = parse(
         doc("""
         listen: {address: "[::1]:8443", tls: {cert: c.pem, key: k.pem}}
-        admin: {listen: "127.0.0.1:0", token_file: /run/token}
+        admin: {listen: "127.0.0.1:0", token_file: token}
         state: {url: "redis+sentinel://h:26379/mymaster", poll_interval: 250ms}
         limits: {max_body: 1MiB, max_header_bytes: 8KiB, header_timeout: 5s, idle_timeout: 2m}
         logging: {level: debug, access_sample: 0.25, log_bodies: true}
@@ -78,7 +88,7 @@ def test_every_section_is_read() -> None:
     assert (config.admin.host, config.admin.port, config.admin.token_file) == (
         "127.0.0.1",
         0,
-        "/run/token",
+        "token",
     )
     assert config.state.poll_interval == 0.25
     assert config.limits.max_body == 1024 * 1024
@@ -90,6 +100,7 @@ def test_every_section_is_read() -> None:
     assert (config.controller.interval, config.controller.lease_ttl) == (0.5, 3.0)
 
 
+@pytest.mark.usefixtures("files")
 def test_listen_forms() -> None:
     """A bare port takes the section's default host: all interfaces, loopback for admin."""
     config = parse(doc("listen: 8081\nadmin: {listen: 0}\n"))

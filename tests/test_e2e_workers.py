@@ -95,7 +95,11 @@ async def test_metrics_of_worker_0_count_every_worker(
             page, deadline = "", asyncio.get_running_loop().time() + 5.0
             while asyncio.get_running_loop().time() < deadline:  # snapshots: once a second
                 page = await asyncio.to_thread(router.get_text, "/metrics")
-                if requests_total(page) == len(users):
+                # both snapshots in: a worker's first one comes a second after its start
+                if (
+                    requests_total(page) == len(users)
+                    and gauge(page, "router_metrics_workers") == 2
+                ):
                     break
                 await asyncio.sleep(0.2)
         finally:

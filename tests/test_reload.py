@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from router.config import parse
-from router.reload import ConfigWatcher, content_hash, diff_summary
+from router.reload import ConfigWatcher, content_hash, diff_summary, parse_only
 from router.spec import Config
 from strategies.split import SplitSpec
 
@@ -57,103 +57,105 @@ def cfg(tmp_path: Path) -> Path:
     return path
 
 
-def watcher_for(path: Path, sink: Sink) -> ConfigWatcher:
+def watcher_for(path: Path, sink: Sink) -> ConfigWatcher[Config]:
     current = content_hash(path.read_bytes())
-    return ConfigWatcher(str(path), sink.on_change, sink.on_error, current_hash=current)
+    return ConfigWatcher(
+        str(path), sink.on_change, sink.on_error, prepare=parse_only, current_hash=current
+    )
 
 
-def test_unchanged_file_applies_nothing(cfg: Path) -> None:
+async def test_unchanged_file_applies_nothing(cfg: Path) -> None:
     """Polling a file whose bytes match the serving config calls nobody, even after a touch."""
     sink = Sink()
     watcher = watcher_for(cfg, sink)
-    assert not watcher.check_now()
+    assert not await watcher.check_now()
     os.utime(cfg)
-    assert not watcher.check_now()
+    assert not await watcher.check_now()
     assert (sink.configs, sink.errors) == ([], [])
 
 
-def test_valid_edit_is_applied(cfg: Path) -> None:
+async def test_valid_edit_is_applied(cfg: Path) -> None:
     """Rewriting the file with new weights hands the new Config to on_change."""
     sink = Sink()
     watcher = watcher_for(cfg, sink)
     cfg.write_text(text(50, 50))
-    assert watcher.check_now()
+    assert await watcher.check_now()
     assert weights(sink.configs[-1]) == (("a", 5000), ("b", 5000))
     assert sink.configs[-1].source_hash == content_hash(cfg.read_bytes())
-    assert not watcher.check_now()  # the same bytes again: nothing new
+    assert not await watcher.check_now()  # the same bytes again: nothing new
 
 
-def test_bad_edit_refused_once_with_path_then_recovered(cfg: Path) -> None:
+async def test_bad_edit_refused_once_with_path_then_recovered(cfg: Path) -> None:
     """A bad edit reports its exact path once, applies nothing, and a later fix applies."""
     sink = Sink()
     watcher = watcher_for(cfg, sink)
     cfg.write_text(text(90, 140))
-    assert not watcher.check_now()
+    assert not await watcher.check_now()
     cfg.write_text(text(90, 140))  # saved again, same bad bytes: no second report
-    assert not watcher.check_now()
+    assert not await watcher.check_now()
     assert sink.errors == ["routes[0].strategy.split.weights.b: must be 0..100, got 140"]
     assert sink.configs == []
     cfg.write_text(text(80, 20))
-    assert watcher.check_now()
+    assert await watcher.check_now()
     assert weights(sink.configs[-1]) == (("a", 8000), ("b", 2000))
 
 
-def test_half_written_file_is_an_error_until_completed(cfg: Path) -> None:
+async def test_half_written_file_is_an_error_until_completed(cfg: Path) -> None:
     """A truncated write is refused as a parse error; the completing write applies."""
     sink = Sink()
     watcher = watcher_for(cfg, sink)
     full = text(70, 30)
     cfg.write_text(full[: full.index("strategy")])
-    assert not watcher.check_now()
+    assert not await watcher.check_now()
     assert len(sink.errors) == 1
     cfg.write_text(full)
-    assert watcher.check_now()
+    assert await watcher.check_now()
 
 
-def test_rename_style_write_is_seen(cfg: Path) -> None:
+async def test_rename_style_write_is_seen(cfg: Path) -> None:
     """An editor writing a temp file and renaming it over the config (new inode) is applied."""
     sink = Sink()
     watcher = watcher_for(cfg, sink)
     tmp = cfg.with_suffix(".swp")
     tmp.write_text(text(60, 40))
     os.replace(tmp, cfg)
-    assert watcher.check_now()
+    assert await watcher.check_now()
     assert weights(sink.configs[-1]) == (("a", 6000), ("b", 4000))
 
 
-def test_same_size_write_inside_one_timestamp_tick_is_seen(cfg: Path) -> None:
+async def test_same_size_write_inside_one_timestamp_tick_is_seen(cfg: Path) -> None:
     """Two same-size writes with an identical mtime are told apart while the stamp is young."""
     sink = Sink()
     watcher = watcher_for(cfg, sink)
     cfg.write_text(text(91, 9))
-    assert watcher.check_now()
+    assert await watcher.check_now()
     stamp = os.stat(cfg)
     cfg.write_text(text(92, 8))  # same length, same inode
     os.utime(cfg, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # and the very same mtime
-    assert watcher.check_now()
+    assert await watcher.check_now()
     assert weights(sink.configs[-1]) == (("a", 9200), ("b", 800))
 
 
-def test_missing_file_is_skipped_silently(cfg: Path) -> None:
+async def test_missing_file_is_skipped_silently(cfg: Path) -> None:
     """A briefly missing file reports nothing; its reappearance with new content applies."""
     sink = Sink()
     watcher = watcher_for(cfg, sink)
     cfg.unlink()
-    assert not watcher.check_now()
+    assert not await watcher.check_now()
     assert sink.errors == []
     cfg.write_text(text(10, 90))
-    assert watcher.check_now()
+    assert await watcher.check_now()
 
 
-def test_failing_on_change_is_reported_not_raised(cfg: Path) -> None:
+async def test_failing_on_change_is_reported_not_raised(cfg: Path) -> None:
     """If applying the config raises, the watcher reports it through on_error and survives."""
     errors: list[str] = []
 
     def explode(config: Config) -> None:
         raise RuntimeError("table build failed")
 
-    watcher = ConfigWatcher(str(cfg), explode, errors.append, current_hash="x")
-    assert not watcher.check_now()
+    watcher = ConfigWatcher(str(cfg), explode, errors.append, prepare=parse_only, current_hash="x")
+    assert not await watcher.check_now()
     assert len(errors) == 1
     assert "table build failed" in errors[0]
 
@@ -161,7 +163,9 @@ def test_failing_on_change_is_reported_not_raised(cfg: Path) -> None:
 async def test_background_task_applies_edit_within_a_second(cfg: Path) -> None:
     """Once started, the watcher's own task picks up an edit in well under 1 s."""
     sink = Sink()
-    watcher = ConfigWatcher(str(cfg), sink.on_change, sink.on_error, interval=0.05)
+    watcher = ConfigWatcher(
+        str(cfg), sink.on_change, sink.on_error, interval=0.05, prepare=parse_only
+    )
     await watcher.start()
     try:
         assert [t for t in asyncio.all_tasks() if t.get_name().startswith("config-watcher")]
