@@ -52,6 +52,13 @@ WATCH_INTERVAL = 0.2  # seconds between local fast-abort checks
 CAS_ATTEMPTS = 5
 
 Reply = tuple[int, dict[str, Any]]
+# Commands are refused, not queued, while the store is down: a queued rollback
+# applied minutes later, after the operator moved on, would be a surprise.
+_STORE_DOWN = (
+    "state store unreachable, nothing changed ({exc}). Every replica keeps routing as "
+    "it was; run the command again once the store answers, or change the route's "
+    "strategy in config.yaml, which every replica applies without the store"
+)
 
 
 class Writer:
@@ -186,7 +193,7 @@ class Controller:
             try:
                 return await kind.command(route, verb, body, self.clock())
             except StoreUnavailable as exc:
-                return 503, {"error": f"state store unreachable, nothing changed: {exc}"}
+                return 503, {"error": _STORE_DOWN.format(exc=exc)}
 
         return handle
 

@@ -140,3 +140,53 @@ async def wait_for_route(router: RouterProcess, name: str, phase: str) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{name} never reached {phase}")
+
+
+async def test_a_frozen_redis_stalls_no_request_and_commands_are_refused(
+    tmp_path: Path, fresh_redis: RedisServer
+) -> None:
+    """Redis SIGSTOPped for longer than the poll interval at 300 req/s: no failed request
+    (p99 reported), and `routerctl rollback` meanwhile is refused with exit code 1 and
+    says that traffic stays where it is; the canary is untouched afterwards."""
+    async with named_backends("blue", "green") as backends:
+        config = two_routes(backends, fresh_redis.url)
+        routers = [RouterProcess(tmp_path, config, name=f"r{i}").start() for i in range(2)]
+        urls = [r.url + p for r in routers for p in ("/fraud/x", "/iris/x")]
+        load = TimedLoad(urls, 300)
+        try:
+            await wait_for_route(routers[0], "iris", "progressing")
+            before = await asyncio.to_thread(rollout, routers[0], "iris")
+            runner = asyncio.create_task(load.run(limit=30))
+            await asyncio.sleep(1.0)
+            t_frozen = time.monotonic()
+            fresh_redis.pause()
+            await asyncio.sleep(1.5)  # past the 1 s poll interval
+            refused = await asyncio.to_thread(routerctl, routers[1], "rollback", "iris")
+            await asyncio.sleep(1.0)
+            fresh_redis.pause(False)
+            t_thawed = time.monotonic()
+            await wait_ready(routers, 10)
+            load.stop()
+            await runner
+            after = await asyncio.to_thread(rollout, routers[0], "iris")
+        finally:
+            fresh_redis.pause(False)
+            for router in routers:
+                router.stop()
+    frozen = sorted(h.took for h in load.hits if t_frozen <= h.sent < t_thawed)
+    calm = sorted(h.took for h in load.hits if h.sent < t_frozen)
+    print(
+        f"\np99 before {1000 * calm[int(0.99 * (len(calm) - 1))]:.1f} ms, with Redis frozen "
+        f"{1000 * frozen[int(0.99 * (len(frozen) - 1))]:.1f} ms over {len(frozen)} requests; "
+        f"rollback said: {refused.stderr.strip()}"
+    )
+    assert load.failed() == []
+    assert len(frozen) > 0.8 * 300 * (t_thawed - t_frozen)
+    assert refused.returncode == 1
+    assert "state store unreachable, nothing changed" in refused.stderr
+    assert "keeps routing as it was" in refused.stderr
+    assert (after["phase"], after["weight_bp"], after["version"]) == (
+        before["phase"],
+        before["weight_bp"],
+        before["version"],
+    )

@@ -118,3 +118,44 @@ async def _counted(store: RedisStore, want: int, since: float) -> int:
             return total
         await asyncio.sleep(0.2)
     return total
+
+
+async def test_a_replica_killed_mid_ramp_comes_back_at_the_same_step(
+    tmp_path: Path, fresh_redis: RedisServer
+) -> None:
+    """A canary advanced to its second step; one of two replicas SIGKILLed and started
+    again: it serves that step's weight at once, and nothing restarted the ramp."""
+    from tests.test_faults_e2e import two_routes, wait_for_route
+    from tests.test_state_restore_e2e import wait_rollout
+
+    async with named_backends("blue", "green") as backends:
+        config = two_routes(backends, fresh_redis.url)
+        config["routes"][1]["strategy"]["canary"]["steps"] = [
+            {"weight": 10, "pause": "1h"},
+            {"weight": 40, "pause": "1h"},
+            {"weight": 100},
+        ]
+        routers = [RouterProcess(tmp_path, config, name=f"r{i}").start() for i in range(2)]
+        try:
+            await wait_for_route(routers[0], "iris", "progressing")
+            moved = await asyncio.to_thread(routerctl, routers[0], "promote", "iris")
+            assert moved.returncode == 0, moved.stderr
+            await wait_rollout(routers[1], "iris", 5, step=1, weight_bp=4000)
+            before = await asyncio.to_thread(rollout_of, routers[1])
+            routers[1].stop(sig=signal.SIGKILL)
+            routers[1].start()
+            after = await asyncio.to_thread(rollout_of, routers[1])
+            await asyncio.sleep(1.0)  # a few controller ticks of the new process
+            later = await asyncio.to_thread(rollout_of, routers[0])
+            events = [e["event"] for e in routers[0].get_json("/v1/routes/iris/history")["entries"]]
+        finally:
+            for router in routers:
+                router.stop()
+    assert (after["step"], after["weight_bp"], after["version"]) == (1, 4000, before["version"])
+    assert (later["step"], later["weight_bp"], later["version"]) == (1, 4000, before["version"])
+    assert events.count("start") == 1
+
+
+def rollout_of(router: RouterProcess) -> dict[str, object]:
+    found: dict[str, object] = router.get_json("/v1/routes/iris")["rollout"]
+    return found
