@@ -193,10 +193,12 @@ class Exchange:
         self.rid_line = b"%b: %b\r\n" % (plane.rid_name, self.rid.encode())  # _rid_line()
         runtime = plane.runtime
         # plane.match()'s hit, inlined: once per request (a remembered None goes the long way)
-        table = runtime.table
-        route = plane.routes.get((req.host, self.target)) if plane.routes_of is table else None
+        table, path = runtime.table, self.target
+        if (q := path.find(b"?")) >= 0:  # matching never reads the query: keep it out of the memo
+            path = path[:q]
+        route = plane.routes.get((req.host, path)) if plane.routes_of is table else None
         if route is None:
-            route = plane.match(table, req.host, self.target)
+            route = plane.match(table, req.host, path)
         if route is None:
             self.fail(NoRoute())
             return
@@ -719,23 +721,24 @@ class DataPlane:
     def new_exchange(self, conn: ClientConnection, req: Request) -> Exchange:
         return Exchange(self, conn, req)
 
-    def match(self, table: RouteTable, host: bytes | None, target: bytes) -> CompiledRoute | None:
-        """`table.match`, remembered: a few distinct (host, target) pairs carry most traffic.
+    def match(self, table: RouteTable, host: bytes | None, path: bytes) -> CompiledRoute | None:
+        """`table.match`, remembered: a few distinct (host, path) pairs carry most traffic.
 
-        The answer is pure in (table, host, target); a new table (a reload)
-        empties the memo, and so does passing MATCH_MEMO entries (query strings
-        that vary per request would otherwise grow it without bound).
+        The answer is pure in (table, host, path without the query); a new table
+        (a reload) empties the memo, and so does passing MATCH_MEMO entries (paths
+        that vary per request, /items/<id>, would otherwise grow it without bound;
+        a miss costs a few dict lookups, router/routing.py).
         """
         routes = self.routes
         if table is not self.routes_of:
             routes.clear()
             self.routes_of = table
-        key = (host, target)
+        key = (host, path)
         route = routes.get(key, _UNKNOWN)
         if route is _UNKNOWN:
             if len(routes) >= MATCH_MEMO:
                 routes.clear()
-            route = routes[key] = table.match(host, target)
+            route = routes[key] = table.match(host, path)
         return route  # type: ignore[return-value]
 
     async def start(self) -> None:

@@ -69,14 +69,31 @@ class CompiledRoute:
         return self.strategy.decide(self.key(headers, client_ip), live.get(self.name), override)
 
 
-def _prefix_matches(prefix: str, path: str) -> bool:
-    if not path.startswith(prefix):
-        return False
-    return len(path) == len(prefix) or prefix.endswith("/") or path[len(prefix)] in "/?"
+def candidate_prefixes(path: str) -> list[str]:
+    """Every path_prefix that matches `path` (no query), longest first.
+
+    A prefix matches on segment boundaries: the whole path, the path up to a
+    `/` (without it, `/iris` for `/iris/predict`) or through it (`/iris/`).
+    So the candidates are at most two per segment, whatever the number of
+    routes: matching is a few dict lookups, not a scan."""
+    out = [path]
+    i = path.rfind("/")
+    while i >= 0:
+        through = path[: i + 1]
+        if through != out[-1]:
+            out.append(through)
+        if i > 0:
+            out.append(path[:i])
+        i = path.rfind("/", 0, i)
+    return out
 
 
 class RouteTable:
-    """Routes in match order; `match` is a short linear scan (routes are few)."""
+    """Routes by host and path prefix; `match` costs the same for 1 or 10,000 routes.
+
+    The longest prefix wins; for the same prefix a route naming the request's
+    host beats one without (config refuses two routes with the same host and
+    prefix, so the order of routes in the file never decides)."""
 
     def __init__(self, routes: Sequence[CompiledRoute]) -> None:
         order = sorted(
@@ -84,17 +101,24 @@ class RouteTable:
             key=lambda r: (len(r.spec.match.path_prefix), r.spec.match.host is not None),
             reverse=True,
         )
-        self.routes: tuple[CompiledRoute, ...] = tuple(order)
+        self.routes: tuple[CompiledRoute, ...] = tuple(order)  # match order, for reading
         self.by_name: dict[str, CompiledRoute] = {r.name: r for r in routes}
+        self._any_host: dict[str, CompiledRoute] = {}
+        self._by_host: dict[str, dict[str, CompiledRoute]] = {}
+        for route in reversed(order):  # the first in match order wins a (host, prefix) tie
+            m = route.spec.match
+            index = self._any_host if m.host is None else self._by_host.setdefault(m.host, {})
+            index[m.path_prefix] = route
 
     def match(self, host: bytes | None, path: bytes) -> CompiledRoute | None:
-        text = path.decode("latin-1")
+        """The route for a request; `path` is the target, its query ignored."""
+        text = path.decode("latin-1").split("?", 1)[0]
         hostname = _hostname(host)
-        for route in self.routes:
-            m = route.spec.match
-            if m.host is not None and m.host != hostname:
-                continue
-            if _prefix_matches(m.path_prefix, text):
+        named = self._by_host.get(hostname) if hostname is not None else None
+        for prefix in candidate_prefixes(text):
+            if named is not None and (route := named.get(prefix)) is not None:
+                return route
+            if (route := self._any_host.get(prefix)) is not None:
                 return route
         return None
 

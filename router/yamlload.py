@@ -6,12 +6,15 @@ reading any file small and predictable, each refused with a message that names
 the cap:
 
 - size: the bytes read at all (`MAX_BYTES`);
-- nesting: libyaml refuses more than 1,000 levels itself; we refuse more than
-  `MAX_DEPTH` before constructing anything (the constructor recurses in Python);
+- values: a first pass over the event stream (nothing kept) counts the values
+  and the nesting, refused past `MAX_VALUES` and `MAX_DEPTH` (libyaml stops at
+  1,000 levels itself; the constructor recurses in Python) before any node is
+  built;
 - expansion: aliases make a document a graph, so a few KB of nested anchors can
-  stand for billions of values (the "billion laughs"). The composed graph is
-  measured as the tree it stands for, without building it, and refused past
-  `MAX_VALUES`; a recursive alias is refused too.
+  stand for billions of values (the "billion laughs"). A document with aliases
+  is composed (no more nodes than the first pass counted) and measured as the
+  tree it stands for, without building that tree, against the same bounds; a
+  recursive alias is refused too.
 
 Composition runs in libyaml's C parser when PyYAML has it (fast, and bounded in
 depth), else in PyYAML's own. Construction is PyYAML's safe constructor, with
@@ -25,9 +28,9 @@ from typing import Any
 
 import yaml
 
-MAX_BYTES = 16 * 1024 * 1024
+MAX_BYTES = 8 * 1024 * 1024
 MAX_DEPTH = 64
-MAX_VALUES = 2_000_000
+MAX_VALUES = 1_000_000  # a 10,000-route config has about 170,000
 
 _Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -66,13 +69,37 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
-def _where(source: str, node: yaml.Node) -> str:
+def _where(source: str, node: yaml.Node | yaml.Event) -> str:
     mark = node.start_mark
     return f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
 
 
+def survey(data: bytes, source: str) -> bool:
+    """Count the document's values from its event stream, before anything is built;
+    True when it uses aliases (then the composed graph must be measured as well).
+
+    Events are streamed, not kept: a file of a million tiny values is refused at
+    the cost of reading it, not of a million Python objects."""
+    loader = _Loader(data)
+    try:
+        count, depth, aliases = 0, 0, False
+        while (event := loader.get_event()) is not None:
+            if isinstance(event, yaml.AliasEvent):
+                aliases = True
+            elif isinstance(event, yaml.ScalarEvent | yaml.CollectionStartEvent):
+                count += 1
+                depth += isinstance(event, yaml.CollectionStartEvent)
+                if depth > MAX_DEPTH or count > MAX_VALUES:
+                    _check(source, event, count, depth)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        return aliases
+    finally:
+        loader.dispose()
+
+
 def measure(root: yaml.Node, source: str) -> int:
-    """The number of values the graph stands for as a tree; refuses past the bounds.
+    """The number of values a graph with shared parts stands for as a tree.
 
     Iterative depth-first walk (no recursion to exhaust) keeping, per distinct
     node, its size and height as a tree: a node shared by many aliases is
@@ -101,14 +128,13 @@ def measure(root: yaml.Node, source: str) -> int:
     return sizes[id(root)][0]
 
 
-def _check(source: str, node: yaml.Node, size: int, height: int) -> None:
+def _check(source: str, node: yaml.Node | yaml.Event, size: int, height: int) -> None:
     if height > MAX_DEPTH:
         raise YAMLRefused(f"{_where(source, node)}: nested deeper than {MAX_DEPTH} levels")
     if size > MAX_VALUES:
         raise YAMLRefused(
-            f"{_where(source, node)}: expands to more than {MAX_VALUES:,} values "
-            "(YAML aliases repeat what they point to); the cap keeps a config "
-            "from exhausting the router"
+            f"{_where(source, node)}: holds more than {MAX_VALUES:,} values, counting "
+            "each repeat of a YAML alias; the cap keeps a config from exhausting the router"
         )
 
 
@@ -116,18 +142,27 @@ def load(data: bytes, source: str) -> object:
     """One YAML document as Python values, within the bounds; YAMLRefused otherwise."""
     if len(data) > MAX_BYTES:
         raise YAMLRefused(f"{source}: {len(data):,} bytes, more than the {MAX_BYTES:,} allowed")
-    loader = _Loader(data)
+    try:
+        aliases = survey(data, source)
+        loader = _Loader(data)
+    except yaml.YAMLError as exc:
+        raise _refusal(source, exc) from None
     try:
         node = loader.get_single_node()
         if node is None:
             return None
-        measure(node, source)
+        if aliases:
+            measure(node, source)
         return loader.construct_document(node)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise YAMLRefused(f"{where}: invalid YAML: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
-        raise YAMLRefused(f"{source}: invalid YAML: {exc}") from None
+        raise _refusal(source, exc) from None
     finally:
         loader.dispose()
+
+
+def _refusal(source: str, exc: yaml.YAMLError) -> YAMLRefused:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        return YAMLRefused(f"{where}: invalid YAML: {exc.problem or exc.context}")
+    return YAMLRefused(f"{source}: invalid YAML: {exc}")

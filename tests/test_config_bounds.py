@@ -46,7 +46,7 @@ def test_an_alias_bomb_is_refused_at_once_without_growing() -> None:
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     print(f"\nalias bomb refused in {took * 1000:.1f} ms CPU, max RSS +{grown_mb:.1f} MB")
     assert len(errors) == 1
-    assert f"expands to more than {MAX_VALUES:,} values" in errors[0]
+    assert f"holds more than {MAX_VALUES:,} values" in errors[0]
     assert errors[0].startswith("config.yaml:")
     assert grown_mb < 50
 
@@ -56,7 +56,10 @@ def test_an_alias_bomb_is_refused_at_once_without_growing() -> None:
     [
         ("[" * 10_000 + "]" * 10_000, "invalid YAML: exceeded maximum nesting depth"),
         ("x: " + "[" * 200 + "]" * 200, f"nested deeper than {MAX_DEPTH} levels"),
-        ("x:\n" + "".join("  " * i + "y:\n" for i in range(1, 3000)), "nesting depth"),
+        (
+            "x:\n" + "".join("  " * i + "y:\n" for i in range(1, 1100)),
+            f"nested deeper than {MAX_DEPTH}",
+        ),
         ("x: &a [1, *a]\n", "a YAML alias refers to itself"),
     ],
     ids=["deep-list", "deep-flow", "deep-map", "recursive"],

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from router.config import parse
 from router.hashing import key_of
 from router.routing import CompiledRoute, RouteTable, build_table
@@ -126,3 +129,58 @@ def test_override_header_reaches_the_strategy() -> None:
     route = TABLE.by_name["v2-internal"]
     assert route.decide([(b"x-backend", b"b")], "", {}).reason == "override"
     assert route.decide([], "", {}).reason == "split"
+
+
+# -- the index equals the rule it replaced (a scan in longest-prefix order) ------------
+def scan(routes: list[tuple[str, str | None]], host: str | None, path: str) -> int | None:
+    """The reference: index of the first route, longest prefix first, host before none,
+    whose host fits and whose prefix matches `path` on a segment boundary."""
+    order = sorted(range(len(routes)), key=lambda i: (len(routes[i][0]), routes[i][1] is not None))
+    for i in reversed(order):
+        prefix, want = routes[i]
+        if want is not None and want != host:
+            continue
+        if path.startswith(prefix) and (
+            len(path) == len(prefix) or prefix.endswith("/") or path[len(prefix)] == "/"
+        ):
+            return i
+    return None
+
+
+SEGMENTS = st.sampled_from(["a", "b", "ab", "v2", ""])
+PATHS = st.lists(SEGMENTS, min_size=0, max_size=4).map(lambda s: "/" + "/".join(s))
+HOSTS = st.sampled_from([None, "x.example", "y.example"])
+
+
+@given(
+    routes=st.lists(st.tuples(PATHS, HOSTS), min_size=1, max_size=12, unique=True),
+    host=HOSTS,
+    path=PATHS,
+    query=st.sampled_from(["", "?q=1", "?a/b"]),
+)
+def test_the_index_picks_what_a_scan_in_match_order_picks(
+    routes: list[tuple[str, str | None]], host: str | None, path: str, query: str
+) -> None:
+    specs = [
+        RouteSpec(f"r{i}", MatchSpec(p, h), "split", SplitSpec((("a", 10_000),)))
+        for i, (p, h) in enumerate(routes)
+    ]
+    table = RouteTable([CompiledRoute(s, KeyEcho()) for s in specs])
+    found = table.match(host.encode() if host else None, (path + query).encode())
+    expected = scan(routes, host, path)
+    assert (found.name if found else None) == (None if expected is None else f"r{expected}")
+
+
+def test_ten_thousand_routes_match_by_lookup() -> None:
+    """The last of 10,000 routes is found whatever the query; an unknown one is not
+    (what it costs is `make bench`'s "scale" section)."""
+    specs = [
+        RouteSpec(f"m{i}", MatchSpec(f"/models/m{i}"), "split", SplitSpec((("a", 10_000),)))
+        for i in range(10_000)
+    ]
+    table = RouteTable([CompiledRoute(s, KeyEcho()) for s in specs])
+    for n in range(100):
+        route = table.match(None, f"/models/m9999/infer?id={n}".encode())
+        assert route is not None
+        assert route.name == "m9999"
+    assert table.match(None, b"/models/m10000/infer") is None
