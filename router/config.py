@@ -233,7 +233,9 @@ def _backend(name: str, node: Node) -> BackendSpec | None:
     d = _DEFAULT_BACKEND
     timeout = node.duration("timeout", d.timeout, hi=HOUR)
     connect_timeout = node.duration("connect_timeout", d.connect_timeout, hi=60)
-    pool_size = node.integer("pool_size", d.pool_size, 0, 10_000)
+    pool_size = node.integer("pool_size", d.pool_size, 0, 100_000)
+    max_connections = node.integer("max_connections", d.max_connections, 1, 100_000)
+    queue_timeout = node.duration("queue_timeout", d.queue_timeout, hi=HOUR)
     health = node.opt_string("health")
     if health is not None and not health.startswith("/"):
         node.error(node.sub("health"), "must be a path starting with /", health)
@@ -247,7 +249,7 @@ def _backend(name: str, node: Node) -> BackendSpec | None:
     scheme, host, port, base = parts
     return BackendSpec(
         name, url, scheme, host, port, base, timeout, connect_timeout, pool_size, health,
-        tls_verify, ca_file,
+        tls_verify, ca_file, max_connections, queue_timeout,
     )  # fmt: skip
 
 

@@ -12,7 +12,8 @@ The hierarchy (h11's `error_status_hint` idea: the error carries its answer)::
     └── UpstreamError                  the backend's fault
         ├── UpstreamConnectError 502   refused, unreachable, TLS failure, connect timeout
         ├── UpstreamProtocolError 502  reset, EOF or garbage before a complete response head
-        └── UpstreamTimeout      504   no response head within backend.timeout
+        ├── UpstreamTimeout      504   no response head within backend.timeout
+        └── UpstreamBusy         503   every one of max_connections busy past queue_timeout
 
 Once a response head went to the client, no status can be sent any more: the
 proxy aborts the client connection instead, so a truncated body never looks
@@ -81,3 +82,8 @@ class UpstreamProtocolError(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     status = 504
     code = "backend timeout"
+
+
+class UpstreamBusy(UpstreamError):
+    status = 503
+    code = "backend busy"

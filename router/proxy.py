@@ -58,6 +58,7 @@ from router.errors import (
     ClientError,
     NoRoute,
     ProxyError,
+    UpstreamBusy,
     UpstreamConnectError,
     UpstreamError,
     UpstreamTimeout,
@@ -228,7 +229,7 @@ class Exchange:
         if up is not None and up.closed:
             up = pool.acquire()
         if up is None:
-            pool.connect(self.on_connected)
+            self._connect(pool)
         else:
             self._attach(up)
 
@@ -278,6 +279,10 @@ class Exchange:
         if self.request_done and not self.sent:
             self._sent()
 
+    def _connect(self, pool: UpstreamPool) -> None:
+        if pool.connect(self.on_connected):  # queued behind max_connections
+            self.deadline = perf_counter() + pool.spec.queue_timeout
+
     def on_connected(self, up: UpstreamConnection | None, error: UpstreamError | None) -> None:
         if self.finished:
             if up is not None and self.pool is not None:
@@ -290,6 +295,7 @@ class Exchange:
 
     def _attach(self, up: UpstreamConnection) -> None:
         self.upstream = up
+        self.deadline = 0.0  # a queue's deadline is over; _sent() sets the backend's
         conn = self.conn
         up.bind(self, self.req.method == b"HEAD")
         if conn.write_paused and up.transport is not None:
@@ -399,7 +405,7 @@ class Exchange:
         self.status = self.nbytes = 0
         up = pool.acquire()
         if up is None:
-            pool.connect(self.on_connected)
+            self._connect(pool)
         else:
             self._attach(up)
 
@@ -461,7 +467,7 @@ class Exchange:
         self.retry, self.retry_len = [], 0
         self.sent = False
         self.deadline = 0.0
-        self.pool.connect(self.on_connected)
+        self._connect(self.pool)
         return True
 
     # response side (ResponseSink)
@@ -581,9 +587,14 @@ class Exchange:
             up.transport.resume_reading()
 
     def check(self, now: float) -> None:
-        """Sweeper: a backend that has not answered by the deadline gets a 504."""
+        """Sweeper: a backend that has not answered by the deadline gets a 504; a
+        request still waiting for a connection (max_connections) gets a 503."""
         if self.deadline and now >= self.deadline and not self.finished:
-            self.fail(UpstreamTimeout())
+            if self.upstream is None and self.pool is not None:
+                spec = self.pool.spec
+                self.fail(UpstreamBusy(f"all {spec.max_connections} connections busy"))
+            else:
+                self.fail(UpstreamTimeout())
 
     def fail(self, err: ProxyError) -> None:
         """End the request with `err`: a JSON answer, or an abort once streaming."""

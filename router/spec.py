@@ -72,10 +72,12 @@ class BackendSpec:
     base_path: str = ""  # prefix prepended to the request path ("" for none)
     timeout: float = 30.0  # from request sent to response head received
     connect_timeout: float = 2.0
-    pool_size: int = 64  # idle keep-alive connections kept
+    pool_size: int = 1024  # idle keep-alive connections kept
     health: str | None = None  # health path, e.g. /health
     tls_verify: bool = True
     ca_file: str | None = None
+    max_connections: int = 1024  # open at once, busy or idle; beyond: requests wait
+    queue_timeout: float = 5.0  # how long a request waits for one; then 503
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,22 +22,37 @@ upstream read. Framing quirks the parser cannot see are handled here:
 A connection goes back to the pool only when its response ended cleanly, both
 sides allowed keep-alive and the whole request was sent. An idle connection
 that the backend closes removes itself from the pool on `connection_lost`.
+
+Bounds. At most `max_connections` are open to a backend at once (connecting,
+busy or idle): past that, `connect` queues the request (FIFO, at most
+`QUEUE_PER_CONNECTION` times that many) and the next connection released or
+closed goes to it; the exchange's sweeper deadline answers 503 after
+`queue_timeout`. At most `pool_size` idle ones are kept. Both default to 1,024,
+so a burst of concurrency keeps its connections instead of closing all but a
+few and connecting again on the next request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+from collections import deque
 from collections.abc import Callable
 from typing import Final, Protocol, cast
 
 import httptools
 
-from router.errors import UpstreamConnectError, UpstreamError, UpstreamProtocolError
+from router.errors import (
+    UpstreamBusy,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamProtocolError,
+)
 from router.http1 import SPENT_RESPONSE_PARSER, Header
 from router.spec import BackendSpec
 
 WRITE_HIGH_WATER: Final = 64 * 1024
+QUEUE_PER_CONNECTION: Final = 4  # waiting requests allowed per connection of the cap
 _FRAMING: Final = frozenset({b"content-length", b"transfer-encoding"})
 BODY_NONE: Final = 0
 BODY_LENGTH: Final = 1
@@ -144,6 +159,7 @@ class UpstreamConnection:
         self.closed = True
         self.parser = SPENT_RESPONSE_PARSER  # nothing more to parse: break the cycle
         self.pool.discard(self)
+        self.pool.closed_one()
         sink = self.sink
         if sink is None:
             return
@@ -227,7 +243,9 @@ class UpstreamConnection:
         # Release first: a pipelined next request started by the sink may reuse us.
         if reusable:
             pool = self.pool
-            if pool.retired or len(pool.idle) >= pool.spec.pool_size:
+            if pool.waiting:
+                pool.release(self)  # straight to a waiting request
+            elif pool.retired or len(pool.idle) >= pool.spec.pool_size:
                 self.abandon()
             else:  # pool.release(), inlined: once per request
                 self.reused = True
@@ -250,6 +268,8 @@ class UpstreamPool:
         self.spec = spec
         self.name = spec.name
         self.idle: list[UpstreamConnection] = []
+        self.open = 0  # connecting, busy or idle
+        self.waiting: deque[ConnectCallback] = deque()  # requests over max_connections
         self.retired = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._ssl = client_ssl_context(spec) if spec.scheme == "https" else None
@@ -268,6 +288,10 @@ class UpstreamPool:
         return None
 
     def release(self, conn: UpstreamConnection) -> None:
+        if self.waiting and not self.retired and not conn.closed:
+            conn.reused = True
+            self.waiting.popleft()(conn, None)  # a finished waiter releases it again
+            return
         if self.retired or len(self.idle) >= self.spec.pool_size:
             conn.abandon()
             return
@@ -278,8 +302,28 @@ class UpstreamPool:
         if conn in self.idle:
             self.idle.remove(conn)
 
-    def connect(self, done: ConnectCallback) -> None:
-        """Open a fresh connection; `done(conn, None)` or `done(None, error)`."""
+    def closed_one(self) -> None:
+        """A connection of ours closed: its place goes to the first waiting request."""
+        self.open -= 1
+        if self.waiting and not self.retired:
+            self._open(self.waiting.popleft())
+
+    def connect(self, done: ConnectCallback) -> bool:
+        """A connection for `done`: a fresh one (`done(conn, None)` or `done(None, error)`
+        once connected), or, at `max_connections`, the next one freed. True when queued:
+        the caller's deadline then bounds the wait."""
+        spec = self.spec
+        if self.open < spec.max_connections:
+            self._open(done)
+            return False
+        if len(self.waiting) >= spec.max_connections * QUEUE_PER_CONNECTION:
+            done(None, UpstreamBusy(f"{spec.max_connections} connections busy, queue full"))
+            return False
+        self.waiting.append(done)
+        return True
+
+    def _open(self, done: ConnectCallback) -> None:
+        self.open += 1
         task = asyncio.get_running_loop().create_task(
             self._connect(done), name=f"connect:{self.name}"
         )
@@ -301,15 +345,22 @@ class UpstreamPool:
                 spec.connect_timeout,
             )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
+            self.open -= 1
             done(None, UpstreamConnectError(f"connect to {spec.host}:{spec.port}: {exc!r}"))
             return
+        except asyncio.CancelledError:
+            self.open -= 1
+            raise
         done(cast(UpstreamConnection, proto), None)
 
     def retire(self) -> None:
-        """No more pooling: close idle connections; busy ones close when done."""
+        """No more pooling: close idle connections; busy ones close when done; a
+        request still waiting for one is answered 503."""
         self.retired = True
         while self.idle:
             self.idle.pop().abandon()
+        while self.waiting:
+            self.waiting.popleft()(None, UpstreamBusy("backend removed by a config reload"))
 
     async def close(self) -> None:
         self.retire()

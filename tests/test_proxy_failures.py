@@ -255,3 +255,56 @@ async def test_pool_size_bounds_idle_connections() -> None:
     finally:
         await b.close()
     assert b.accepted == 2
+
+
+def _held_backend(release: asyncio.Event, arrived: list[int]) -> RawBackend:
+    """Answers each request once `release` is set; `arrived` counts requests seen."""
+
+    async def handler(b: RawBackend, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while await b.next_request(r) is not None:
+            arrived.append(1)
+            await release.wait()
+            w.write(response(200, b"ok"))
+            await w.drain()
+
+    return RawBackend(handler)
+
+
+async def test_requests_over_max_connections_wait_for_one() -> None:
+    """max_connections=1: three concurrent requests take turns on one connection, all
+    200, and the backend never sees a second connection (no connect per request)."""
+    release, arrived = asyncio.Event(), []
+    b = await _held_backend(release, arrived).start()
+    try:
+        spec = backend("b", b.port, max_connections=1)
+        async with running_plane(make_runtime([spec])) as p:
+            pending = [asyncio.ensure_future(request(p.port, get())) for _ in range(3)]
+            await asyncio.sleep(0.3)
+            assert (len(arrived), len(p.plane.pools["b"].waiting)) == (1, 2)
+            release.set()
+            assert [r.status for r in await asyncio.gather(*pending)] == [200, 200, 200]
+    finally:
+        await b.close()
+    assert b.accepted == 1
+
+
+async def test_a_request_that_waits_past_queue_timeout_gets_503_naming_the_backend() -> None:
+    """The one connection held: the next request is answered 503 JSON after
+    queue_timeout, and the held one still completes."""
+    release, arrived = asyncio.Event(), []
+    b = await _held_backend(release, arrived).start()
+    try:
+        spec = backend("b", b.port, max_connections=1, queue_timeout=0.2)
+        async with running_plane(make_runtime([spec])) as p:
+            held = asyncio.ensure_future(request(p.port, get()))
+            await asyncio.sleep(0.1)
+            waited = await asyncio.wait_for(request(p.port, get()), 3)
+            release.set()
+            first = await held
+    finally:
+        await b.close()
+    body = json.loads(waited.body)
+    assert waited.status == 503
+    assert body["backend"] == "b"
+    assert body["error"] == "backend busy"
+    assert first.status == 200
