@@ -62,6 +62,7 @@ class FollowLeg:
         "first",
         "headers",
         "length",
+        "lost",
         "own",
         "reason",
         "req",
@@ -74,6 +75,7 @@ class FollowLeg:
         self.strategy = strategy
         self.own = own  # header names only the router may send to the human
         self.first = True  # still on the model's leg
+        self.lost = False  # the model failed before the whole request came in
         self.req: list[bytes] = []
         self.req_len = 0
         self.ans: list[bytes] = []

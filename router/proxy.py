@@ -242,6 +242,8 @@ class Exchange:
             self.tap.add_request(data)
         if self.follow is not None:
             self.follow.add_request(data)
+            if self.follow.lost:
+                return  # the human's request is built from the follow copy
         if self.pool is None:  # not active yet (pipelined) or refused
             if self.early is None:
                 self.early = []
@@ -255,6 +257,10 @@ class Exchange:
 
     def on_request_end(self) -> None:
         self.request_done = True
+        if self.follow is not None and self.follow.lost:
+            self.follow.lost = False
+            self._follow_next(0)  # the model failed earlier: `after` picks who answers
+            return
         if self.pool is not None and self.req.chunked:
             self.out.append(LAST_CHUNK)
         if self.upstream is not None and not self.out:
@@ -390,6 +396,16 @@ class Exchange:
             self.on_response_end()
             return
         self._second_leg(d, leg)
+
+    def _lose_model(self, leg: FollowLeg) -> None:
+        """The model failed while the request was still coming in (a client that sends
+        its body after its head): keep reading it; on_request_end asks `after`."""
+        leg.lost = True
+        self.out.clear()
+        self.out_len = 0
+        self.deadline = 0.0
+        if self.conn.paused & PAUSE_UPSTREAM:
+            self.conn.resume_input(PAUSE_UPSTREAM)
 
     def _second_leg(self, d: Decision, leg: FollowLeg) -> None:
         pool = self.pool = self.plane.pools.get(d.primary)
@@ -604,9 +620,11 @@ class Exchange:
         if up is not None:
             up.abandon()
         follow = self.follow
-        model_failed = not isinstance(err, ClientError) and self.request_done
-        if follow is not None and follow.first and model_failed:
-            self._follow_next(0)  # `after` decides who answers instead
+        if follow is not None and follow.first and not isinstance(err, ClientError):
+            if self.request_done:
+                self._follow_next(0)  # `after` decides who answers instead
+            else:
+                self._lose_model(follow)
             return
         if self.shadow is not None and self.sent and not self.started:
             self._offer_answered(0)  # the primary never answered; the shadow still may

@@ -273,7 +273,7 @@ def _held_backend(release: asyncio.Event, arrived: list[int]) -> RawBackend:
 async def test_requests_over_max_connections_wait_for_one() -> None:
     """max_connections=1: three concurrent requests take turns on one connection, all
     200, and the backend never sees a second connection (no connect per request)."""
-    release, arrived = asyncio.Event(), []
+    release, arrived = asyncio.Event(), list[int]()
     b = await _held_backend(release, arrived).start()
     try:
         spec = backend("b", b.port, max_connections=1)
@@ -291,7 +291,7 @@ async def test_requests_over_max_connections_wait_for_one() -> None:
 async def test_a_request_that_waits_past_queue_timeout_gets_503_naming_the_backend() -> None:
     """The one connection held: the next request is answered 503 JSON after
     queue_timeout, and the held one still completes."""
-    release, arrived = asyncio.Event(), []
+    release, arrived = asyncio.Event(), list[int]()
     b = await _held_backend(release, arrived).start()
     try:
         spec = backend("b", b.port, max_connections=1, queue_timeout=0.2)
