@@ -26,7 +26,7 @@ def test_memory_forgets_the_oldest_beyond_its_count() -> None:
     """At most max_entries are kept; the oldest go first."""
     memory = Memory(max_entries=3, ttl=100.0)
     for i in range(5):
-        memory.remember(f"r{i}", float(i), "route", "b", "x")
+        memory.remember(f"r{i}", float(i), "route", "b", ("x",))
     assert len(memory) == 3
     assert memory.pop("r1") is None
     assert memory.pop("r4") is not None
@@ -35,8 +35,8 @@ def test_memory_forgets_the_oldest_beyond_its_count() -> None:
 def test_memory_forgets_entries_older_than_ttl() -> None:
     """An entry older than ttl is dropped when time moves on."""
     memory = Memory(max_entries=100, ttl=10.0)
-    memory.remember("old", 0.0, "route", "b", "x")
-    memory.remember("new", 9.0, "route", "b", "x")
+    memory.remember("old", 0.0, "route", "b", ("x",))
+    memory.remember("new", 9.0, "route", "b", ("x",))
     memory.expire(10.5)
     assert memory.pop("old") is None
     assert memory.pop("new") is not None
@@ -177,13 +177,13 @@ async def test_a_label_ahead_of_its_answer_is_matched_within_the_grace() -> None
     await fb.submit([{"request_id": "early", "label": "a"}, {"request_id": "never", "label": "b"}])
     assert await fb.poll() == 0  # nothing remembered yet
     now[0] += 1.0
-    fb.remember("early", "iris", "v2", "a")  # the drift pass catches up
+    fb.remember("early", "iris", "v2", ("a",))  # the drift pass catches up
     assert await fb.poll() == 1
     report = await fb.report("iris")
     assert report["backends"]["v2"]["n"] == 1
     assert report["backends"]["v2"]["accuracy"] == 1.0
     now[0] += GRACE  # "never" has waited long enough: given up
     assert await fb.poll() == 0
-    fb.remember("never", "iris", "v2", "b")
+    fb.remember("never", "iris", "v2", ("b",))
     assert await fb.poll() == 0  # too late: not matched, and not counted twice either
     assert fb.matched == 1
