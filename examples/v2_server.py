@@ -144,7 +144,6 @@ class V2Service:
 def build_app(opts: V2Options) -> web.Application:
     svc = V2Service(opts)
     app = web.Application(client_max_size=16 * 1024 * 1024)
-    app["service"] = svc
     for base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         app.router.add_post(base + "/infer", svc.infer)
         app.router.add_get(base, svc.model_metadata)

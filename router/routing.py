@@ -72,7 +72,8 @@ class CompiledRoute:
 def _prefix_matches(prefix: str, path: str) -> bool:
     if not path.startswith(prefix):
         return False
-    return len(path) == len(prefix) or prefix.endswith("/") or path[len(prefix)] in "/?"
+    # ":" too: TF Serving calls NAME:predict under a route for /v1/models/NAME
+    return len(path) == len(prefix) or prefix.endswith("/") or path[len(prefix)] in "/?:"
 
 
 class RouteTable:

@@ -56,11 +56,12 @@ def test_longest_prefix_wins() -> None:
 
 
 def test_prefix_matches_on_segment_boundaries() -> None:
-    """/v2 matches /v2 and /v2/x but not /v2x; a prefix ending in / matches below it."""
+    """/v2 matches /v2, /v2/x and /v2:verb but not /v2x; a prefix ending in / matches below."""
     assert matched(b"/v2") == "v2"
     assert matched(b"/v2/") == "v2"
     assert matched(b"/v2x") == "root"
     assert matched(b"/v2/models/irises") == "v2"
+    assert matched(b"/v2:predict") == "v2"  # TF Serving's /v1/models/NAME:predict
     assert matched(b"/api/x") == "api"
     assert matched(b"/api") == "root"  # "/api/" asks for the slash
 
