@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
@@ -74,14 +74,12 @@ def compare_field(spec: FieldSpec, a: object, b: object, item: int = 0) -> Field
     if a is MISSING or b is MISSING:
         return fail(spec, "absent" if a is b else "missing", a, b, item)
     if spec.kind == "label":
-        r = _label(spec, a, b)
-    elif spec.kind == "number":
-        r = _number(spec, a, b)
-    elif spec.kind == "vector":
-        r = _vector(spec, a, b)
-    else:
-        r = _probs(spec, a, b)
-    return r if item == 0 else replace(r, item=item)
+        return _label(spec, a, b, item)
+    if spec.kind == "number":
+        return _number(spec, a, b, item)
+    if spec.kind == "vector":
+        return _vector(spec, a, b, item)
+    return _probs(spec, a, b, item)
 
 
 def fail(spec: FieldSpec, reason: str, a: object, b: object, item: int = 0) -> FieldResult:
@@ -89,8 +87,6 @@ def fail(spec: FieldSpec, reason: str, a: object, b: object, item: int = 0) -> F
     return FieldResult(spec.field, spec.kind, False, reason, primary=a, shadow=b, item=item)
 
 
-def _fail(spec: FieldSpec, reason: str, a: object, b: object) -> FieldResult:
-    return fail(spec, reason, a, b)
 
 
 def _verdict(
@@ -102,26 +98,37 @@ def _verdict(
     diff: float | None = None,
     labels: tuple[str, str] | None = None,
     similarity: float | None = None,
+    item: int = 0,
 ) -> FieldResult:
     reason = "" if agree else "differs"
-    return FieldResult(spec.field, spec.kind, agree, reason, diff, labels, similarity, a, b)
+    return FieldResult(spec.field, spec.kind, agree, reason, diff, labels, similarity, a, b, item)
 
 
 def is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+_SCALAR_TEXT: Final = {True: "true", False: "false", None: "null"}
+
+
 def label_text(value: object) -> str:
     """A label as text: strings as they are, other scalars as JSON (1, true, null)."""
-    return value if isinstance(value, str) else json.dumps(value)
+    kind = type(value)
+    if kind is str:
+        return value  # type: ignore[return-value]  # checked just above
+    if kind is int:
+        return str(value)  # what json.dumps writes, without its overhead (labels are often ints)
+    if kind is bool or value is None:
+        return _SCALAR_TEXT[value]  # type: ignore[index]  # a bool or None
+    return json.dumps(value)
 
 
-def _label(spec: FieldSpec, a: object, b: object) -> FieldResult:
+def _label(spec: FieldSpec, a: object, b: object, item: int) -> FieldResult:
     if isinstance(a, list | dict) or isinstance(b, list | dict):
-        return _fail(spec, "type", a, b)
+        return fail(spec, "type", a, b, item)
     pa, pb = label_text(a), label_text(b)
     agree = pa == pb and type(a) is type(b)
-    return _verdict(spec, agree, a, b, labels=(pa, pb))
+    return _verdict(spec, agree, a, b, labels=(pa, pb), item=item)
 
 
 def distance(a: float, b: float) -> float:
@@ -131,13 +138,13 @@ def distance(a: float, b: float) -> float:
     return abs(a - b)
 
 
-def _number(spec: FieldSpec, a: object, b: object) -> FieldResult:
+def _number(spec: FieldSpec, a: object, b: object, item: int) -> FieldResult:
     if not (is_number(a) and is_number(b)):
-        return _fail(spec, "type", a, b)
+        return fail(spec, "type", a, b, item)
     fa, fb = float(a), float(b)  # type: ignore[arg-type]  # checked by _is_number
     diff = distance(fa, fb)
     agree = diff == 0.0 or diff <= spec.abs_tol + spec.rel_tol * abs(fa)  # 0*inf is NaN
-    return _verdict(spec, agree, a, b, diff=diff)
+    return _verdict(spec, agree, a, b, diff=diff, item=item)
 
 
 def _floats(value: object) -> list[float] | None:
@@ -147,20 +154,20 @@ def _floats(value: object) -> list[float] | None:
     return [float(x) for x in value]
 
 
-def _vector(spec: FieldSpec, a: object, b: object) -> FieldResult:
+def _vector(spec: FieldSpec, a: object, b: object, item: int) -> FieldResult:
     va, vb = _floats(a), _floats(b)
     if va is None or vb is None:
-        return _fail(spec, "type", a, b)
+        return fail(spec, "type", a, b, item)
     if len(va) != len(vb):
-        return _fail(spec, "shape", a, b)
+        return fail(spec, "shape", a, b, item)
     xa, xb = np.array(va, dtype=np.float64), np.array(vb, dtype=np.float64)
     gaps = _gaps(xa, xb)
     if spec.metric == "cosine":
         sim = 1.0 if not gaps.any() else cosine(xa, xb)  # inf coordinates make cosine NaN
         agree = sim >= spec.min_similarity
-        return _verdict(spec, agree, a, b, diff=1.0 - sim, similarity=sim)
+        return _verdict(spec, agree, a, b, diff=1.0 - sim, similarity=sim, item=item)
     diff = float(gaps.max()) if gaps.size else 0.0
-    return _verdict(spec, diff <= spec.tol, a, b, diff=diff)
+    return _verdict(spec, diff <= spec.tol, a, b, diff=diff, item=item)
 
 
 def _gaps(a: FloatArray, b: FloatArray) -> FloatArray:
@@ -192,16 +199,16 @@ def _distribution(value: object) -> dict[str, float] | None:
     return None
 
 
-def _probs(spec: FieldSpec, a: object, b: object) -> FieldResult:
+def _probs(spec: FieldSpec, a: object, b: object, item: int) -> FieldResult:
     pa, pb = _distribution(a), _distribution(b)
     if pa is None or pb is None:
-        return _fail(spec, "type", a, b)
+        return fail(spec, "type", a, b, item)
     if not pa or not pb or (isinstance(a, list) and len(pa) != len(pb)):
-        return _fail(spec, "shape", a, b)
+        return fail(spec, "shape", a, b, item)
     tvd = total_variation(pa, pb)
     top = (max(pa, key=pa.__getitem__), max(pb, key=pb.__getitem__))  # first max wins ties
     agree = top[0] == top[1]
-    return _verdict(spec, agree, a, b, diff=tvd, labels=top)
+    return _verdict(spec, agree, a, b, diff=tvd, labels=top, item=item)
 
 
 def total_variation(p: Mapping[str, float], q: Mapping[str, float]) -> float:

@@ -187,3 +187,46 @@ async def test_a_label_ahead_of_its_answer_is_matched_within_the_grace() -> None
     fb.remember("never", "iris", "v2", ("b",))
     assert await fb.poll() == 0  # too late: not matched, and not counted twice either
     assert fb.matched == 1
+
+
+async def test_labels_of_a_batch_are_matched_row_by_row() -> None:
+    """A batched request: `labels` one per row, or `index` one row at a time, each row
+    counted once; labels that do not fit the request's rows are counted, never guessed."""
+    fb = Feedback(MemoryStore(), clock=lambda: 1000.0)
+    fb.remember("batch", "iris", "v2", ("a", "b", "c"))
+    fb.remember("rows", "iris", "v2", ("a", "b"))
+    fb.remember("short", "iris", "v2", ("a", "b"))
+    fb.remember("bare", "iris", "v2", ("a", "b"))
+    await fb.submit(
+        [
+            {"request_id": "batch", "labels": ["a", "x", "c"]},  # 2 of 3 rows right
+            {"request_id": "rows", "index": 1, "label": "b"},
+            {"request_id": "rows", "index": 1, "label": "z"},  # the same row again: ignored
+            {"request_id": "rows", "index": 0, "label": "a"},
+            {"request_id": "short", "labels": ["a"]},  # 1 label for 2 rows: mismatched
+            {"request_id": "bare", "label": "a"},  # which row? mismatched
+        ]
+    )
+    assert await fb.poll() == 5
+    v2 = (await fb.report("iris"))["backends"]["v2"]
+    assert (v2["n"], v2["correct"], v2["mismatched"]) == (5, 4, 2)
+    assert len(fb.memory) == 0  # every request done: labelled or refused
+
+
+def test_batch_labels_are_validated() -> None:
+    items, problems = parse_items(
+        [
+            {"request_id": "a", "labels": ["x", 1]},
+            {"request_id": "b", "labels": []},
+            {"request_id": "c", "labels": ["x"], "index": 0},
+            {"request_id": "d", "label": "x", "index": -1},
+            {"request_id": "e", "values": [1.5, "no"]},
+        ]
+    )
+    assert items == [{"request_id": "a", "labels": ["x", 1]}]
+    assert [p["error"] for p in problems] == [
+        "labels must be a non-empty list, one per row of the request",
+        "index goes with label or value, not labels",
+        "index must be a row number (0, 1, ...)",
+        "value must be a finite number",
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -238,3 +239,18 @@ def test_unknown_protocol_word_is_refused() -> None:
     assert info.value.errors == [
         "routes[0].protocol: must be one of json, v2, tfserving, got 'grpc'"
     ]
+
+
+def test_routerctl_validate_prints_ok_then_the_warnings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A config that reads but not as meant: exit 0, OK, then each warning with its path."""
+    from router.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(route_yaml("json", "{field: '$.predictions[0]', kind: label}"))
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"OK: {path}"
+    assert out[1].startswith("warning: routes[0].strategy.shadow.compare[0].field: ")
+    assert "protocol: tfserving" in out[1]
