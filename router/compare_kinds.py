@@ -87,8 +87,6 @@ def fail(spec: FieldSpec, reason: str, a: object, b: object, item: int = 0) -> F
     return FieldResult(spec.field, spec.kind, False, reason, primary=a, shadow=b, item=item)
 
 
-
-
 def _verdict(
     spec: FieldSpec,
     agree: bool,
