@@ -389,5 +389,8 @@ from bench.shadow_soak import dead_shadow_soak  # noqa: E402 (it uses the types 
 SCENARIOS.append(dead_shadow_soak)
 
 from bench.inproc import in_process  # noqa: E402 (it uses the types defined above)
+from bench.protocol_cost import protocol_cost  # noqa: E402 (it uses the types defined above)
+
+SCENARIOS.append(protocol_cost)
 
 SCENARIOS.insert(1, in_process)

@@ -1,6 +1,8 @@
 """`make demo`: two example model servers and the router, ready to try by hand.
 
-Starts model v1 on :8101 and v2 on :8102 (examples.model_server), then
+Starts model v1 on :8101 and v2 on :8102 (examples.model_server), the Open
+Inference Protocol (V2) stand-ins iris v1 on :8103 and v2 on :8104
+(examples.v2_server), then
 `python -m router --config config.yaml`, waits until the router's admin
 /healthz and its data port answer, prints commands to try, and waits. Every
 child runs in its own session, so Ctrl-C reaches only this launcher, which
@@ -35,6 +37,7 @@ from types import FrameType
 from typing import IO
 
 MODELS = (("v1", 8101), ("v2", 8102))
+V2_MODELS = (("v1", 8103), ("v2", 8104))  # the V2 route's (examples/v2_server.py)
 LOG_DIR = Path("run/demo")
 DEMO_TOKEN = "demo-token"  # used only when ROUTER_ADMIN_TOKEN is not set
 TRAFFIC_RATE = 40.0  # requests a second, so the canary has something to judge
@@ -134,8 +137,12 @@ def start_all(config: str, verbose: bool) -> list[Child]:
         for version, port in MODELS:
             cmd = [sys.executable, "-m", "examples.model_server", "--version", version]
             children.append(spawn(f"model-{version}", [*cmd, "--port", str(port)], verbose))
+        for version, port in V2_MODELS:
+            cmd = [sys.executable, "-m", "examples.v2_server", "--version", version]
+            children.append(spawn(f"iris-{version}", [*cmd, "--port", str(port)], verbose))
         health: list[tuple[str, bytes | None]] = [
-            (f"http://127.0.0.1:{port}/health", None) for _, port in MODELS
+            *((f"http://127.0.0.1:{port}/health", None) for _, port in MODELS),
+            *((f"http://127.0.0.1:{port}/v2/health/ready", None) for _, port in V2_MODELS),
         ]
         wait_until(children, "the model servers", health)
         _, port, _, admin = router_ports(config)
@@ -166,9 +173,18 @@ class Traffic(threading.Thread):
             user = f"user-{rng.randrange(2000)}"
             if rng.random() < 0.8:
                 self._post(_predict_url(self.port), {"features": features}, user)
-            else:
+            else:  # a V2 batch of 1 to 8 rows
+                rows = [
+                    [round(rng.gauss(0, 1), 3) for _ in range(4)] for _ in range(rng.randint(1, 8))
+                ]
+                tensor = {
+                    "name": "input-0",
+                    "shape": [len(rows), 4],
+                    "datatype": "FP64",
+                    "data": rows,
+                }
                 url = f"http://127.0.0.1:{self.port}/v2/models/iris/infer"
-                self._post(url, {"inputs": [{"name": "x", "data": features}]}, user)
+                self._post(url, {"inputs": [tensor]}, user)
 
     def _post(self, url: str, body: object, user: str) -> None:
         headers = {"Content-Type": "application/json", "X-User-Id": user}
@@ -191,9 +207,14 @@ def stop_all(children: list[Child]) -> None:
 
 def print_hints(config: str, port: int, admin: int) -> None:
     body = '{"features":[0.1,0.2,0.3,0.4]}'
+    v2_body = (
+        '{"inputs":[{"name":"input-0","shape":[2,4],"datatype":"FP64",'
+        '"data":[0.1,0.2,0.3,0.4,1,2,3,4]}]}'
+    )
     print(
         f"""
-deploy-router demo is up: router :{port} (admin :{admin}), model v1 :8101, model v2 :8102
+deploy-router demo is up: router :{port} (admin :{admin}), model v1 :8101, model v2 :8102,
+V2 iris v1 :8103, V2 iris v2 :8104
 config: {config} (edit it while this runs: valid changes apply, bad ones are refused)
 
 try:
@@ -205,10 +226,13 @@ try:
   .venv/bin/routerctl status predict --watch  # the canary ramping, live
   .venv/bin/routerctl history predict         # what the controller did, and why
   .venv/bin/routerctl rollback predict        # everyone back on model-v1, now
-  .venv/bin/routerctl status infer            # shadow: how often v2 agrees with v1
+  curl -s -X POST localhost:{port}/v2/models/iris/infer -H 'Content-Type: application/json' \\
+       -d '{v2_body}'   # a V2 batch of two rows
+  .venv/bin/routerctl status infer            # shadow (V2): how often v2 agrees, row by row
+  .venv/bin/routerctl drift infer             # drift of every row's features
   curl -s localhost:{admin}/metrics | head
 a little traffic ({TRAFFIC_RATE:g} req/s) runs so the rollouts have data (--no-traffic: none)
-logs: {LOG_DIR}/ (router.log, model-v1.log, model-v2.log)
+logs: {LOG_DIR}/ (router.log, model-v1.log, model-v2.log, iris-v1.log, iris-v2.log)
 Ctrl-C stops everything.
 """,
         flush=True,
@@ -246,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("admin", admin_host, admin),
             ("model v1", "127.0.0.1", 8101),
             ("model v2", "127.0.0.1", 8102),
+            ("V2 iris v1", "127.0.0.1", 8103),
+            ("V2 iris v2", "127.0.0.1", 8104),
         ]:
             check_free(h, prt, what)
         children = start_all(args.config, args.verbose)

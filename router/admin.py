@@ -29,6 +29,7 @@ included, is JSON; request bodies are never logged.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import inspect
 import json
@@ -125,6 +126,7 @@ def route_entry(route: CompiledRoute, live: Rollout | None) -> dict[str, Any]:
         "name": route.name,
         "match": {"path_prefix": match.path_prefix, "host": match.host},
         "strategy": route.spec.strategy_kind,
+        "protocol": route.spec.protocol,
         "backends": list(route.strategy.backends()),
         "weights": route_weights(route, live),
         "rollout": asdict(live) if live is not None else None,
@@ -226,7 +228,21 @@ class _Admin:
         if self.extra_status is not None:
             body.update(await self.extra_status())
         freshen_reasons(body)
+        await self._compare_problems(body["routes"])
         return _json(200, body)
+
+    async def _compare_problems(self, routes: list[dict[str, Any]]) -> None:
+        """Next to each comparing route: why a compared field cannot work, in words
+        (router/compare_hints.py); nothing when the store does not answer."""
+        if self.shadow is None:
+            return
+        for entry in routes:
+            if entry["strategy"] not in ("shadow", "canary"):
+                continue
+            with contextlib.suppress(StoreUnavailable):
+                summary = await self.shadow.summary(entry["name"])
+                pairs = summary.get("shadows", {}).values()
+                entry["compare_problems"] = [p for pair in pairs for p in pair.get("problems", [])]
 
     def _routes(self) -> list[CompiledRoute]:
         """Routes in config order (`by_name` keeps it; `routes` is in match order)."""

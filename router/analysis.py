@@ -431,24 +431,26 @@ class AgreementGate:
 
     field: str = "$.label"  # as written under `compare` ("$": the whole answer)
     min: float = 0.95  # minimum agreement
-    min_requests: int = 200  # mirrored comparisons before the gate may pass or fail
+    min_requests: int = 200  # compared items (rows) before the gate may pass or fail
     mirror_bp: int = 10_000  # share of stable-served requests mirrored, basis points
     alpha: float = 0.01
     dry_run: bool = False
     name: str = "agreement"
 
-    def counts(self, extra: Mapping[str, object]) -> tuple[int, int]:
+    def counts(self, extra: Mapping[str, object]) -> tuple[int, int, int]:
+        """(agreeing items, compared items, requests) of the gate's field."""
         table = extra.get("agreement")
-        pair = table.get(self.field) if isinstance(table, Mapping) else None
-        if isinstance(pair, tuple | list) and len(pair) == 2:
-            return int(pair[0]), int(pair[1])
-        return 0, 0
+        found = table.get(self.field) if isinstance(table, Mapping) else None
+        if isinstance(found, tuple | list) and len(found) in (2, 3):
+            agree, n = int(found[0]), int(found[1])
+            return agree, n, int(found[2]) if len(found) == 3 else n
+        return 0, 0, 0
 
     def judge(self, candidate: Sample, baseline: Sample, extra: Mapping[str, object]) -> GateResult:
-        agree, n = self.counts(extra)
+        agree, n, requests = self.counts(extra)
         rate = agree / n if n else 0.0
         verdict, why = self._verdict(agree, n)
-        figures = f"{self.field} agreement {_pct(rate)} ({agree}/{n} mirrored requests)"
+        figures = f"{self.field} agreement {_pct(rate)} ({agree}/{n} items, {requests} requests)"
         return GateResult(
             self.name, verdict, rate, self.min, n, n, self.dry_run, f"{figures}: {why}"
         )
@@ -457,7 +459,7 @@ class AgreementGate:
         lo, hi = rate_bounds(agree, n, self.alpha)
         conf, floor = f"{(1 - self.alpha) * 100:g} %", _pct(self.min)
         if n < self.min_requests:
-            return "wait", f"waiting for {self.min_requests} comparisons, have {n}"
+            return "wait", f"waiting for {self.min_requests} compared items, have {n}"
         if hi < self.min:
             return "fail", f"at most {_pct(hi)} at {conf} confidence (min {floor})"
         if lo >= self.min:
@@ -479,15 +481,11 @@ def _parse_agreement(node: Node) -> Gate:
 
 
 def agreement_field(node: Node) -> str:
-    """The required `field`: a JSONPath of the answer, or `$` for the whole answer."""
-    from router.jsonpath import compile_path  # late: only agreement users need it
+    """The compared name the gate reads: `field` (a JSON path of the answer, `$` for
+    the whole answer) or `output` (a name of the route's protocol), exactly one."""
+    from router.compare_config import compared_name  # late: only agreement users need it
 
-    text = node.string("field", required=True)
-    try:
-        compile_path(text or "$")
-    except ValueError as exc:
-        node.error(node.sub("field"), f"bad JSONPath: {exc}", text)
-    return text
+    return compared_name(node)
 
 
 # -- the open set of gates -----------------------------------------------------

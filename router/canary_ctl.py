@@ -11,11 +11,12 @@ second on its own counts only, and only with the error-rate gates: enough to
 stop a clearly broken candidate after a handful of failed requests.
 
 Agreement. Mirrored comparisons of the candidate with the stable backend are
-counted by router/mirror.py under the same window id (`cmp:<candidate>:<window>`,
-router/mirror_figures.py). `observe` reads them for the fields the gates name
-and hands them to the gates as `extra["agreement"]`; in shadow first the only
-gate judged is the shadow-first agreement gate (router/rollout.py
-`judging_gates`), and the window exists although no user reaches the candidate.
+counted by router/mirror.py under the same window id and the route's compare id
+(`cmp:<candidate>@<id>:<window>`, router/mirror_figures.py), item by item.
+`observe` reads them for the fields the gates name and hands them to the gates
+as `extra["agreement"]`; in shadow first the only gate judged is the
+shadow-first agreement gate (router/rollout.py `judging_gates`), and the
+window exists although no user reaches the candidate.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 import structlog
 
 from router.analysis import GateResult, Sample, evaluate
+from router.compare_figures import compare_id
 from router.controller import CAS_ATTEMPTS, Reply, Writer
 from router.drift_io import prediction_counts
 from router.metrics import Metrics, WindowStats, read_step_window
@@ -114,7 +116,8 @@ class CanaryController:
         if current is None:
             return  # the store lost it and our copy could not go back yet: next tick
         r, events = reconcile(current, spec, now)
-        obs = await self.observe(route.name, r, spec) if r.phase in JUDGED else Observation()
+        cid = compare_id(route.spec.protocol, spec.compare)  # as router/mirror.py counts
+        obs = await self.observe(route.name, r, spec, cid) if r.phase in JUDGED else Observation()
         r, more = step(r, spec, obs, now)
         events += more
         if events or _moved(current, r):
@@ -127,7 +130,9 @@ class CanaryController:
             fresh = initial(route, spec, now)
             await self.writer.write(fresh, 0, [Event("start", fresh.reason).entry()])
 
-    async def observe(self, route: str, r: Rollout, spec: CanarySpec) -> Observation:
+    async def observe(
+        self, route: str, r: Rollout, spec: CanarySpec, compare_id: str = ""
+    ) -> Observation:
         current = window(r)  # in shadow first no metrics are counted under it: zeros
         if current is None:
             return Observation()
@@ -137,7 +142,7 @@ class CanaryController:
         if spec.agreement_fields:
             fields = spec.agreement_fields
             extra["agreement"] = await read_agreement(
-                self.store, route, r.candidate, current, fields
+                self.store, route, r.candidate, current, fields, compare_id
             )
         if not in_shadow_first(r):
             extra["prediction_drift"] = await prediction_counts(

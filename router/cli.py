@@ -189,15 +189,17 @@ def cmd_diffs(api: Api, args: argparse.Namespace) -> int:
 
 
 def cmd_validate(api: Api, args: argparse.Namespace) -> int:
-    from router.config import validate_file  # lazy: the CLI stays light for other verbs
+    from router.protocols.checks import check_file  # lazy: the CLI stays light for other verbs
 
-    errors = validate_file(args.file)
-    if not errors:
-        print(f"OK: {args.file}")
-        return OK
+    errors, warnings = check_file(args.file)
     for error in errors:
         print(error)
-    return FAILED
+    if errors:
+        return FAILED
+    print(f"OK: {args.file}")
+    for warning in warnings:
+        print(f"warning: {warning}")
+    return OK
 
 
 def cmd_history(api: Api, args: argparse.Namespace) -> int:
@@ -332,7 +334,8 @@ def _add_status(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def _add_validate(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     text = (
         "Check a config file locally (no router needed): print 'OK: FILE', or each error "
-        "with its exact path and exit 1."
+        "with its exact path and exit 1. Warns (exit 0) when a route's compared or watched "
+        "names do not fit its protocol, e.g. a V2 answer read by JSON path."
     )
     p = verbs.add_parser("validate", help=text, description=text)
     p.add_argument("file", metavar="FILE", help="path of the config.yaml to check")

@@ -60,15 +60,14 @@ def table(rows: list[list[str]]) -> list[str]:
 def route_lines(routes: list[dict[str, Any]]) -> list[str]:
     rows = [["ROUTE", "STRATEGY", "BACKENDS", "ROLLOUT"]]
     for r in routes:
+        strategy = str(r.get("strategy", ""))
+        if r.get("protocol") not in (None, "json"):
+            strategy += f" ({r['protocol']})"
         rows.append(
-            [
-                r["name"],
-                str(r.get("strategy", "")),
-                _shares(r.get("weights", {})),
-                _rollout(r.get("rollout")),
-            ]
+            [r["name"], strategy, _shares(r.get("weights", {})), _rollout(r.get("rollout"))]
         )
-    return table(rows)
+    problems = [f"{r['name']}: {p['why']}" for r in routes for p in r.get("compare_problems") or []]
+    return table(rows) + (["", "COMPARISON PROBLEMS", *problems] if problems else [])
 
 
 def status_lines(status: dict[str, Any]) -> list[str]:
@@ -118,7 +117,7 @@ def _ms(pair: list[Any] | None) -> str:
 
 def _field_rows(pair: dict[str, Any]) -> list[list[str]]:
     noise = (pair.get("noise") or {}).get("fields", {})
-    rows = [["  FIELD", "AGREEMENT", "MEAN DIFF", "NOISE"]]
+    rows = [["  FIELD", "ITEMS AGREEING", "REQUESTS", "MEAN DIFF", "NOISE"]]
     for name, f in pair.get("fields", {}).items():
         diff = f.get("mean_diff")
         mark = "-"
@@ -127,7 +126,13 @@ def _field_rows(pair: dict[str, Any]) -> list[list[str]]:
                 "noisy" if noise[name]["noisy"] else f"+{100 * (noise[name]['excess'] or 0):.1f}%"
             )
         rows.append(
-            [f"  {name}", _pct(f.get("agreement")), "-" if diff is None else f"{diff:.4g}", mark]
+            [
+                f"  {name}",
+                _pct(f.get("agreement")),
+                _pct(f.get("requests")),
+                "-" if diff is None else f"{diff:.4g}",
+                mark,
+            ]
         )
     return rows
 
@@ -136,7 +141,8 @@ def pair_lines(title: str, pair: dict[str, Any]) -> list[str]:
     """One mirrored backend against the primary: agreement, fields, latency."""
     m = pair.get("mirror", {})
     lines = [
-        f"{title}: agreement {_pct(pair.get('agreement'))}",
+        f"{title}: items agreeing {_pct(pair.get('agreement'))}, "
+        f"requests {_pct(pair.get('requests'))}",
         f"  status mismatches {(pair.get('status_mismatch') or {}).get('k', 0)}  "
         f"no answer {pair.get('no_answer', 0)}  sent {m.get('sent', 0)}  "
         f"dropped {m.get('dropped', 0)} (shadow down {m.get('down', 0)})  "
@@ -145,7 +151,8 @@ def pair_lines(title: str, pair: dict[str, Any]) -> list[str]:
         "  (primary / shadow)",
     ]
     rows = _field_rows(pair)
-    return lines + (table(rows) if len(rows) > 1 else [])
+    lines += table(rows) if len(rows) > 1 else []
+    return lines + [f"  ! {p['why']}" for p in pair.get("problems") or []]
 
 
 def shadow_lines(body: dict[str, Any]) -> list[str]:

@@ -12,15 +12,17 @@ router/compare.py's module docstring.
 
 from __future__ import annotations
 
-import json
+import hashlib
 import math
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from router.compare import MICRO, OTHER, Comparison, FieldResult
+from router.compare import MICRO, OTHER, Comparison
+from router.compare_kinds import FieldResult, FieldSpec
 from router.jsonpath import MISSING
+from router.protocols.base import kind_name
 
 # -- counters that add up across replicas ---------------------------------------
 
@@ -45,9 +47,18 @@ def unescape(text: str) -> str:
     return text.replace("%7C", "|").replace("%25", "%")
 
 
-def counter_name(backend: str) -> str:
-    """The counter hash of the comparison of one mirror backend with the primary."""
-    return f"cmp:{backend}"
+def counter_name(backend: str, settings: str = "") -> str:
+    """The counter hash of the comparison of one mirror backend with the primary,
+    under one way of comparing (`compare_id`): figures of another config are apart."""
+    return f"cmp:{backend}@{settings}" if settings else f"cmp:{backend}"
+
+
+def compare_id(protocol: str, fields: Sequence[FieldSpec]) -> str:
+    """A short id of how a route compares (its protocol and compare list). Counters
+    are kept per id, so a field dropped from the config, or read another way, never
+    weighs on the figures of the new one: they start from zero after such an edit."""
+    text = repr((protocol, tuple(fields)))
+    return hashlib.blake2b(text.encode(), digest_size=3).hexdigest()
 
 
 def latency_bucket(seconds: float) -> int:
@@ -59,7 +70,10 @@ def tally_fields(
     comparison: Comparison, *, name: str = "cmp", fold: LabelFold | None = None
 ) -> dict[str, dict[str, int]]:
     """One comparison as increments of the counter hash `name` (see the layout in
-    the module docstring), ready for `StateStore.add_counters`."""
+    router/compare.py's docstring), ready for `StateStore.add_counters`. A
+    comparison that could not be read counts only as not comparable, with why."""
+    if comparison.not_comparable:
+        return {name: {"nc": 1, f"nc|{escape(comparison.not_comparable[:120])}": 1}}
     c: dict[str, int] = {"n": 1}
     _add(c, "agree", comparison.agree)
     _add(c, "status_mismatch", not comparison.status_match)
@@ -71,8 +85,18 @@ def tally_fields(
     c[f"lat|p|{latency_bucket(comparison.latency[0])}"] = 1
     if comparison.status[1] != 0:  # a shadow that never answered has no latency
         c[f"lat|s|{latency_bucket(comparison.latency[1])}"] = 1
+    if comparison.items:
+        c["items"] = len(comparison.items)
+        _add(c, "items_agree", any(comparison.items), sum(comparison.items))
+    _add(c, "batch", comparison.batch is not None)
+    requests: dict[str, bool] = {}  # field -> all its items agreed, in this request
     for result in comparison.fields:
         _tally_field(c, result, fold)
+        if result.counted:
+            requests[result.field] = requests.get(result.field, True) and result.agree
+    for field, ok in requests.items():
+        _add(c, f"f|{escape(field)}|rq", True)
+        _add(c, f"f|{escape(field)}|rq_agree", ok)
     return {name: c}
 
 
@@ -82,19 +106,24 @@ def _add(counters: dict[str, int], key: str, flag: bool, by: int = 1) -> None:
 
 
 def _tally_field(c: dict[str, int], r: FieldResult, fold: LabelFold | None) -> None:
+    """One item's result of one field (a request adds one per item)."""
     f = f"f|{escape(r.field)}|"
     if not r.counted:
-        c[f + "absent"] = 1
+        _add(c, f + "absent", True)
         return
-    c[f + "n"] = 1
+    _add(c, f + "n", True)
     _add(c, f + "agree", r.agree)
     _add(c, f + r.reason, r.reason in ("missing", "type", "shape"))
+    if r.reason == "missing":
+        _add(c, f + "miss_s", r.shadow is MISSING)
+    elif r.reason == "type":  # what the values were: the hint says it in words
+        _add(c, f"{f}tt|{kind_name(r.primary)}|{kind_name(r.shadow)}", True)
     if r.diff is not None and math.isfinite(r.diff):
-        c[f + "diff_n"] = 1
-        c[f + "diff_u"] = round(r.diff * MICRO)
+        _add(c, f + "diff_n", True)
+        _add(c, f + "diff_u", True, round(r.diff * MICRO))
     if r.labels is not None:
         p, s = (fold(r.field, x) if fold else x for x in r.labels)
-        c[f"{f}cm|{escape(p)}|{escape(s)}"] = 1
+        _add(c, f"{f}cm|{escape(p)}|{escape(s)}", True)
 
 
 class Tally:
@@ -183,28 +212,37 @@ class Rate:
 @dataclass(frozen=True, slots=True)
 class FieldSummary:
     field: str
-    agreement: Rate  # agree out of n (answers where at least one side had the field)
-    missing: int = 0
+    agreement: Rate  # items that agree out of the items where a side had the field
+    requests: Rate = Rate(0, 0)  # requests where every item of the field agreed
+    missing: int = 0  # items one side lacked
+    missing_shadow: int = 0  # ... of which the shadow lacked
     type_errors: int = 0  # type and shape
-    absent: int = 0  # neither side had the field
+    shape: int = 0  # requests whose sides had not as many items (or vector lengths differ)
+    absent: int = 0  # requests where neither side had the field
     mean_diff: float | None = None
     confusion: tuple[tuple[str, str, int], ...] = ()  # (primary, shadow, count), largest first
+    types: tuple[tuple[str, str, int], ...] = ()  # type disagreements: (primary, shadow, count)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "field": self.field,
             "agreement": self.agreement.to_dict(),
+            "requests": self.requests.to_dict(),
             "missing": self.missing,
+            "missing_shadow": self.missing_shadow,
             "type_errors": self.type_errors,
+            "shape": self.shape,
             "absent": self.absent,
             "mean_diff": self.mean_diff,
             "confusion": [list(cell) for cell in self.confusion],
+            "types": [list(cell) for cell in self.types],
         }
 
 
 @dataclass(frozen=True, slots=True)
 class Summary:
-    agreement: Rate  # whole answers: same status, every field agrees
+    agreement: Rate  # items: same status, every field agrees on the item
+    requests: Rate  # whole answers: same status, as many items, every item agrees
     status_mismatch: Rate
     no_answer: int
     body_mismatch: int
@@ -213,15 +251,22 @@ class Summary:
     latency_p99: tuple[float | None, float | None]
     mean_latency_delta: float | None  # shadow - primary, seconds
     fields: dict[str, FieldSummary]
+    batch_mismatch: int = 0  # requests whose answers had not as many items
+    not_comparable: tuple[tuple[str, int], ...] = ()  # (why, requests), apart from n
 
     @property
     def n(self) -> int:
-        return self.agreement.n
+        """Requests compared."""
+        return self.requests.n
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "n": self.n,
+            "items": self.agreement.n,
             "agreement": self.agreement.to_dict(),
+            "requests": self.requests.to_dict(),
+            "batch_mismatch": self.batch_mismatch,
+            "not_comparable": dict(self.not_comparable),
             "status_mismatch": self.status_mismatch.to_dict(),
             "no_answer": self.no_answer,
             "body_mismatch": self.body_mismatch,
@@ -241,21 +286,30 @@ def summarize(counters: Mapping[str, int], *, top_labels: int = 20) -> Summary:
     hist["s"] = list(hist["p"])
     per_field: dict[str, dict[str, int]] = {}
     cells: dict[str, dict[tuple[str, str], int]] = {}
+    types: dict[str, dict[tuple[str, str], int]] = {}
+    nc: dict[str, int] = {}
     for key, value in counters.items():
         parts = key.split("|")
         if parts[0] == "lat" and len(parts) == 3 and parts[1] in hist:
             _bump_bucket(hist[parts[1]], parts[2], value)
         elif parts[0] == "f" and len(parts) == 3:
             per_field.setdefault(unescape(parts[1]), {})[parts[2]] = value
-        elif parts[0] == "f" and len(parts) == 5 and parts[2] == "cm":
+        elif parts[0] == "f" and len(parts) == 5 and parts[2] in ("cm", "tt"):
             cell = (unescape(parts[3]), unescape(parts[4]))
-            cells.setdefault(unescape(parts[1]), {})[cell] = value
+            table = cells if parts[2] == "cm" else types
+            table.setdefault(unescape(parts[1]), {})[cell] = value
+        elif parts[0] == "nc" and len(parts) == 2:
+            nc[unescape(parts[1])] = value
     fields = {
         name: _field_summary(name, per_field.get(name, {}), cells.get(name, {}), top_labels)
         for name in sorted(per_field.keys() | cells.keys())
     }
+    for name, found in types.items():
+        if name in fields:
+            fields[name] = replace(fields[name], types=_largest(found))
     return Summary(
-        agreement=Rate(counters.get("agree", 0), n),
+        agreement=Rate(counters.get("items_agree", 0), counters.get("items", 0)),
+        requests=Rate(counters.get("agree", 0), n),
         status_mismatch=Rate(counters.get("status_mismatch", 0), n),
         no_answer=counters.get("no_answer", 0),
         body_mismatch=counters.get("body_mismatch", 0),
@@ -264,7 +318,14 @@ def summarize(counters: Mapping[str, int], *, top_labels: int = 20) -> Summary:
         latency_p99=(quantile(hist["p"], 0.99), quantile(hist["s"], 0.99)),
         mean_latency_delta=counters.get("lat_delta_us", 0) / MICRO / n if n else None,
         fields=fields,
+        batch_mismatch=counters.get("batch", 0),
+        not_comparable=tuple(sorted(nc.items(), key=lambda kv: -kv[1])),
     )
+
+
+def _largest(cells: Mapping[tuple[str, str], int]) -> tuple[tuple[str, str, int], ...]:
+    ordered = sorted(cells.items(), key=lambda item: (-item[1], item[0]))
+    return tuple((p, s, count) for (p, s), count in ordered)
 
 
 def _bump_bucket(hist: list[int], index: str, value: int) -> None:
@@ -292,8 +353,11 @@ def _field_summary(
     return FieldSummary(
         field=name,
         agreement=Rate(c.get("agree", 0), c.get("n", 0)),
+        requests=Rate(c.get("rq_agree", 0), c.get("rq", 0)),
         missing=c.get("missing", 0),
+        missing_shadow=c.get("miss_s", 0),
         type_errors=c.get("type", 0) + c.get("shape", 0),
+        shape=c.get("shape", 0),
         absent=c.get("absent", 0),
         mean_diff=c.get("diff_u", 0) / MICRO / diff_n if diff_n else None,
         confusion=fold_confusion(cells, top),
@@ -365,64 +429,3 @@ def _noise(name: str, shadow_agree: Rate, noise_agree: Rate) -> NoiseField:
         excess = max(0.0, dis.value - noise.value)
     noisy = dis.interval[0] <= noise.interval[1]
     return NoiseField(name, dis, noise, excess, noisy)
-
-
-# -- disagreement samples ------------------------------------------------------------
-
-
-def disagreement_record(
-    request_id: str,
-    comparison: Comparison,
-    primary_body: bytes,
-    shadow_body: bytes,
-    *,
-    max_chars: int = 2000,
-    fields_only: bool = False,
-    request_body: bytes | None = None,
-) -> str:
-    """One disagreement as a JSON line for the samples list (`routerctl diffs`).
-
-    Answers are cut to `max_chars` characters each; with `fields_only` only the
-    compared fields' values are kept, never the rest of the answers (for answers
-    that may hold personal data). The request body is stored only when given.
-    """
-    record: dict[str, Any] = {
-        "id": request_id,
-        "status": list(comparison.status),
-        "latency_ms": [round(x * 1000, 3) for x in comparison.latency],
-        "fields": [_field_record(r, max_chars) for r in comparison.fields if not r.agree],
-    }
-    if comparison.paths:
-        record["paths"] = list(comparison.paths)
-    if comparison.errors:
-        record["errors"] = list(comparison.errors)
-    if not fields_only:
-        record["primary"] = _cut(primary_body.decode("utf-8", "replace"), max_chars)
-        record["shadow"] = _cut(shadow_body.decode("utf-8", "replace"), max_chars)
-    if request_body is not None:
-        record["request"] = _cut(request_body.decode("utf-8", "replace"), max_chars)
-    return json.dumps(record, separators=(",", ":"), allow_nan=False, default=str)
-
-
-def _field_record(r: FieldResult, max_chars: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"field": r.field, "reason": r.reason}
-    if r.diff is not None and math.isfinite(r.diff):
-        out["diff"] = r.diff
-    if r.labels is not None:
-        out["labels"] = list(r.labels)
-    out["primary"] = _value_text(r.primary, max_chars)
-    out["shadow"] = _value_text(r.shadow, max_chars)
-    return out
-
-
-def _value_text(value: object, max_chars: int) -> str | None:
-    """A compared value as JSON text (None when absent), cut to `max_chars`."""
-    if value is MISSING:
-        return None
-    return _cut(json.dumps(value, separators=(",", ":")), max_chars)
-
-
-def _cut(text: str, max_chars: int) -> str:
-    if len(text) <= max_chars:
-        return text
-    return f"{text[:max_chars]}…(+{len(text) - max_chars} chars)"

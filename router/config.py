@@ -25,6 +25,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from router import yamlload
 from router.confkit import ConfigError, Node, show
+from router.protocols import PROTOCOLS, checks
 from router.spec import (
     AdminSpec,
     BackendSpec,
@@ -296,18 +297,11 @@ def _sticky(route: Node) -> StickySpec | None:
 
 
 def _paths(node: Node, key: str) -> tuple[str, ...]:
-    """A list of JSON paths (each compiled once here, so a typo is refused at load)."""
-    from router.jsonpath import compile_path
-
+    """A list of names: JSON paths, or the route protocol's own (checked per route)."""
     out: list[str] = []
     for path, item in node.items(key):
         if not isinstance(item, str) or not item:
-            node.error(path, "must be a JSON path like $.features", item)
-            continue
-        try:
-            compile_path(item)
-        except ValueError as exc:
-            node.error(path, f"is not a JSON path: {exc}", item)
+            node.error(path, "must be a JSON path like $.features (or a protocol's name)", item)
             continue
         out.append(item)
     return tuple(out)
@@ -368,11 +362,14 @@ def _route_node(node: Node, known: frozenset[str]) -> RouteSpec | None:
     match = _match(node)
     sticky = _sticky(node)
     drift = _drift(node)
+    protocol = node.choice("protocol", "json", tuple(PROTOCOLS))
     strategy = _strategy(node, known)
     node.done()
     if not node.ok or strategy is None:
         return None
-    return RouteSpec(name, match, strategy[0], strategy[1], sticky, drift)
+    route = RouteSpec(name, match, strategy[0], strategy[1], sticky, drift, protocol)
+    node.errors.extend(checks.errors(route, node.data, node.path))  # names fit the protocol?
+    return route
 
 
 def _routes(root: Node, known: frozenset[str]) -> tuple[RouteSpec, ...]:

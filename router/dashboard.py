@@ -189,12 +189,15 @@ def _pair_view(pair: dict[str, Any]) -> dict[str, Any]:
     raw = pair.get("agreement")
     rate = raw if isinstance(raw, dict) else {"rate": raw}
     mirror = pair.get("mirror")
+    problems = pair.get("problems")
     return {
         "n": pair["n"],
+        "items": pair.get("items", pair["n"]),
         "agreement": _number(rate.get("rate")),
         "lo": _number(rate.get("lo")),
         "hi": _number(rate.get("hi")),
         "mirrored": mirror.get("sent") if isinstance(mirror, dict) else None,
+        "problems": [p["why"] for p in problems] if isinstance(problems, list) else [],
     }
 
 
@@ -370,6 +373,7 @@ svg{display:block;width:100%;height:auto;overflow:hidden}
 .track{position:relative;height:9px;background:#f0f2f4;border-radius:2px}
 .bar{height:9px;border-radius:2px;min-width:1px}.ok{background:#2da44e}.few{background:#afb8c1}
 .alarm{background:#cf222e}
+.warn{color:#9a6700;font-size:12px;overflow-wrap:anywhere}
 .th{position:absolute;top:-2px;width:0;height:13px;border-left:2px dashed #1d232b}
 """
 
@@ -539,8 +543,10 @@ function agreement(route, t) {
         100 * ag[name].agreement : null)})), " %", 100);
   for (const name of Object.keys(ag)) {
     const a = ag[name];
-    shown.append(el("div", "muted", name + ": " + a.n + " compared" + (typeof a.lo === "number" ?
-      ", 95 % interval " + fmt(100 * a.lo, 1) + "-" + fmt(100 * a.hi, 1) + " %" : "")));
+    shown.append(el("div", "muted", name + ": " + a.items + " items in " + a.n + " requests" +
+      (typeof a.lo === "number" ?
+        ", 95 % interval " + fmt(100 * a.lo, 1) + "-" + fmt(100 * a.hi, 1) + " %" : "")));
+    (a.problems || []).forEach(why => shown.append(el("div", "warn", why)));
   }
   return shown;
 }

@@ -44,8 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -55,168 +53,27 @@ from aiohttp import web
 
 from router.admin import Refusal
 from router.drift import (
-    DriftTracker,
     FeatureScore,
-    FeatureSpec,
     Reference,
-    Window,
     counter_fields,
     counts_from_fields,
     scores,
 )
-from router.jsonpath import compile_path
+from router.drift_streams import DriftSink, Item, RouteDrift, Stream, ref_id
 from router.metrics import metric_lines
-from router.spec import Config, DriftSpec
+from router.spec import Config
 from router.state.base import StateStore, StoreUnavailable
 
 log = structlog.get_logger("router.drift")
 
-TAP_MAX_BODY = 64 * 1024  # bodies larger than this are not observed
-# Items waiting for the background pass; beyond: sampled out. Per pass interval,
-# so at most ~5,000 requests a second are observed: enough for any window's
-# statistics, and above that rate the cost per request falls as the load grows.
-MAX_PENDING = 512
 PASS_CHUNK = 64  # items parsed between yields to the loop (keeps p99 flat)
 PASS_INTERVAL = 0.1
 SYNC_INTERVAL = 1.0
 REF_TTL = 30 * 24 * 3600.0
 STEP_TTL = 24 * 3600.0
-SLOTS = 6  # a window is this many slots
 
-Item = tuple[str, str, str, int, bytes | None, bytes | None]
-Remember = Callable[[str, str, str, object], None]  # rid, route, backend, prediction
-
-
-class Tap:
-    """One request's bodies, kept for the background pass."""
-
-    __slots__ = ("ans", "ans_len", "req", "req_len", "sink")
-
-    def __init__(self, sink: DriftSink) -> None:
-        self.sink = sink
-        self.req: list[bytes] = []
-        self.ans: list[bytes] = []
-        self.req_len = self.ans_len = 0
-
-    def add_request(self, data: bytes) -> None:
-        self.req_len += len(data)
-        if self.req_len <= TAP_MAX_BODY:
-            self.req.append(data)
-
-    def add_answer(self, data: bytes) -> None:
-        self.ans_len += len(data)
-        if self.ans_len <= TAP_MAX_BODY:
-            self.ans.append(data)
-
-    def finish(self, route: str, backend: str, rid: str, status: int) -> None:
-        req = b"".join(self.req) if 0 < self.req_len <= TAP_MAX_BODY else None
-        ans = b"".join(self.ans) if 0 < self.ans_len <= TAP_MAX_BODY else None
-        self.sink.pending.append((route, backend, rid, status, req, ans))
-
-
-class DriftSink:
-    """The data plane's side: hands out taps while the background pass keeps up."""
-
-    def __init__(self, max_pending: int = MAX_PENDING) -> None:
-        self.pending: list[Item] = []
-        self.max_pending = max_pending
-        self.dropped = 0
-
-    def tap(self) -> Tap | None:
-        if len(self.pending) >= self.max_pending:
-            self.dropped += 1
-            return None
-        return Tap(self)
-
-    def take(self) -> list[Item]:
-        items, self.pending = self.pending, []
-        return items
-
-
-def _kind(values: Sequence[object]) -> str:
-    """A feature's kind from the first value that has one (a vector, a number, a label)."""
-    for v in values:
-        if type(v) is list:
-            return "vector"
-        if type(v) is int or type(v) is float:
-            return "number"
-        if type(v) is str or type(v) is bool:
-            return "category"
-    return "number"
-
-
-def feature_name(path: str) -> str:
-    return path[2:] if path.startswith("$.") else path
-
-
-def ref_id(reference: Reference) -> str:
-    return hashlib.blake2b(reference.to_json().encode(), digest_size=4).hexdigest()
-
-
-class Stream:
-    """One observed stream of a route (inputs, or outputs per backend)."""
-
-    def __init__(self, kind: str, paths: Sequence[str], spec: DriftSpec, now: float) -> None:
-        self.kind = kind  # "in" | "out"
-        self.paths = tuple(paths)
-        self.compiled = [compile_path(p) for p in paths]
-        self.spec = spec
-        self.window = Window(slot_seconds=spec.window / SLOTS, slots=SLOTS)
-        self.samples: list[tuple[object, ...]] = []
-        self.reference: Reference | None = None
-        self.rid = ""
-        self.published = False  # our reference is (or came from) the store
-        self.trackers: dict[str, DriftTracker] = {}
-        self.now = now
-
-    def extract(self, doc: object) -> tuple[object, ...]:
-        return tuple(p.get(doc) for p in self.compiled)
-
-    def observe(self, key: str, values: tuple[object, ...]) -> None:
-        if self.reference is None:
-            self.samples.append(values)
-            if len(self.samples) >= self.spec.reference:
-                self.install(self.fit(self.samples), published=False)
-            return
-        tracker = self.trackers.get(key)
-        if tracker is None:
-            tracker = self.trackers[key] = DriftTracker(self.reference, self.window, self.now)
-        tracker.observe(values)
-
-    def fit(self, samples: Sequence[Sequence[object]]) -> Reference:
-        specs = [
-            FeatureSpec(feature_name(p), p, _kind([s[i] for s in samples[:200]]))
-            for i, p in enumerate(self.paths)
-        ]
-        return Reference.fit(specs, samples)
-
-    def install(self, reference: Reference | None, *, published: bool) -> None:
-        self.reference, self.published = reference, published
-        self.rid = ref_id(reference) if reference is not None else ""
-        self.samples, self.trackers = [], {}
-
-    def fit_file(self, path: str) -> None:
-        """A reference from JSON lines of request bodies (the `reference_file`)."""
-        with open(path, encoding="utf-8") as f:
-            docs = [json.loads(line) for line in f if line.strip()]
-        self.install(self.fit([self.extract(d) for d in docs]), published=False)
-
-
-class RouteDrift:
-    """The streams of one route."""
-
-    def __init__(self, route: str, spec: DriftSpec, now: float) -> None:
-        self.route = route
-        self.spec = spec
-        self.inputs = Stream("in", spec.inputs, spec, now) if spec.inputs else None
-        self.outputs = Stream("out", spec.outputs, spec, now) if spec.outputs else None
-        self.alarms: set[str] = set()  # "<stream>/<feature>" in alarm now
-        self.last: dict[str, list[FeatureScore]] = {}  # stream label -> latest scores
-        if self.inputs is not None and spec.reference_file:
-            self.inputs.fit_file(spec.reference_file)
-
-    def streams(self) -> list[Stream]:
-        return [s for s in (self.inputs, self.outputs) if s is not None]
+# rid, route, backend, one prediction per item (the first output's values)
+Remember = Callable[[str, str, str, tuple[object, ...]], None]
 
 
 def ref_kind(stream_kind: str) -> str:
@@ -226,15 +83,6 @@ def ref_kind(stream_kind: str) -> str:
 async def stored_reference(store: StateStore, route: str, kind: str) -> Reference | None:
     items = await store.samples(route, ref_kind(kind), 1)
     return Reference.from_json(items[0]) if items else None
-
-
-def _loads(body: bytes | None) -> object:
-    if body is None:
-        return None
-    try:
-        return json.loads(body)
-    except ValueError:  # not JSON (UnicodeDecodeError is a ValueError too)
-        return None
 
 
 async def read_counts(
@@ -294,9 +142,12 @@ class DriftIO:
             if r.drift is None:
                 continue
             kept = old.get(r.name)
+            same = kept is not None and (kept.spec, kept.protocol.word) == (r.drift, r.protocol)
             try:
                 routes[r.name] = (
-                    kept if kept and kept.spec == r.drift else RouteDrift(r.name, r.drift, now)
+                    kept
+                    if kept is not None and same
+                    else RouteDrift(r.name, r.drift, now, r.protocol)
                 )
             except (OSError, ValueError) as exc:  # a bad reference_file: the route goes unwatched
                 log.error("drift reference file unreadable", route=r.name, error=str(exc))
@@ -337,21 +188,24 @@ class DriftIO:
             self.observe_items(items[start : start + PASS_CHUNK])
 
     def observe_items(self, items: Sequence[Item]) -> None:
+        """Every row of every request and answer (the route's protocol reads them)."""
         now = self.clock()
-        for route, backend, rid, status, req, ans in items:
+        for route, backend, rid, status, method, target, req, ans in items:
             rd = self.routes.get(route)
-            if rd is None:
-                continue
+            if rd is None or not rd.protocol.inference(method, target):
+                continue  # not observed: a metadata or health call of a model server
             self.observed += 1
             if rd.inputs is not None and req is not None:
                 rd.inputs.now = now
-                rd.inputs.observe("", rd.inputs.extract(_loads(req)))
+                for row in rd.inputs.rows(req):
+                    rd.inputs.observe("", row)
             if rd.outputs is not None and ans is not None and 200 <= status < 300:
                 rd.outputs.now = now
-                values = rd.outputs.extract(_loads(ans))
-                rd.outputs.observe(backend, values)
-                if self.remember is not None:
-                    self.remember(rid, route, backend, values[0])
+                rows = rd.outputs.rows(ans)
+                for row in rows:
+                    rd.outputs.observe(backend, row)
+                if self.remember is not None and rows:
+                    self.remember(rid, route, backend, tuple(row[0] for row in rows))
 
     # -- the sync with the store ---------------------------------------------------
     async def sync(self) -> None:

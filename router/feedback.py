@@ -2,10 +2,11 @@
 
 Theory of operation.
 
-*Remembering.* The drift background pass (router/drift_io.py) decodes the
-answers of routes with `drift.outputs`; for each 2xx answer it calls
-`remember(request_id, route, backend, prediction)`, the prediction being the
-value at the FIRST output path. A `Memory` keeps these in insertion order,
+*Remembering.* The drift background pass (router/drift_io.py) reads the
+answers of routes with `drift.outputs` as items (router/protocols/); for each
+2xx answer it calls `remember(request_id, route, backend, predictions)`, one
+prediction per item (row of the batch): the values of the FIRST output. A
+`Memory` keeps these in insertion order,
 bounded by count (`max_entries`, 100k) and age (`ttl`, 1 h): the oldest go
 first. It lives in the memory of the replica that served the request.
 
@@ -25,6 +26,12 @@ MAX_WAITING of them per replica) before it is given up. A label whose request
 is not remembered anywhere (older than the ttl, evicted, sampled out of drift
 under load, or on a route without outputs) is never matched: `received` minus
 `matched` shows it.
+
+*Rows.* A label is matched to a row: `{"request_id", "labels": [...]}` (or
+`values`) gives one per row, in order, and must have as many as the answer had
+rows; `{"request_id", "index": i, "label": ...}` labels row i alone (each row
+counts once); a plain `label` fits a request of one row. A label that does not
+fit its request's rows is counted as `mismatched`, never guessed.
 
 *Figures.* Classification: a label equal to the prediction (texts compared;
 numbers as numbers) is correct; `accuracy` = correct / n per backend.
@@ -66,7 +73,8 @@ GRACE = 5.0  # seconds an unmatched label is tried again (its answer may come la
 MAX_WAITING = 20_000  # unmatched labels kept for another try, per replica
 MICRO = 1_000_000  # absolute errors are summed in millionths (counters are integers)
 
-Entry = tuple[float, str, str, object]  # (time, route, backend, prediction)
+# (time, route, backend, one prediction per row, rows already labelled)
+Entry = tuple[float, str, str, tuple[object, ...], set[int]]
 
 
 class Memory:
@@ -80,8 +88,10 @@ class Memory:
     def __len__(self) -> int:
         return len(self._map)
 
-    def remember(self, rid: str, now: float, route: str, backend: str, prediction: object) -> None:
-        self._map[rid] = (now, route, backend, prediction)
+    def remember(
+        self, rid: str, now: float, route: str, backend: str, predictions: tuple[object, ...]
+    ) -> None:
+        self._map[rid] = (now, route, backend, predictions, set())
         self._map.move_to_end(rid)
         while len(self._map) > self.max_entries:
             self._map.popitem(last=False)
@@ -97,6 +107,9 @@ class Memory:
     def pop(self, rid: str) -> Entry | None:
         return self._map.pop(rid, None)
 
+    def get(self, rid: str) -> Entry | None:
+        return self._map.get(rid)
+
 
 def parse_items(body: object) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(valid items, problems) from one label, a list of them, or {"items": [...]}."""
@@ -111,11 +124,15 @@ def parse_items(body: object) -> tuple[list[dict[str, Any]], list[dict[str, Any]
             problems.append({"index": i, "error": error})
         else:
             keep = {"request_id": item["request_id"]}
-            keep.update({k: item[k] for k in ("label", "value") if k in item})
+            keep.update({k: item[k] for k in (*_ONE, *_MANY, "index") if k in item})
             items.append(keep)
     if len(raw) > MAX_ITEMS:
         problems.append({"index": MAX_ITEMS, "error": f"at most {MAX_ITEMS} labels per request"})
     return items, problems
+
+
+_ONE = ("label", "value")
+_MANY = ("labels", "values")  # one per row of a batched request
 
 
 def _problem(item: object) -> str:
@@ -124,11 +141,27 @@ def _problem(item: object) -> str:
     rid = item.get("request_id")
     if not isinstance(rid, str) or not rid:
         return "request_id must be a non-empty string"
-    if ("label" in item) == ("value" in item):
-        return "needs exactly one of label (classification) or value (regression)"
-    if "value" in item and not _finite(item["value"]):
+    given = [k for k in (*_ONE, *_MANY) if k in item]
+    if len(given) != 1:
+        return "needs exactly one of label, value (one row) or labels, values (one per row)"
+    key = given[0]
+    if key in _MANY:
+        if "index" in item:
+            return f"index goes with label or value, not {key}"
+        rows = item[key]
+        if not isinstance(rows, list) or not rows:
+            return f"{key} must be a non-empty list, one per row of the request"
+        return next((p for p in (_value_problem(key[:-1], v) for v in rows) if p), "")
+    index = item.get("index", 0)
+    if type(index) is not int or index < 0:
+        return "index must be a row number (0, 1, ...)"
+    return _value_problem(key, item[key])
+
+
+def _value_problem(key: str, v: object) -> str:
+    if key == "value" and not _finite(v):
         return "value must be a finite number"
-    if "label" in item and not isinstance(item["label"], str | int | float | bool):
+    if key == "label" and not isinstance(v, str | int | float | bool):
         return "label must be a string, number or boolean"
     return ""
 
@@ -143,6 +176,19 @@ def _text(v: object) -> str:
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
     return str(v)
+
+
+def rows_of(item: dict[str, Any], rows: int) -> list[tuple[int, dict[str, Any]]] | None:
+    """(row, single label) pairs a posted item labels; None when it does not fit a
+    request of `rows` rows (see the module docstring)."""
+    for many, one in zip(_MANY, _ONE, strict=True):
+        if many in item:
+            given = item[many]
+            return [(i, {one: v}) for i, v in enumerate(given)] if len(given) == rows else None
+    index = item.get("index")
+    if index is None:
+        return [(0, item)] if rows == 1 else None
+    return [(index, item)] if index < rows else None
 
 
 def outcome(prediction: object, item: dict[str, Any]) -> dict[str, int]:
@@ -177,8 +223,8 @@ class Feedback:
         # labels no memory held yet, with when this replica first saw them
         self._waiting: list[tuple[float, dict[str, Any]]] = []
 
-    def remember(self, rid: str, route: str, backend: str, prediction: object) -> None:
-        self.memory.remember(rid, self.clock(), route, backend, prediction)
+    def remember(self, rid: str, route: str, backend: str, predictions: tuple[object, ...]) -> None:
+        self.memory.remember(rid, self.clock(), route, backend, predictions)
 
     # -- the admin side ---------------------------------------------------------------
     async def submit(self, items: Sequence[dict[str, Any]]) -> None:
@@ -196,20 +242,34 @@ class Feedback:
         counters: dict[str, dict[str, dict[str, int]]] = {}
         matched = 0
         for seen_at, item in self._candidates(await self._unseen(), now):
-            entry = self.memory.pop(str(item.get("request_id")))
+            entry = self.memory.get(str(item.get("request_id")))
             if entry is None:
                 if len(self._waiting) < MAX_WAITING:
                     self._waiting.append((seen_at, item))
                 continue
-            matched += 1
-            _, route, backend, prediction = entry
-            fields = counters.setdefault(route, {}).setdefault(f"fb:{int(now // SLOT)}", {})
-            for key, n in outcome(prediction, item).items():
-                fields[f"{backend}#{key}"] = fields.get(f"{backend}#{key}", 0) + n
+            fields = counters.setdefault(entry[1], {}).setdefault(f"fb:{int(now // SLOT)}", {})
+            matched += self._match(str(item["request_id"]), entry, item, fields)
         if counters:
             await self.store.add_counters_many(counters, SLOT * (HORIZON + 1))
         self.matched += matched
         return matched
+
+    def _match(self, rid: str, entry: Entry, item: dict[str, Any], fields: dict[str, int]) -> int:
+        """Count the rows `item` labels (each row once); returns how many."""
+        _, _, backend, predictions, done = entry
+        pairs = rows_of(item, len(predictions))
+        if pairs is None:
+            self.memory.pop(rid)  # a label that does not fit: counted, never guessed
+            fields[f"{backend}#mismatched"] = fields.get(f"{backend}#mismatched", 0) + 1
+            return 0
+        fresh = [(i, one) for i, one in pairs if i not in done]
+        for i, one in fresh:
+            done.add(i)
+            for key, n in outcome(predictions[i], one).items():
+                fields[f"{backend}#{key}"] = fields.get(f"{backend}#{key}", 0) + n
+        if len(done) == len(predictions):
+            self.memory.pop(rid)  # every row labelled: the request is done
+        return len(fresh)
 
     def _candidates(self, fresh: list[str], now: float) -> list[tuple[float, dict[str, Any]]]:
         """The labels still within their GRACE, then those of the new batches, oldest first."""
@@ -338,6 +398,8 @@ def _figures(per: dict[str, dict[str, int]]) -> dict[str, dict[str, Any]]:
         entry: dict[str, Any] = {}
         if f.get("n"):
             entry.update(n=f["n"], correct=f.get("ok", 0), accuracy=f.get("ok", 0) / f["n"])
+        if f.get("mismatched"):
+            entry["mismatched"] = f["mismatched"]  # labels that did not fit the request's rows
         rn = f.get("rn", 0) - f.get("rbad", 0)
         if f.get("rn"):
             entry.update(n_values=f["rn"], mae=(f.get("ae_u", 0) / MICRO / rn) if rn else None)

@@ -13,7 +13,9 @@ with a message naming the exact spot. `JsonPath.get` walks a document already
 decoded by `json.loads`: a plain loop with no recursion unless a wildcard is
 involved. A step that does not fit (a member of a list, an index past the end)
 yields `MISSING`, which is distinct from JSON `null`. A wildcard gathers the
-values found under each element into a list, leaving out the ones missing.
+values found under each element into a list, leaving out the ones missing;
+`items` instead keeps one value per element (MISSING where it has none): the
+items of a `json` route (router/protocols/jsonpaths.py).
 
 `render` is the inverse for reporting: it writes a step sequence as the
 canonical text (`$.a['b c'][2]`) used for differing paths.
@@ -77,6 +79,25 @@ class JsonPath:
 
     def __hash__(self) -> int:
         return hash(self.steps)
+
+    @property
+    def wild(self) -> bool:
+        return self._wild
+
+    def items(self, doc: object) -> list[object]:
+        """The path's values as items: one per element at the first `[*]` (MISSING
+        where an element lacks the rest of the path, so items stay aligned), [] when
+        the list itself is missing; without a wildcard [value], or [] when missing."""
+        if not self._wild:
+            value = self.get(doc)
+            return [] if value is MISSING else [value]
+        cut = next(i for i, s in enumerate(self.steps) if isinstance(s, _Star))
+        head = _walk(doc, self.steps[:cut])
+        elements = head if isinstance(head, list) else _values(head)
+        if elements is None:
+            return []
+        rest = self.steps[cut + 1 :]
+        return [_walk(element, rest) for element in elements]
 
     def get(self, doc: object) -> object:
         """The value at this path in a decoded JSON document, or MISSING."""

@@ -59,11 +59,15 @@ from typing import Any, Final
 
 import structlog
 
+from router import protocols
 from router.compare import Answer, Comparison, compare
-from router.compare_figures import Tally, counter_name, disagreement_record, escape
+from router.compare_figures import Tally, compare_id, counter_name, escape
+from router.compare_hints import add_hints
+from router.compare_records import disagreement_record
 from router.errors import UpstreamError
 from router.mirror_client import fetch, request_bytes
 from router.mirror_figures import DIFFS, EVENTS, read_summary, window_counter
+from router.protocols import ModelProtocol
 from router.rollout import window
 from router.runtime import Runtime
 from router.shadow_copy import ANSWER_MAX_BODY, MirrorCopy
@@ -144,7 +148,7 @@ class Lane:
 class RouteFigures:
     """In-process figures of one route between two flushes."""
 
-    tallies: dict[str, Tally] = field(default_factory=dict)  # backend -> Tally
+    tallies: dict[str, Tally] = field(default_factory=dict)  # counter name -> Tally
     windows: dict[str, Tally] = field(default_factory=dict)  # counter name -> Tally
     events: dict[str, int] = field(default_factory=dict)
     samples: deque[str] = field(default_factory=lambda: deque(maxlen=SAMPLES_PER_FLUSH))
@@ -152,10 +156,11 @@ class RouteFigures:
     def count(self, event: str, by: int = 1) -> None:
         self.events[event] = self.events.get(event, 0) + by
 
-    def tally(self, backend: str) -> Tally:
-        found = self.tallies.get(backend)
+    def tally(self, name: str) -> Tally:
+        """The tally of one counter hash (`counter_name`: backend and compare id)."""
+        found = self.tallies.get(name)
         if found is None:
-            found = self.tallies[backend] = Tally(counter_name(backend))
+            found = self.tallies[name] = Tally(name)
         return found
 
     def window_tally(self, name: str) -> Tally:
@@ -196,6 +201,18 @@ def settings_of(runtime: Runtime, route: str) -> ShadowSpec:
         return strategy.compare_settings
     spec = getattr(strategy, "spec", None)
     return spec if isinstance(spec, ShadowSpec) else _DEFAULT_SETTINGS
+
+
+def protocol_of(runtime: Runtime, route: str) -> ModelProtocol:
+    """The route's model protocol (router/protocols/): how answers become items."""
+    compiled = runtime.table.by_name.get(route)
+    return protocols.get(compiled.spec.protocol if compiled is not None else protocols.DEFAULT)
+
+
+def judging(runtime: Runtime, route: str) -> tuple[ShadowSpec, ModelProtocol, str]:
+    """What a comparison of the route needs: settings, protocol, and their compare id."""
+    settings, protocol = settings_of(runtime, route), protocol_of(runtime, route)
+    return settings, protocol, compare_id(protocol.word, settings.compare)
 
 
 def window_of(runtime: Runtime, route: str) -> str | None:
@@ -373,6 +390,9 @@ class Mirrors:
                     self._idle.set()
 
     async def _mirror_one(self, lane: Lane, copy: MirrorCopy) -> None:
+        if not protocol_of(self.runtime, copy.route).inference(copy.method, copy.target):
+            self._figures(copy.route).count("not_inference")  # metadata, health: not judged
+            return
         pool, body = lane.pool, copy.body or b""
         rid = (self._rid_name, copy.request_id.encode())
         data = request_bytes(pool, copy.method, copy.target, copy.headers, body, rid)
@@ -402,14 +422,21 @@ class Mirrors:
             )
 
     def judge(self, copy: MirrorCopy, backend: str, shadow: Answer) -> Comparison:
-        """Compare one shadow answer with the primary's; tally it; keep a sample."""
-        settings = settings_of(self.runtime, copy.route)
+        """Compare one shadow answer with the primary's, item by item, in the route's
+        protocol; tally it under the route's compare id; keep a sample."""
+        settings, protocol, cid = judging(self.runtime, copy.route)
         primary = Answer(copy.primary_status, copy.primary_body or b"", copy.primary_latency)
-        c = compare(settings.compare, primary, shadow, float_tolerance=settings.float_tolerance)
+        c = compare(
+            settings.compare,
+            primary,
+            shadow,
+            protocol=protocol,
+            float_tolerance=settings.float_tolerance,
+        )
         figures = self._figures(copy.route)
-        figures.tally(backend).add(c)
+        figures.tally(counter_name(backend, cid)).add(c)
         if (current := window_of(self.runtime, copy.route)) is not None:
-            figures.window_tally(window_counter(backend, current)).add(c)
+            figures.window_tally(window_counter(backend, current, cid)).add(c)
         if not c.agree and settings.samples.enabled and backend != settings.secondary:
             figures.samples.append(_sample(copy, backend, c, shadow.body, settings.samples))
         return c
@@ -476,8 +503,10 @@ class Mirrors:
 
     async def summary(self, route: str) -> dict[str, Any]:
         """Figures of a route summed over replicas (see router/mirror_figures.py)."""
-        settings = settings_of(self.runtime, route)
-        body = await read_summary(self.store, route, settings, self._mirrored(route))
+        settings, protocol, cid = judging(self.runtime, route)
+        body = await read_summary(self.store, route, settings, self._mirrored(route), cid)
+        body["protocol"] = protocol.word
+        add_hints(body, protocol, {f.field: f.kind for f in settings.compare})
         body["local"] = {
             "queue": self.queue_depths(),
             "queued_bytes": self.queued_bytes,
@@ -493,12 +522,12 @@ class Mirrors:
     async def agreement(self, route: str) -> dict[str, Any] | None:
         """Agreement of each mirrored backend with the primary, summed over replicas
         (the automation ladder's figure); None before any comparison."""
-        body = await read_summary(
-            self.store, route, settings_of(self.runtime, route), self._mirrored(route)
-        )
+        settings, _, cid = judging(self.runtime, route)
+        body = await read_summary(self.store, route, settings, self._mirrored(route), cid)
         pairs = {
             backend: {
                 "n": pair["n"],
+                "items": pair["items"],
                 "agreement": pair["agreement"],
                 "fields": {name: f["agreement"] for name, f in pair["fields"].items()},
             }

@@ -36,27 +36,41 @@ DIFFS: Final = "diffs"  # the route's list of sampled disagreements
 WHOLE_ANSWER: Final = "$"  # the agreement "field" of whole answers
 
 
-def window_counter(backend: str, window: str) -> str:
+def window_counter(backend: str, window: str, settings: str = "") -> str:
     """The comparison counter hash of one mirrored backend during one rollout window."""
-    return f"{counter_name(backend)}:{window}"
+    return f"{counter_name(backend, settings)}:{window}"
 
 
 def agreement_counts(
     counters: Mapping[str, int], fields: Sequence[str]
-) -> dict[str, tuple[int, int]]:
-    """(agree, n) per field from one comparison hash (compare.py's layout)."""
-    out: dict[str, tuple[int, int]] = {}
+) -> dict[str, tuple[int, int, int]]:
+    """(agreeing items, compared items, requests) per field from one comparison hash
+    (compare_figures.py's layout); "$" is whole items (every field agrees on it)."""
+    out: dict[str, tuple[int, int, int]] = {}
     for name in fields:
-        prefix = "" if name == WHOLE_ANSWER else f"f|{escape(name)}|"
-        out[name] = (counters.get(prefix + "agree", 0), counters.get(prefix + "n", 0))
+        if name == WHOLE_ANSWER:
+            get = counters.get
+            out[name] = (get("items_agree", 0), get("items", 0), get("n", 0))
+            continue
+        f = f"f|{escape(name)}|"
+        out[name] = (
+            counters.get(f + "agree", 0),
+            counters.get(f + "n", 0),
+            counters.get(f + "rq", 0),
+        )
     return out
 
 
 async def read_agreement(
-    store: StateStore, route: str, backend: str, window: str, fields: Sequence[str]
-) -> dict[str, tuple[int, int]]:
+    store: StateStore,
+    route: str,
+    backend: str,
+    window: str,
+    fields: Sequence[str],
+    settings: str = "",
+) -> dict[str, tuple[int, int, int]]:
     """The agreement counts of `backend` in one window, summed over replicas."""
-    name = window_counter(backend, window)
+    name = window_counter(backend, window, settings)
     counters = await store.read_counters(route, [name])
     return agreement_counts(counters.get(name, {}), fields)
 
@@ -92,18 +106,24 @@ def _pair(summary: Summary, events: Mapping[str, int], backend: str) -> dict[str
 
 
 async def read_summary(
-    store: StateStore, route: str, settings: ShadowSpec, backends: tuple[str, ...]
+    store: StateStore,
+    route: str,
+    settings: ShadowSpec,
+    backends: tuple[str, ...],
+    compare_id: str = "",
 ) -> dict[str, Any]:
-    """The route's figures summed over replicas; one store round trip."""
+    """The route's figures summed over replicas, under the route's way of comparing
+    (`compare_id`); one store round trip."""
     shadows = mirrored_backends(settings, backends)
     secondary = settings.secondary
-    names = [counter_name(b) for b in (*shadows, *((secondary,) if secondary else ()))]
+    everyone = (*shadows, *((secondary,) if secondary else ()))
+    names = [counter_name(b, compare_id) for b in everyone]
     counters = await store.read_counters(route, [*names, EVENTS])
     events = counters.get(EVENTS, {})
-    second = summarize(counters[counter_name(secondary)]) if secondary else None
+    second = summarize(counters[counter_name(secondary, compare_id)]) if secondary else None
     pairs: dict[str, Any] = {}
     for backend in shadows:
-        raw = counters.get(counter_name(backend), {})
+        raw = counters.get(counter_name(backend, compare_id), {})
         if not raw and not settings.primary:
             continue  # another strategy's backend that was never mirrored
         summary = summarize(raw)
@@ -120,4 +140,5 @@ async def read_summary(
         "dropped": dropped,
         "oversize_body": events.get("oversize_body", 0),
         "oversize_answer": events.get("oversize_answer", 0),
+        "not_inference": events.get("not_inference", 0),
     }

@@ -87,7 +87,7 @@ from router.sweeper import Sweeper
 from router.upstream import UpstreamConnection, UpstreamPool
 
 if TYPE_CHECKING:
-    from router.drift_io import DriftSink, Tap
+    from router.drift_streams import DriftSink, Tap
     from router.state.model import Rollout
     from strategies.base import Decision
 
@@ -218,7 +218,7 @@ class Exchange:
         if d.mirrors and plane.shadow_sink is not None:
             self._keep_mirror(d.mirrors, route.strategy)
         if route.spec.drift is not None and plane.drift_sink is not None:
-            self.tap = plane.drift_sink.tap()  # None while the background pass is behind
+            self.tap = plane.drift_sink.tap(req.method, self.target)  # None: pass is behind
         if req.method in IDEMPOTENT:
             self.retry, self.retry_len = [], 0
         self._queue_head(pool)

@@ -164,7 +164,9 @@ def _first_words(spec: CanarySpec) -> str:
     if spec.shadow_first is None:
         return "started"
     gate, bp = spec.shadow_first.gate, spec.shadow_first.percent_bp
-    want = f"{gate.min_requests} comparisons of {gate.field} at >= {gate.min * 100:g} % agreement"
+    want = (
+        f"{gate.min_requests} compared items of {gate.field} at >= {gate.min * 100:g} % agreement"
+    )
     return f"mirroring {_pct(bp)} of requests to {spec.candidate}, no user traffic; needs {want}"
 
 
@@ -270,10 +272,10 @@ def _shadow_first_step(
 def _shadow_first_reason(spec: CanarySpec, gates: list[GateResult]) -> str:
     needed = spec.shadow_first.gate.min_requests if spec.shadow_first else 0
     if not gates:
-        return f"shadow first: no comparison yet, 0/{needed} mirrored requests"
+        return f"shadow first: no comparison yet, 0/{needed} compared items"
     g = gates[0]
     share = f"agreement {g.value * 100:.1f} %" if g.candidate_n else "no comparison yet"
-    head = f"shadow first: {g.candidate_n}/{needed} mirrored requests, {share}"
+    head = f"shadow first: {g.candidate_n}/{needed} compared items, {share}"
     head += f" (min {g.threshold * 100:g} %)"
     return head if g.candidate_n < needed else f"{head}; not yet sure, need more comparisons"
 

@@ -73,18 +73,21 @@ def candidate_prefixes(path: str) -> list[str]:
     """Every path_prefix that matches `path` (no query), longest first.
 
     A prefix matches on segment boundaries: the whole path, the path up to a
-    `/` (without it, `/iris` for `/iris/predict`) or through it (`/iris/`).
-    So the candidates are at most two per segment, whatever the number of
-    routes: matching is a few dict lookups, not a scan."""
+    `/` (without it, `/iris` for `/iris/predict`) or through it (`/iris/`), and
+    the path up to a `:` (TF Serving calls NAME:predict under a route for
+    /v1/models/NAME). So the candidates are a few per segment, whatever the
+    number of routes: matching is a few dict lookups, not a scan."""
     out = [path]
-    i = path.rfind("/")
-    while i >= 0:
-        through = path[: i + 1]
-        if through != out[-1]:
-            out.append(through)
-        if i > 0:
+    for i in range(len(path) - 1, -1, -1):
+        c = path[i]
+        if c == "/":
+            through = path[: i + 1]
+            if through != out[-1]:
+                out.append(through)
+            if i > 0:
+                out.append(path[:i])
+        elif c == ":" and i > 0:
             out.append(path[:i])
-        i = path.rfind("/", 0, i)
     return out
 
 

@@ -97,8 +97,8 @@ class StickySpec:
 class DriftSpec:
     """A route's `drift:` block: which JSON fields to watch (router/drift_io.py)."""
 
-    inputs: tuple[str, ...] = ()  # JSON paths in the request body
-    outputs: tuple[str, ...] = ()  # JSON paths in the answer; the first is the prediction
+    inputs: tuple[str, ...] = ()  # names in the request (JSON paths, or the protocol's own)
+    outputs: tuple[str, ...] = ()  # names in the answer; the first is the prediction
     reference: int = 2000  # requests after a reset that fix the bins
     reference_file: str | None = None  # or: JSON lines of request bodies
     threshold: float = 0.2  # PSI at or above this alarms
@@ -114,6 +114,7 @@ class RouteSpec:
     strategy: StrategySpec
     sticky: StickySpec | None = None
     drift: DriftSpec | None = None  # None: no drift watched on this route
+    protocol: str = "json"  # how bodies become items (router/protocols/): json, v2, tfserving
 
 
 @dataclass(frozen=True, slots=True)

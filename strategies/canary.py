@@ -40,8 +40,8 @@ request the candidate answers has nothing to be compared with and is not
 mirrored. Whether a stable-served request is mirrored comes from a second hash
 of the key (strategies/shadow.py `mirror_bucket`), not from `key % 10_000`,
 which already splits the users: reusing it would mirror one slice of users only.
-An agreement field not listed under `compare` is compared as a label (equality);
-`$` means the whole answer.
+An agreement field (`field: $.path` or `output: NAME`) not listed under
+`compare` is compared as a label (equality); `$` means the whole answer.
 
 Shadow first. With `shadow_first`, a new rollout (and a retry) starts in the
 `waiting` phase at weight 0: every request goes to the stable backend and
@@ -66,10 +66,10 @@ from router.analysis import (
     agreement_field,
     parse_analysis,
 )
-from router.compare import FieldSpec, parse_compare
+from router.compare_config import parse_compare
+from router.compare_kinds import FieldSpec
 from router.confkit import Node, basis_points
 from router.hashing import BASIS_POINTS
-from router.jsonpath import compile_path
 from strategies.base import Decision, StrategyKind, StrategySpec, check_backend
 from strategies.shadow import ShadowSpec, mirror_bucket
 
@@ -360,12 +360,8 @@ def _with_gate_fields(spec: CanarySpec) -> CanarySpec:
     listed = {f.field for f in spec.compare}
     extra: list[FieldSpec] = []
     for text in spec.agreement_fields:
-        if text in listed or text in (WHOLE_ANSWER, ""):
-            continue
-        try:
-            extra.append(FieldSpec(text, compile_path(text), "label"))
-        except ValueError:
-            continue  # agreement_field already reported it with its path
+        if text not in listed and text not in (WHOLE_ANSWER, ""):
+            extra.append(FieldSpec(text, "label"))
     return replace(spec, compare=spec.compare + tuple(extra)) if extra else spec
 
 

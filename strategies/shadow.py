@@ -27,7 +27,7 @@ The four possible decisions (mirror nothing, the shadows, the secondary, both)
 are built once, so `decide` allocates nothing. A route whose live rollout is
 `paused` (routerctl pause) stops mirroring until resumed.
 
-The comparison settings are parsed by router/compare.py (`parse_compare`), the
+The comparison settings are parsed by router/compare_config.py (`parse_compare`), the
 same parser the canary's agreement gate uses; the mirror workers read them
 from `spec`.
 """
@@ -38,7 +38,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from router.compare import FieldSpec, parse_compare, read_real
+from router.compare_config import parse_compare, read_real
+from router.compare_kinds import FieldSpec
 from router.confkit import basis_points
 from router.hashing import BASIS_POINTS
 from strategies.base import Decision, StrategyKind, StrategySpec, check_backend

@@ -12,15 +12,16 @@ from hypothesis import strategies as st
 
 from examples.model_server import ModelOptions
 from router.analysis import AgreementGate, Sample, parse_analysis, rate_bounds
-from router.canary_ctl import CanaryController
-from router.compare import Answer, compare, parse_compare
-from router.compare_figures import Tally
+from router.canary_ctl import CanaryController, spec_of
+from router.compare import Answer, compare
+from router.compare_config import parse_compare
+from router.compare_figures import Tally, compare_id
 from router.config import parse as parse_config
 from router.confkit import Node
 from router.controller import Writer
 from router.hashing import BASIS_POINTS, key_of
 from router.metrics import Metrics
-from router.mirror import RouteFigures
+from router.mirror import RouteFigures, judging
 from router.mirror_figures import agreement_counts, read_agreement, window_counter
 from router.rollout import window
 from router.routing import build_table
@@ -47,8 +48,8 @@ def test_waits_below_the_minimum_sample_even_when_clearly_bad() -> None:
     """Below min_requests the gate waits, whatever the rate; the detail gives the counts."""
     result = judged(AgreementGate(min_requests=200), 10, 150)
     assert result.verdict == "wait"
-    assert result.detail.startswith("$.label agreement 6.67 % (10/150 mirrored requests)")
-    assert "waiting for 200 comparisons, have 150" in result.detail
+    assert result.detail.startswith("$.label agreement 6.67 % (10/150 items, 150 requests)")
+    assert "waiting for 200 compared items, have 150" in result.detail
 
 
 def test_thirty_percent_disagreement_fails_and_full_agreement_passes() -> None:
@@ -113,7 +114,10 @@ def test_gate_block_is_read_with_defaults() -> None:
 def test_gate_block_errors_name_their_path() -> None:
     """A missing field, a bad JSONPath and a rate above 1 are refused with their path."""
     _, errors = parse_canary(BASE + "analysis: {agreement: {min: 2}}\n")
-    assert f"{PATH}.analysis.agreement.field: is required" in errors
+    assert (
+        f"{PATH}.analysis.agreement: needs exactly one of field (a JSON path) or output (a name)"
+        in errors
+    )
     assert f"{PATH}.analysis.agreement.min: must be a number in 0..1, got 2" in errors
     _, errors = parse_canary(BASE + "analysis: {agreement: {field: label}}\n")
     assert errors == [
@@ -214,9 +218,9 @@ def test_agreement_counts_read_the_comparison_layout() -> None:
         tally.add(compare(fields, Answer(200, b'{"label": "a"}', 0.01), Answer(200, shadow, 0.01)))
     counters = tally.drain()["cmp:v2"]
     assert agreement_counts(counters, ["$.label", "$", "$.x"]) == {
-        "$.label": (2, 3),
-        "$": (2, 3),
-        "$.x": (0, 0),
+        "$.label": (2, 3, 3),
+        "$": (2, 3, 3),
+        "$.x": (0, 0, 0),
     }
 
 
@@ -242,15 +246,16 @@ async def test_mirrors_count_canary_comparisons_per_window() -> None:
         await r.settle()
         second = first.evolve(phase="progressing", weight_bp=2000, step_started_at=200.0)
         r.mirrors.runtime.live = {"iris": second}
+        cid = judging(r.mirrors.runtime, "iris")[2]
         counts = [
-            await read_agreement(r.mirrors.store, "iris", "v2", str(window(x)), ["$.label"])
+            await read_agreement(r.mirrors.store, "iris", "v2", str(window(x)), ["$.label"], cid)
             for x in (first, second)
         ]
-        total = await r.mirrors.store.read_counters("iris", ["cmp:v2"])
+        total = await r.mirrors.store.read_counters("iris", [f"cmp:v2@{cid}"])
     setosa = sum(a["label"] == "setosa" for a in sent.answers)
-    assert counts == [{"$.label": (setosa, 40)}, {"$.label": (0, 0)}]
-    assert total["cmp:v2"]["n"] == 40  # the route's overall figures are kept as well
-    assert window_counter("v2", "1-100000") == "cmp:v2:1-100000"
+    assert counts == [{"$.label": (setosa, 40, 40)}, {"$.label": (0, 0, 0)}]
+    assert total[f"cmp:v2@{cid}"]["n"] == 40  # the route's overall figures are kept as well
+    assert window_counter("v2", "1-100000", cid) == f"cmp:v2@{cid}:1-100000"
 
 
 async def test_automation_agreement_figure() -> None:
@@ -280,7 +285,7 @@ def test_shadow_first_percent_must_send_copies(percent: int) -> None:
 # -- the controller: counts of the current window reach the gate ----------------------------
 async def test_controller_aborts_a_ramp_on_the_agreement_of_its_window() -> None:
     """Mid-ramp, 60/100 agreeing comparisons in the step's window abort on `agreement`;
-    the same counts under an older window are not looked at."""
+    the same counts under an older window, or another compare config, are not looked at."""
     config = parse_config(
         "backends:\n  v1: {url: http://127.0.0.1:9}\n  v2: {url: http://127.0.0.1:9}\n"
         "routes:\n"
@@ -297,10 +302,14 @@ async def test_controller_aborts_a_ramp_on_the_agreement_of_its_window() -> None
     assert started is not None
     assert started.phase == "progressing"
     bad = {"n": 100, "agree": 60, "f|$.label|n": 100, "f|$.label|agree": 60}
-    await store.add_counters("iris", {window_counter("v2", "1-1"): bad}, 60.0)
+    cid = compare_id("json", spec_of(route).compare)
+    await store.add_counters("iris", {window_counter("v2", "1-1", cid): bad}, 60.0)
     await ctl.tick(route, 1010.0)
     assert (await store.get_rollout("iris")) == started  # another window's counts: ignored
     await store.add_counters("iris", {window_counter("v2", str(window(started))): bad}, 60.0)
+    await ctl.tick(route, 1015.0)
+    assert (await store.get_rollout("iris")) == started  # another compare config's: ignored
+    await store.add_counters("iris", {window_counter("v2", str(window(started)), cid): bad}, 60.0)
     await ctl.tick(route, 1020.0)
     aborted = await store.get_rollout("iris")
     assert aborted is not None

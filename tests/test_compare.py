@@ -11,20 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.compare import (
-    OTHER,
-    Answer,
-    FieldSpec,
-    compare,
-    cosine,
-    diff_paths,
-    parse_compare,
-    total_variation,
-)
+from router.compare import OTHER, Answer, compare, diff_paths
+from router.compare_config import parse_compare
 from router.compare_figures import (
     Tally,
     counter_name,
-    disagreement_record,
     fold_confusion,
     noise_report,
     quantile,
@@ -32,12 +23,13 @@ from router.compare_figures import (
     tally_fields,
     wilson,
 )
-from router.jsonpath import compile_path
+from router.compare_kinds import FieldSpec, cosine, total_variation
+from router.compare_records import disagreement_record
 from router.state.base import StateStore
 
 
 def field(path: str, kind: str, **settings: object) -> FieldSpec:
-    return FieldSpec(path, compile_path(path), kind, **settings)  # type: ignore[arg-type]
+    return FieldSpec(path, kind, **settings)  # type: ignore[arg-type]
 
 
 def answer(doc: object, status: int = 200, latency: float = 0.01) -> Answer:

@@ -26,7 +26,7 @@ def test_memory_forgets_the_oldest_beyond_its_count() -> None:
     """At most max_entries are kept; the oldest go first."""
     memory = Memory(max_entries=3, ttl=100.0)
     for i in range(5):
-        memory.remember(f"r{i}", float(i), "route", "b", "x")
+        memory.remember(f"r{i}", float(i), "route", "b", ("x",))
     assert len(memory) == 3
     assert memory.pop("r1") is None
     assert memory.pop("r4") is not None
@@ -35,8 +35,8 @@ def test_memory_forgets_the_oldest_beyond_its_count() -> None:
 def test_memory_forgets_entries_older_than_ttl() -> None:
     """An entry older than ttl is dropped when time moves on."""
     memory = Memory(max_entries=100, ttl=10.0)
-    memory.remember("old", 0.0, "route", "b", "x")
-    memory.remember("new", 9.0, "route", "b", "x")
+    memory.remember("old", 0.0, "route", "b", ("x",))
+    memory.remember("new", 9.0, "route", "b", ("x",))
     memory.expire(10.5)
     assert memory.pop("old") is None
     assert memory.pop("new") is not None
@@ -177,13 +177,56 @@ async def test_a_label_ahead_of_its_answer_is_matched_within_the_grace() -> None
     await fb.submit([{"request_id": "early", "label": "a"}, {"request_id": "never", "label": "b"}])
     assert await fb.poll() == 0  # nothing remembered yet
     now[0] += 1.0
-    fb.remember("early", "iris", "v2", "a")  # the drift pass catches up
+    fb.remember("early", "iris", "v2", ("a",))  # the drift pass catches up
     assert await fb.poll() == 1
     report = await fb.report("iris")
     assert report["backends"]["v2"]["n"] == 1
     assert report["backends"]["v2"]["accuracy"] == 1.0
     now[0] += GRACE  # "never" has waited long enough: given up
     assert await fb.poll() == 0
-    fb.remember("never", "iris", "v2", "b")
+    fb.remember("never", "iris", "v2", ("b",))
     assert await fb.poll() == 0  # too late: not matched, and not counted twice either
     assert fb.matched == 1
+
+
+async def test_labels_of_a_batch_are_matched_row_by_row() -> None:
+    """A batched request: `labels` one per row, or `index` one row at a time, each row
+    counted once; labels that do not fit the request's rows are counted, never guessed."""
+    fb = Feedback(MemoryStore(), clock=lambda: 1000.0)
+    fb.remember("batch", "iris", "v2", ("a", "b", "c"))
+    fb.remember("rows", "iris", "v2", ("a", "b"))
+    fb.remember("short", "iris", "v2", ("a", "b"))
+    fb.remember("bare", "iris", "v2", ("a", "b"))
+    await fb.submit(
+        [
+            {"request_id": "batch", "labels": ["a", "x", "c"]},  # 2 of 3 rows right
+            {"request_id": "rows", "index": 1, "label": "b"},
+            {"request_id": "rows", "index": 1, "label": "z"},  # the same row again: ignored
+            {"request_id": "rows", "index": 0, "label": "a"},
+            {"request_id": "short", "labels": ["a"]},  # 1 label for 2 rows: mismatched
+            {"request_id": "bare", "label": "a"},  # which row? mismatched
+        ]
+    )
+    assert await fb.poll() == 5
+    v2 = (await fb.report("iris"))["backends"]["v2"]
+    assert (v2["n"], v2["correct"], v2["mismatched"]) == (5, 4, 2)
+    assert len(fb.memory) == 0  # every request done: labelled or refused
+
+
+def test_batch_labels_are_validated() -> None:
+    items, problems = parse_items(
+        [
+            {"request_id": "a", "labels": ["x", 1]},
+            {"request_id": "b", "labels": []},
+            {"request_id": "c", "labels": ["x"], "index": 0},
+            {"request_id": "d", "label": "x", "index": -1},
+            {"request_id": "e", "values": [1.5, "no"]},
+        ]
+    )
+    assert items == [{"request_id": "a", "labels": ["x", 1]}]
+    assert [p["error"] for p in problems] == [
+        "labels must be a non-empty list, one per row of the request",
+        "index goes with label or value, not labels",
+        "index must be a row number (0, 1, ...)",
+        "value must be a finite number",
+    ]

@@ -59,11 +59,12 @@ def test_longest_prefix_wins() -> None:
 
 
 def test_prefix_matches_on_segment_boundaries() -> None:
-    """/v2 matches /v2 and /v2/x but not /v2x; a prefix ending in / matches below it."""
+    """/v2 matches /v2, /v2/x and /v2:verb but not /v2x; a prefix ending in / matches below."""
     assert matched(b"/v2") == "v2"
     assert matched(b"/v2/") == "v2"
     assert matched(b"/v2x") == "root"
     assert matched(b"/v2/models/irises") == "v2"
+    assert matched(b"/v2:predict") == "v2"  # TF Serving's /v1/models/NAME:predict
     assert matched(b"/api/x") == "api"
     assert matched(b"/api") == "root"  # "/api/" asks for the slash
 
@@ -141,13 +142,13 @@ def scan(routes: list[tuple[str, str | None]], host: str | None, path: str) -> i
         if want is not None and want != host:
             continue
         if path.startswith(prefix) and (
-            len(path) == len(prefix) or prefix.endswith("/") or path[len(prefix)] == "/"
+            len(path) == len(prefix) or prefix.endswith("/") or path[len(prefix)] in "/:"
         ):
             return i
     return None
 
 
-SEGMENTS = st.sampled_from(["a", "b", "ab", "v2", ""])
+SEGMENTS = st.sampled_from(["a", "b", "ab", "v2", "", "a:p", ":"])
 PATHS = st.lists(SEGMENTS, min_size=0, max_size=4).map(lambda s: "/" + "/".join(s))
 HOSTS = st.sampled_from([None, "x.example", "y.example"])
 

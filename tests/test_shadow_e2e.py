@@ -83,7 +83,7 @@ async def test_routerctl_status_shows_agreement_per_field_and_drops() -> None:
     assert code == 0, err
     assert f"$.label          {100 * setosa / 60:.1f}% [" in out
     assert "n=60" in out
-    assert "shadow v2 vs v1: agreement" in out
+    assert "shadow v2 vs v1: items agreeing" in out
     assert "mirror offered 60  dropped 0" in out
     shadow = json.loads(jout)["shadow"]
     assert jcode == 0

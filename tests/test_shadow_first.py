@@ -70,7 +70,7 @@ def test_initial_is_shadow_first_at_weight_zero() -> None:
     assert (r.phase, r.weight_bp, r.step, r.step_started_at) == ("waiting", 0, 0, 1000.0)
     assert r.reason == (
         "shadow first: mirroring 100 % of requests to iris-v2, no user traffic; "
-        "needs 500 comparisons of $.label at >= 95 % agreement"
+        "needs 500 compared items of $.label at >= 95 % agreement"
     )
     assert window(r) == "1-1000000"
 
@@ -79,7 +79,7 @@ def test_waiting_says_how_far_it_is_in_plain_words() -> None:
     """Not enough comparisons: the reason gives counts and the agreement so far."""
     r, events = step(start(), SPEC, agreement(303, 312), 1010.0)
     assert (r.phase, r.weight_bp, events) == ("waiting", 0, [])
-    assert r.reason == "shadow first: 312/500 mirrored requests, agreement 97.1 % (min 95 %)"
+    assert r.reason == "shadow first: 312/500 compared items, agreement 97.1 % (min 95 %)"
 
 
 def test_clear_disagreement_aborts_before_any_user_traffic() -> None:
