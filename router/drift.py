@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from router.drift_matrix import MatrixBins
 from router.jsonpath import compile_path
 
 KINDS = ("number", "vector", "category")
@@ -194,12 +195,21 @@ def _vector_dims(values: Iterable[object]) -> int:
 class Reference:
     """Bins fixed from reference samples, with the reference's counts."""
 
-    __slots__ = ("columns", "dims", "specs")
+    __slots__ = ("_matrices", "columns", "dims", "specs")
 
     def __init__(self, specs: Sequence[FeatureSpec], dims: Sequence[int], columns: list[Column]):
         self.specs = tuple(specs)
         self.dims = tuple(dims)  # vector length per spec (1 for scalars)
         self.columns = columns
+        self._matrices: dict[int, MatrixBins] = {}
+
+    def matrix_bins(self, first: int, dims: int) -> MatrixBins:
+        """The padded edges of the vector whose columns start at `first` (made once)."""
+        found = self._matrices.get(first)
+        if found is None:
+            edges = [c.edges for c in self.columns[first : first + dims]]
+            found = self._matrices[first] = MatrixBins(edges)
+        return found
 
     @classmethod
     def fit(
@@ -365,9 +375,9 @@ class DriftTracker:
             if spec.kind == "vector":
                 matrix = _rows(buffer, dims)
                 self.skipped += sum(1 for v in buffer if type(v) is list) - len(matrix)
+                counts = ref.matrix_bins(col, dims).count(matrix)  # all columns at once
                 for j in range(dims):
-                    values = matrix[:, j]
-                    yield col + j, ref.columns[col + j].count_numbers(values[np.isfinite(values)])
+                    yield col + j, counts[j, : ref.columns[col + j].nbins]
                 col += dims
             elif spec.kind == "number":
                 yield col, ref.columns[col].count_numbers(_numbers(buffer))

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from router.drift import (
     Collector,
+    Column,
     DriftTracker,
     FeatureSpec,
     Reference,
@@ -20,6 +23,7 @@ from router.drift import (
     psi,
     scores,
 )
+from router.drift_matrix import MatrixBins
 from router.jsonpath import MISSING
 
 VEC = FeatureSpec("features", "$.features", "vector")
@@ -278,3 +282,32 @@ def test_observe_cost_figure() -> None:
     cost = measure_observe_cost(20_000)
     print(f"observe: {cost:.2f} µs per request (8-vector + label, batch 256)")
     assert cost > 0
+
+
+@given(
+    st.lists(
+        st.lists(st.floats(-5, 5, allow_nan=False), min_size=1, max_size=9, unique=True),
+        min_size=1,
+        max_size=6,
+    ),
+    st.lists(
+        st.lists(st.one_of(st.floats(-6, 6), st.just(float("nan")), st.just(float("inf")))),
+        min_size=0,
+        max_size=40,
+    ),
+)
+def test_a_vector_is_binned_as_each_of_its_columns_would_be(
+    edges: list[list[float]], rows: list[list[float]]
+) -> None:
+    """MatrixBins over every column at once equals Column.count_numbers column by column,
+    edge values, non-finite values and columns of different bin counts included."""
+    columns = [Column(f"v[{j}]", "number", sorted(e), ()) for j, e in enumerate(edges)]
+    d = len(columns)
+    matrix = np.asarray([(r * d)[:d] if r else [0.0] * d for r in rows], dtype=np.float64)
+    matrix = matrix.reshape(len(rows), d)
+    counts = MatrixBins([c.edges for c in columns]).count(matrix)
+    for j, column in enumerate(columns):
+        values = matrix[:, j]
+        expected = column.count_numbers(values[np.isfinite(values)])
+        assert counts[j, : column.nbins].tolist() == expected.tolist()
+        assert counts[j, column.nbins :].sum() == 0

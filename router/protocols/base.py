@@ -33,6 +33,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+import orjson
+
 from router.jsonpath import MISSING, JsonPath, compile_path
 
 NOT_JSON: Final = "not JSON"
@@ -103,9 +105,20 @@ def path_column(doc: object, name: str) -> list[object]:
 
 
 def loads(body: bytes) -> object:
-    """The decoded body, or MISSING when it is not JSON."""
+    """The decoded body, or MISSING when it is not JSON.
+
+    orjson first: it reads numbers several times faster than `json`, which is
+    most of the cost of a wide feature vector. `json` second, for what orjson
+    refuses and Python model servers still send: NaN and Infinity (json.dumps
+    writes them), integers beyond 64 bits."""
+    if not body:
+        return MISSING
     try:
-        return json.loads(body) if body else MISSING
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(body)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return MISSING
 
