@@ -50,6 +50,7 @@ log = structlog.get_logger("router.state")
 
 BACKOFF_MIN = 0.1
 BACKOFF_MAX = 2.0
+CLOSE_TIMEOUT = 2.0  # seconds a subscription may take to close
 SEED_GRACE = 0.5  # seconds the replicas get to restore a route before it is seeded
 
 HealthHook = Callable[[bool], None]
@@ -295,6 +296,10 @@ def _newer(held: Rollout | None, read: Rollout) -> bool:
 
 
 async def _close(messages: AsyncIterator[str]) -> None:
+    # Bounded: closing a subscription talks to the server, which may be the very
+    # thing that is gone or frozen; a stop must never wait on it for long.
     aclose = getattr(messages, "aclose", None)
     if aclose is not None:
-        await aclose()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await aclose()
