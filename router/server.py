@@ -28,6 +28,12 @@ coding other than chunked) is refused with 400 and the connection is closed.
 Flow control runs both ways: a client that reads slowly pauses the backend's
 socket (pause_writing -> pause_reading) and a backend that reads slowly pauses
 the client's socket.
+
+Stopping (router/app.py has the order): `drain()` marks a connection so that
+every request it has begun to receive is answered and the last answer carries
+`Connection: close`; `shutdown()` (the listener is closed) also lets an idle
+connection go after IDLE_GRACE; `give_up()` (drain_timeout is over) answers 503
+to whatever has no answer yet.
 """
 
 from __future__ import annotations
