@@ -32,7 +32,10 @@ def test_build_requirements_are_the_locked_versions() -> None:
     locked = locked_versions()
     assert set(pins) == {"setuptools", "mypy"}
     for name, version in pins.items():
-        assert locked[name] == version, f"[build-system] {name}=={version}, uv.lock {locked[name]}"
+        assert locked[name] == version, (
+            f"pyproject.toml [build-system] requires {name}=={version} but uv.lock has "
+            f"{locked[name]}: set the pin to the locked version"
+        )
 
 
 def source_copy(tmp_path: Path) -> Path:
