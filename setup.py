@@ -49,17 +49,29 @@ class DataPlaneDistribution(Distribution):  # type: ignore[misc]
 class BuildDataPlane(build_ext):  # type: ignore[misc]
     """build_ext that compiles COMPILED with mypyc, or falls back to interpreted."""
 
+    failed: str | None = None  # why mypyc could not make the extensions
+
     def finalize_options(self) -> None:
         # The extensions exist before setuptools finalizes them (it annotates each one);
         # mypycify runs mypy, so only for a real build, never for an editable install.
         if WHY_NOT is None and not self.distribution.ext_modules and not self._editable():
-            from mypyc.build import mypycify
-
-            paths = [str(native.source_path(m).relative_to(ROOT)) for m in native.COMPILED]
-            self.distribution.ext_modules = mypycify(
-                paths, opt_level="3", group_name=native.GROUP, target_dir="build/mypyc"
-            )
+            try:
+                self.distribution.ext_modules = self._mypycify()
+            except SystemExit:  # mypy printed its errors and stopped
+                self.failed = "mypy stopped on the errors printed above"
+            except Exception as exc:
+                self.failed = f"{type(exc).__name__}: {exc}"
         super().finalize_options()
+
+    @staticmethod
+    def _mypycify() -> list[object]:
+        from mypyc.build import mypycify
+
+        paths = [str(native.source_path(m).relative_to(ROOT)) for m in native.COMPILED]
+        extensions: list[object] = mypycify(
+            paths, opt_level="3", group_name=native.GROUP, target_dir="build/mypyc"
+        )
+        return extensions
 
     def _editable(self) -> bool:
         return bool(getattr(self, "editable_mode", False)) or "editable_wheel" in sys.argv
@@ -67,8 +79,8 @@ class BuildDataPlane(build_ext):  # type: ignore[misc]
     def run(self) -> None:
         if self._editable():
             return  # the checkout's own `make native` builds in place
-        if WHY_NOT is not None:
-            print(native.HINT.format(why=WHY_NOT), file=sys.stderr)
+        if WHY_NOT is not None or self.failed is not None:
+            print(native.HINT.format(why=WHY_NOT or self.failed), file=sys.stderr)
             return
         try:
             super().run()

@@ -26,11 +26,14 @@ def locked_versions() -> dict[str, str]:
 
 
 def test_build_requirements_are_the_locked_versions() -> None:
-    """pip builds the sdist with what CI tested: [build-system] pins equal uv.lock."""
+    """pip builds the sdist with what CI tested: [build-system] pins equal uv.lock, and
+    mypy finds the runtime dependencies it type-checks against."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    pins = dict(r.split("==") for r in pyproject["build-system"]["requires"])
+    requires = pyproject["build-system"]["requires"]
+    pins = dict(r.split("==") for r in requires if "==" in r)
     locked = locked_versions()
     assert set(pins) == {"setuptools", "mypy"}
+    assert set(pyproject["project"]["dependencies"]) <= set(requires)
     for name, version in pins.items():
         assert locked[name] == version, (
             f"pyproject.toml [build-system] requires {name}=={version} but uv.lock has "
