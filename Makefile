@@ -28,7 +28,13 @@ NATIVE_SRC   := \
 	strategies/automation.py
 NATIVE_STAMP := build/native.stamp
 
-.PHONY: venv lock lock-check test-latest native interpreted lint fmt test demo bench redis clean
+# Shipping: the wheel (compiled data plane) and the container image (Containerfile).
+VERSION     := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE       ?= deploy-router:$(VERSION)
+IMAGE_BUILD ?= podman build
+BASE        ?=
+
+.PHONY: venv lock lock-check test-latest native interpreted lint fmt test demo bench redis dist image clean
 
 venv: $(STAMP)
 
@@ -89,5 +95,14 @@ demo: venv native
 bench: venv native
 	$(BIN)/python -m bench.run
 
+# sdist + platform wheel, built by the venv's locked setuptools and mypyc (setup.py).
+dist: venv
+	rm -rf dist
+	$(UV) build -q --no-build-isolation --python $(BIN)/python -o dist
+
+# BASE=... overrides the Containerfile's python slim base; IMAGE_BUILD="docker build" works too.
+image:
+	$(IMAGE_BUILD) -f Containerfile -t $(IMAGE) $(if $(BASE),--build-arg BASE=$(BASE)) .
+
 clean:
-	rm -rf build router/*.so strategies/*.so $(VENV) .uv .mypy_cache .ruff_cache .pytest_cache
+	rm -rf build dist router/*.so strategies/*.so $(VENV) .uv .mypy_cache .ruff_cache .pytest_cache

@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 Reads are open: `/healthz` (the process is alive), `/readyz` (degraded while
 the state store is unreachable: the data plane keeps serving its last
-snapshot), `/v1/status` and `/v1/routes/NAME` (what every route does now),
+snapshot; stopping after SIGTERM; the kubelet's own is router/probes.py),
+`/v1/status` and `/v1/routes/NAME` (what every route does now),
 `/v1/routes/NAME/history` and `/metrics` (Prometheus text); `/dashboard`, a
 page of live charts, polling `/v1/dashboard` (router/dashboard.py); a shadow route's
 comparison figures at `/v1/routes/NAME/shadow` and its sampled disagreements
@@ -198,6 +199,8 @@ class _Admin:
         return _json(200, {"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
+        if self.runtime.stopping:
+            return _json(503, {"status": "stopping"})
         reasons = []
         if not self.runtime.store_ok:
             reasons.append("state store unreachable: serving last known state")
@@ -292,9 +295,12 @@ class _Admin:
         return _json(200, {"route": route.name, "diffs": diffs})
 
     async def metrics_text(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.page().encode(), headers={"Content-Type": PROMETHEUS_TYPE})
+
+    def page(self) -> str:
+        """The Prometheus text of /metrics (the probes listener serves the same)."""
         lines = self._runtime_lines() + [x for e in self.extensions for x in e.metric_lines()]
-        text = self.metrics.exposition() + "\n".join(lines) + "\n"
-        return web.Response(body=text.encode(), headers={"Content-Type": PROMETHEUS_TYPE})
+        return self.metrics.exposition() + "\n".join(lines) + "\n"
 
     def _runtime_lines(self) -> list[str]:
         rt = self.runtime
@@ -400,6 +406,13 @@ def build_admin_app(
     )
     install_dashboard(app, dashboard)  # GET /dashboard and GET /v1/dashboard, read-only
     return app
+
+
+def prometheus_page(
+    runtime: Runtime, metrics: Metrics, extensions: Sequence[AdminExtension] = ()
+) -> str:
+    """The admin API's /metrics text, for a listener that serves nothing else of it."""
+    return _Admin(runtime, metrics, None, {}, None, None, None, None, extensions).page()
 
 
 async def start_admin(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:

@@ -1,36 +1,48 @@
 """The `router` command: load the config, start every part, stop them in order.
 
-Start order: state store -> live snapshot -> data plane pools -> config watcher
--> metrics flusher -> admin API -> data listener (last, so the first request
-finds everything ready). Shutdown runs the other way round, uvicorn-style: stop
-accepting, drain in-flight requests up to `limits.drain_timeout`, then stop the
-background tasks, flush metrics one last time and close the store.
+Start order: probes listener -> state store -> live snapshot -> data plane
+pools -> config watcher -> metrics flusher -> admin API -> data listener (last,
+so the first request finds everything ready; /readyz says 200 from then on).
+
+SIGTERM (Kubernetes, systemd, `podman stop`): /readyz answers 503 at once;
+the data listener keeps accepting and serving for `shutdown.delay` while load
+balancers stop sending (each connection is closed after its next answer, so
+keep-alive clients reconnect elsewhere); then it stops accepting, in-flight
+requests get up to `limits.drain_timeout` (a request whose head has begun to
+arrive is read and answered, with `Connection: close`; what is still
+unanswered then gets a 503); then the background tasks stop, metrics are
+flushed one last time, the store is closed and the process exits 0. SIGINT
+(Ctrl-C) or a second signal skips what is left of the delay.
 
 `--workers N` forks N processes that share the data port through SO_REUSEPORT;
 they act as one router through the state store, so N > 1 needs `state.url`.
-Only worker 0 serves the admin API (one port, one answer); its /metrics adds
-the other workers' request counts, which they leave in a directory made for the
-run (router/workers.py).
+Only worker 0 serves the admin API and the probes (one port, one answer); its
+/metrics adds the other workers' request counts, which they leave in a
+directory made for the run (router/workers.py). router/supervisor.py restarts
+a worker that dies.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
 import shutil
 import signal
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 
 import structlog
 import uvloop
 
-from router.config import load_file
+from router import native
+from router.config import _STATE_SCHEMES, load_file
+from router.config_pod import state_url
 from router.confkit import ConfigError
 from router.parts import Parts
+from router.spec import Config
+from router.supervisor import Supervisor
 
 log = structlog.get_logger("router")
 
@@ -44,26 +56,47 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workers", "-w", type=int, default=1, help="processes sharing the port (needs Redis)"
     )
+    parser.add_argument("--version", action="version", version=version_line())
     return parser.parse_args(argv)
+
+
+def version_line() -> str:
+    """`router 0.1.0 (data plane compiled)`: what was installed, and how it runs."""
+    return f"router {native.installed_version()} (data plane {native.data_plane()})"
 
 
 async def serve(
     config_path: str, worker: int, workers: int, workers_dir: str | None = None
 ) -> None:
     """Run one router process until SIGTERM or SIGINT."""
-    config = load_file(config_path)
+    config = load_config(config_path)
     parts = Parts(
         config_path, config, worker=worker, reuse_port=workers > 1, workers_dir=workers_dir
     )
     stop = asyncio.Event()
+    hurry = asyncio.Event()  # skip what is left of shutdown.delay
+
+    def on_signal(sig: signal.Signals) -> None:
+        parts.runtime.stopping = True  # /readyz answers 503 from this moment
+        if sig == signal.SIGINT or stop.is_set():
+            hurry.set()
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     await parts.start()
     try:
         await stop.wait()
     finally:
-        await parts.stop()
+        await parts.stop(hurry)
+
+
+def load_config(path: str) -> Config:
+    """The config file, with `state.url_file` read (raises ConfigError)."""
+    config = load_file(path)
+    url = state_url(config.state, _STATE_SCHEMES)
+    return replace(config, state=replace(config.state, url=url))
 
 
 def _run_one(config_path: str, worker: int, workers: int, workers_dir: str | None = None) -> None:
@@ -71,46 +104,23 @@ def _run_one(config_path: str, worker: int, workers: int, workers_dir: str | Non
 
 
 def _supervise(config_path: str, workers: int) -> int:
-    """Fork the workers, forward signals, and exit when they have all exited."""
+    """Fork the workers, restart any that dies, forward signals, exit when all have."""
     # where the workers leave their request counts for worker 0's /metrics
     workers_dir = tempfile.mkdtemp(prefix="router-workers-")
+
+    def run(worker: int) -> None:
+        _run_one(config_path, worker, workers, workers_dir)
+
     try:
-        return _fork_and_wait(config_path, workers, workers_dir)
+        return Supervisor(run, workers, workers_dir).run()
     finally:
         shutil.rmtree(workers_dir, ignore_errors=True)
-
-
-def _fork_and_wait(config_path: str, workers: int, workers_dir: str) -> int:
-    children: list[int] = []
-    for worker in range(workers):
-        pid = os.fork()
-        if pid == 0:  # child
-            code = 0
-            try:
-                _run_one(config_path, worker, workers, workers_dir)
-            except BaseException:  # a crashed worker must not run the parent's code
-                code = 1
-            os._exit(code)
-        children.append(pid)
-
-    def forward(signum: int, _frame: object) -> None:
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    status = 0
-    for pid in children:
-        _, code = os.waitpid(pid, 0)
-        status = status or os.waitstatus_to_exitcode(code)
-    return status
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     try:
-        config = load_file(args.config)
+        config = load_config(args.config)
     except ConfigError as exc:
         print(f"router: {args.config} is not valid:", file=sys.stderr)
         for error in exc.errors:

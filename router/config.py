@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from router import yamlload
+from router.config_pod import read_probes, read_shutdown
 from router.confkit import ConfigError, Node, show
 from router.protocols import PROTOCOLS, checks
 from router.spec import (
@@ -175,8 +176,11 @@ def _state(root: Node) -> StateSpec:
         node.error(node.sub("url"), f"scheme must be one of {', '.join(_STATE_SCHEMES)}", url)
         url = None
     poll = node.duration("poll_interval", _DEFAULT.state.poll_interval, lo=0.1, hi=600)
+    url_file = node.opt_string("url_file")  # read at start: router/config_pod.py
+    if url and url_file:
+        node.error(node.sub("url_file"), "set url or url_file, not both", url_file)
     node.done()
-    return StateSpec(url, poll)
+    return StateSpec(url, poll, url_file)
 
 
 def _limits(root: Node) -> LimitsSpec:
@@ -409,12 +413,13 @@ def parse(text: str | bytes, *, source: str = "config.yaml") -> Config:
     headers, controller = _headers(root), _controller(root)
     backends, known = _backends(root)
     routes = _routes(root, known)
+    shutdown, probes = read_shutdown(root), read_probes(root, _address, *sections[:2])
     root.done()
     if root.errors:
         raise ConfigError(list(dict.fromkeys(root.errors)))
     return Config(
         *sections, headers, controller, MappingProxyType(backends), routes,
-        hashlib.sha256(data).hexdigest()[:12],
+        hashlib.sha256(data).hexdigest()[:12], shutdown, probes,
     )  # fmt: skip
 
 

@@ -4,6 +4,7 @@ The hierarchy (h11's `error_status_hint` idea: the error carries its answer)::
 
     ProxyError(status)                 anything that ends one request early
     ├── NoRoute              404   no route matches the host and path
+    ├── ShuttingDown         503   drain_timeout ended before the request was answered
     ├── ClientError                    the client's fault: answered, connection closed
     │   ├── BadRequest           400   malformed, or framing that could smuggle a request
     │   ├── RequestTimeout       408   head or body not received in time (slowloris)
@@ -37,6 +38,11 @@ class ProxyError(Exception):
 class NoRoute(ProxyError):
     status = 404
     code = "no route"
+
+
+class ShuttingDown(ProxyError):
+    status = 503
+    code = "router shutting down"
 
 
 class ClientError(ProxyError):

@@ -254,6 +254,8 @@ class Metrics:
         # `--workers N`: the other workers' latest snapshots (router/workers.py), summed
         # into /metrics so that one scrape sees the whole router
         self.peers: Callable[[], list[Snapshot]] = _no_peers
+        # how many workers are alive, when some peers are dead workers' last counts
+        self.live_workers: Callable[[], int] | None = None
 
     def record(
         self,
@@ -369,8 +371,8 @@ class Metrics:
         lines += metric_lines(
             "router_metrics_workers",
             "gauge",
-            "Router processes whose request counts the metrics above include.",
-            [({}, 1 + len(peers))],
+            "Live router processes (the counts above also keep those of workers that died).",
+            [({}, 1 + len(peers) if self.live_workers is None else self.live_workers())],
         )
         lines += metric_lines(
             "router_metrics_dropped_total",

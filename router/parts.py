@@ -8,6 +8,8 @@ swaps its references and the data plane adjusts its pools.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from typing import Any
 
@@ -15,7 +17,7 @@ import structlog
 from aiohttp import web
 
 from router import native
-from router.admin import build_admin_app, load_token
+from router.admin import build_admin_app, load_token, prometheus_page
 from router.automation_io import AutomationController
 from router.bluegreen_ctl import BlueGreenController
 from router.canary_ctl import CanaryController
@@ -27,6 +29,7 @@ from router.feedback import Feedback
 from router.logs import AccessLog, Fanout, configure_logging
 from router.metrics import Metrics, MetricsFlusher
 from router.mirror import Mirrors
+from router.probes import Probes
 from router.proxy import DataPlane
 from router.reload import ConfigWatcher, diff_summary
 from router.routing import RouteTable, build_table
@@ -95,6 +98,9 @@ class Parts:
         )
         self.drift.apply_config(config)
         self.dataplane.drift_sink = self.drift.sink
+        # the kubelet's and Prometheus's listener (router/probes.py); worker 0's, like admin
+        spec = config.probes
+        self.probes = Probes(spec, self.runtime, self._page) if spec and worker == 0 else None
 
     def _build_controller(self, config: Config) -> Controller:
         lease = Leadership(
@@ -115,6 +121,8 @@ class Parts:
 
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
+        if self.probes is not None:  # first: a startup probe sees the process while it connects
+            await self.probes.start()
         await self.store.start()
         await self.live.start()
         self.runtime.live = self.live.snapshot
@@ -132,6 +140,7 @@ class Parts:
             await self._start_admin()
         listen = self.runtime.config.listen
         self.server = await self.dataplane.serve(listen, reuse_port=self.reuse_port)
+        self.runtime.serving = True
         log.info(
             "router started",
             pid=os.getpid(),
@@ -144,9 +153,20 @@ class Parts:
                 "compiled modules are older than their source: run `make native`", modules=stale
             )
 
-    async def stop(self) -> None:
-        log.info("router stopping", pid=os.getpid(), worker=self.worker)
-        await self.dataplane.shutdown(self.runtime.config.limits.drain_timeout)
+    async def stop(self, hurry: asyncio.Event | None = None) -> None:
+        """SIGTERM's order: /readyz 503 -> serve on for shutdown.delay (closing each
+        connection after its next answer) -> stop accepting -> drain -> the rest.
+        `hurry` (SIGINT, a second signal; None: no delay at all) cuts the delay short."""
+        self.runtime.stopping = True
+        config = self.runtime.config
+        delay = 0.0 if hurry is None or hurry.is_set() else config.shutdown.delay
+        drain = config.limits.drain_timeout
+        log.info("router stopping", pid=os.getpid(), worker=self.worker, delay=delay, drain=drain)
+        if hurry is not None and delay > 0:
+            self.dataplane.stop_soon()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(hurry.wait(), delay)
+        await self.dataplane.shutdown(drain)
         await self.mirrors.stop()
         await self.watcher.stop()
         await self.controller.stop()
@@ -159,6 +179,8 @@ class Parts:
         if self.admin_runner is not None:
             await self.admin_runner.cleanup()
         await self.store.close()
+        if self.probes is not None:  # last: readiness says "stopping" to the very end
+            await self.probes.stop()
         log.info("router stopped", pid=os.getpid(), worker=self.worker)
 
     async def _start_admin(self) -> None:
@@ -178,6 +200,9 @@ class Parts:
         self.admin_runner = web.AppRunner(app, access_log=None)
         await self.admin_runner.setup()
         await web.TCPSite(self.admin_runner, spec.host, spec.port).start()
+
+    def _page(self) -> str:
+        return prometheus_page(self.runtime, self.metrics, [self.drift, self.feedback])
 
     # -- callbacks ---------------------------------------------------------
     def _reloaded(self, prepared: tuple[Config, RouteTable]) -> None:

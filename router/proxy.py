@@ -58,6 +58,7 @@ from router.errors import (
     ClientError,
     NoRoute,
     ProxyError,
+    ShuttingDown,
     UpstreamBusy,
     UpstreamConnectError,
     UpstreamError,
@@ -723,7 +724,8 @@ class DataPlane:
         self.shadow_sink: ShadowSink | None = None
         self.drift_sink: DriftSink | None = None  # bodies of drift-watched routes
         self.mirror_errors = 0  # offers that raised; the request went on regardless
-        self.draining = False
+        self.stopping = False  # SIGTERM came: every answer closes its connection
+        self.draining = False  # no longer accepting: idle connections close
         self.sweeper = Sweeper(self.connections, sweep_interval)
         self._drained: asyncio.Event | None = None
         self.apply_config(runtime.config)
@@ -803,20 +805,30 @@ class DataPlane:
         if self._drained is not None and not self.connections:
             self._drained.set()
 
+    def stop_soon(self) -> None:
+        """Keep accepting and serving, but close each connection after its next answer,
+        so that keep-alive clients reconnect (through their load balancer, elsewhere)."""
+        self.stopping = True
+        for conn in list(self.connections):
+            conn.drain()
+
     async def shutdown(self, drain_timeout: float) -> None:
-        """Stop accepting, let in-flight answers finish, abort the rest, close pools."""
-        self.draining = True
+        """Stop accepting, let in-flight answers finish, answer 503 to (or abort) the
+        rest at `drain_timeout`, close pools."""
+        self.stopping = self.draining = True
+        await asyncio.sleep(0)  # one more turn of the loop: accept what the kernel holds
         for server in self.servers:
             server.close()
         self._drained = asyncio.Event()
+        now = perf_counter()
         for conn in list(self.connections):
-            conn.shutdown()
+            conn.shutdown(now)
         if self.connections:
             try:
                 await asyncio.wait_for(self._drained.wait(), drain_timeout)
             except TimeoutError:
                 for conn in list(self.connections):
-                    conn.abort()
+                    conn.give_up(ShuttingDown(f"not answered within {drain_timeout:g}s"))
         await self.sweeper.stop()
         for server in self.servers:
             await server.wait_closed()

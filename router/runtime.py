@@ -65,6 +65,21 @@ class Runtime:
     # what the state follower knows beyond ok/unreachable: restores, a lost epoch
     store_notes: Callable[[], dict[str, Any]] = _no_notes
     started_at: float = field(default_factory=time.time)
+    serving: bool = False  # the data listener is up (readiness waits for it)
+    stopping: bool = False  # SIGTERM came: readiness answers 503 from now on
+
+    def probe_readiness(self) -> tuple[int, dict[str, object]]:
+        """The probes listener's /readyz: 503 while starting or stopping. A state store
+        outage is reported but stays 200: every replica would go unready at once, while
+        all of them can still route on their last snapshot (fail static)."""
+        if self.stopping:
+            return 503, {"status": "stopping"}
+        if not self.serving:
+            return 503, {"status": "starting"}
+        if not self.store_ok:
+            reasons = ["state store unreachable: serving last known state"]
+            return 200, {"status": "degraded", "reasons": reasons}
+        return 200, {"status": "ready"}
 
     def swap_config(self, config: Config, table: RouteTable) -> None:
         self.config = config

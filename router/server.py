@@ -28,6 +28,12 @@ coding other than chunked) is refused with 400 and the connection is closed.
 Flow control runs both ways: a client that reads slowly pauses the backend's
 socket (pause_writing -> pause_reading) and a backend that reads slowly pauses
 the client's socket.
+
+Stopping (router/app.py has the order): `drain()` marks a connection so that
+every request it has begun to receive is answered and the last answer carries
+`Connection: close`; `shutdown()` (the listener is closed) also lets an idle
+connection go after IDLE_GRACE; `give_up()` (drain_timeout is over) answers 503
+to whatever has no answer yet.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from router.errors import (
     BadRequest,
     ClientError,
     HeadersTooLarge,
+    ProxyError,
     RequestTimeout,
     RequestTooLarge,
 )
@@ -59,6 +66,7 @@ PAUSE_PIPELINE: Final = 1
 PAUSE_UPSTREAM: Final = 2
 PAUSE_STOPPED: Final = 4
 WRITE_HIGH_WATER: Final = 64 * 1024
+IDLE_GRACE: Final = 0.1  # seconds an idle connection stays open once the router stops accepting
 
 
 class Request:
@@ -190,6 +198,9 @@ class ClientConnection:
         self.state = IDLE
         self.deadline = 0.0
         self.closing = False  # answer the active request, then close
+        # The router is stopping: whatever was received is answered, the last answer
+        # with Connection: close (see drain()).
+        self.draining = False
         self.closed = False
         self.write_paused = False
         self.paused = 0  # PAUSE_* reasons reading is paused for; 0: reading
@@ -216,6 +227,8 @@ class ClientConnection:
         self.client_ip_bytes = self.client_ip.encode()
         self.deadline = perf_counter() + self.limits.idle_timeout
         self.plane.connections.add(self)
+        if self.plane.stopping:
+            self.draining = True  # accepted during shutdown.delay: one answer, then close
 
     def data_received(self, data: bytes) -> None:
         if self.paused & PAUSE_STOPPED:
@@ -265,6 +278,8 @@ class ClientConnection:
 
     def on_message_begin(self) -> None:
         self.state = HEAD
+        if self.draining:
+            self._not_last()
         self.deadline = self.now + self.limits.header_timeout
         self._head_raw = self.feeding  # over-counts a pipelined tail; errs on the safe side
         self._body_size = 0
@@ -328,14 +343,18 @@ class ClientConnection:
         queue = self.queue
         if queue and queue[0] is ex:
             queue.popleft()
-        if not keep_alive or self.closing or self.closed:
+        if not keep_alive or self.closed or (self.closing and not self.draining):
             self.close()
         elif queue:
             self.resume_input(PAUSE_PIPELINE)
+            if self.draining:
+                self._last_answer()
             queue[0].activate(perf_counter())
         elif self.state == WAIT:
             self.state = IDLE
-            self.deadline = (now or perf_counter()) + self.limits.idle_timeout
+            # no longer accepting: idle only for a moment (see shutdown)
+            wait = IDLE_GRACE if self.plane.draining else self.limits.idle_timeout
+            self.deadline = (now or perf_counter()) + wait
 
     def pause_input(self, reason: int) -> None:
         if not self.paused and self.transport is not None:
@@ -381,11 +400,47 @@ class ClientConnection:
         if self.queue:
             self.queue[0].check(now)
 
-    def shutdown(self) -> None:
-        """Graceful stop: idle connections close now, busy ones after their answer."""
-        self.closing = True
-        if not self.queue:
-            self.close()
+    def drain(self) -> None:
+        """The router is stopping: answer everything received, the last with Connection:
+        close. An idle connection stays open (a request on it gets that last answer)."""
+        self.draining = True
+        if self.queue:  # idle: the next request's answer decides (a burst may come)
+            self._last_answer()
+
+    def shutdown(self, now: float) -> None:
+        """No longer accepting: the others close after their last answer, a request whose
+        head has begun to arrive is read and answered. An idle connection is closed by
+        the sweeper after IDLE_GRACE, not at once: a request may be in its socket unread,
+        or on its way from a client that has just connected, and closing a socket with
+        unread data resets it (the client would see no answer at all)."""
+        self.drain()
+        if not self.queue and self.state in (IDLE, WAIT):
+            self.state = IDLE
+            self.deadline = min(self.deadline, now + IDLE_GRACE)
+
+    def give_up(self, err: ProxyError) -> None:
+        """drain_timeout is over: what has no answer yet gets `err`; a started one is cut."""
+        self.stop_input()
+        if self.queue:
+            self.queue[0].fail(err)  # writes the error, or aborts a response under way
+        elif self.state == HEAD:
+            body = {"error": err.code, "request_id": new_request_id()}
+            self.write(error_response(err.status, body, keep_alive=False))
+        self.close()
+
+    def _not_last(self) -> None:
+        # Another request begins: the answer in the making is not the last after all,
+        # unless its head is already out or an error closes the connection.
+        queue = self.queue
+        if queue and not queue[0].started and not self.paused & PAUSE_STOPPED:
+            self.closing = False
+
+    def _last_answer(self) -> None:
+        # The answer being made is the last one when no other request has begun to
+        # arrive. One that arrives after that answer's Connection: close was decided is
+        # not read: RFC 9112 §9.6 has the client send it again on a new connection.
+        if self.state != HEAD and len(self.queue) <= 1:
+            self.closing = True
 
     def _begin(self, req: Request, has_body: bool) -> None:
         ex = self.plane.new_exchange(self, req)
@@ -396,6 +451,8 @@ class ClientConnection:
             self.deadline = self.now + self.limits.body_timeout
         else:
             self.state = WAIT
+        if self.draining:
+            self._last_answer()
         if len(self.queue) == 1:
             ex.activate(self.now)
         else:

@@ -37,6 +37,7 @@ class AdminSpec:
 class StateSpec:
     url: str | None = None  # None: in-memory, one process
     poll_interval: float = 5.0  # slow poll behind pub/sub, seconds
+    url_file: str | None = None  # or: read the url from this file at start (a mounted Secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,22 @@ class LimitsSpec:
     body_timeout: float = 30.0  # ... and its body within this (slowloris)
     idle_timeout: float = 60.0  # keep-alive connection with no request
     drain_timeout: float = 10.0  # graceful shutdown waits this long for in-flight
+
+
+@dataclass(frozen=True, slots=True)
+class ShutdownSpec:
+    # SIGTERM -> /readyz 503 at once, keep serving this long (load balancers and
+    # Kubernetes endpoints take seconds to stop sending), then drain (limits.drain_timeout)
+    delay: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProbesSpec:
+    """The listener for the kubelet and Prometheus: /healthz, /readyz, /metrics; no state."""
+
+    host: str = "0.0.0.0"
+    port: int = 9902
+    metrics: bool = True  # also serve /metrics here
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,3 +156,5 @@ class Config:
     backends: Mapping[str, BackendSpec] = field(default_factory=_empty_backends)
     routes: tuple[RouteSpec, ...] = ()
     source_hash: str = ""  # sha256 of the file's bytes, first 12 hex digits
+    shutdown: ShutdownSpec = ShutdownSpec()
+    probes: ProbesSpec | None = None  # None: no probes listener (the admin API still answers)

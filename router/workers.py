@@ -9,6 +9,11 @@ its own counts. The other workers' figures are therefore up to a second old,
 well inside any Prometheus scrape interval; `router_metrics_workers` says how
 many processes the figures include.
 
+A worker that dies is restarted by the supervisor (router/supervisor.py),
+which first renames its last snapshot `retired-WORKER-PID.json`: its requests
+stay in the sums (the counters never go backwards), but it no longer counts as
+a live worker in `router_metrics_workers`.
+
 Nothing here is on the request path: snapshots are taken by a background task.
 Rollout decisions never read these files; they use the per-window counters
 every worker flushes to the state store.
@@ -42,8 +47,10 @@ class WorkerCounters:
         self.metrics = metrics
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
+        self._live = 1
         if worker == 0:
             metrics.peers = self.peers
+            metrics.live_workers = self.live
 
     def path(self, worker: int) -> Path:
         return self.directory / f"worker-{worker}.json"
@@ -55,11 +62,18 @@ class WorkerCounters:
         temp.write_text(json.dumps(self.metrics.snapshot()))
         os.replace(temp, final)
 
+    def live(self) -> int:
+        """This worker and every other live one that reported at the last `peers()`
+        (which /metrics calls first)."""
+        return self._live
+
     def peers(self) -> list[Snapshot]:
-        """The latest snapshot of every other worker that has written one."""
+        """The latest snapshot of every other worker, and the last of each dead one."""
         out: list[Snapshot] = []
-        for path in sorted(self.directory.glob("worker-*.json")):
-            if path == self.path(self.worker):
+        live = 1
+        for path in sorted(self.directory.glob("*.json")):
+            retired = path.name.startswith("retired-")
+            if path == self.path(self.worker) or not (retired or path.name.startswith("worker-")):
                 continue
             try:
                 snap = json.loads(path.read_text())
@@ -67,7 +81,16 @@ class WorkerCounters:
                 continue  # gone, or unreadable: counted as not reporting
             if isinstance(snap, list):
                 out.append(snap)
+                live += not retired
+        self._live = live
         return out
+
+    @staticmethod
+    def retire(directory: str, worker: int, pid: int) -> None:
+        """A dead worker's snapshot: still summed, no longer a live worker (supervisor)."""
+        path = Path(directory) / f"worker-{worker}.json"
+        with contextlib.suppress(FileNotFoundError):  # died before its first snapshot
+            os.replace(path, path.with_name(f"retired-{worker}-{pid}.json"))
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="worker-counters")

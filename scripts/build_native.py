@@ -16,20 +16,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import sysconfig
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from router.native import COMPILED, GROUP, extension_path, source_path  # noqa: E402
-
-HINT = (
-    "deploy-router: could not compile the data plane with mypyc ({why});\n"
-    "  the router runs interpreted (same behaviour, ~40 % more CPU per request).\n"
-    "  On Debian/Ubuntu: apt-get install gcc python3-dev, then `make native`."
+from router.native import (  # noqa: E402
+    COMPILED,
+    GROUP,
+    HINT,
+    check_toolchain,
+    extension_path,
+    source_path,
 )
 
 
@@ -39,19 +38,6 @@ def remove() -> None:
         source = source_path(module)
         for path in source.parent.glob(f"{source.stem}.*.so"):
             path.unlink()
-
-
-class CannotCompile(Exception):
-    """What this machine lacks to compile, found before mypyc spends its ~15 s."""
-
-
-def check_toolchain() -> None:
-    compiler = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
-    if shutil.which(compiler) is None:
-        raise CannotCompile(f"no C compiler ({compiler!r} is not on PATH)")
-    include = Path(sysconfig.get_paths()["include"])
-    if not (include / "Python.h").exists():
-        raise CannotCompile(f"no Python headers ({include / 'Python.h'} is missing)")
 
 
 def build() -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
+import signal
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from tests.support.backends import named_backends
@@ -106,3 +108,55 @@ async def test_metrics_of_worker_0_count_every_worker(
             router.stop()
     assert gauge(page, "router_metrics_workers") == 2
     assert requests_total(page) == len(users)
+
+
+def reaped(pid: int) -> bool:
+    """Gone from the process table: not running, and not a zombie left unreaped."""
+    return not Path(f"/proc/{pid}").exists()
+
+
+async def until(check: Callable[[], Awaitable[bool]], seconds: float = 8.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        with contextlib.suppress(OSError):  # worker 0 (the admin API) may be restarting
+            if await check():
+                return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def test_a_killed_worker_is_restarted_and_its_counts_kept(
+    tmp_path: Path, fresh_redis: RedisServer
+) -> None:
+    """SIGKILL a worker, then worker 0: each is reaped and started again at once;
+    router_metrics_workers says 2 again, and no request counted before is lost."""
+    async with two_workers(tmp_path, fresh_redis) as router:
+        assert router.proc is not None
+        supervisor, users = router.proc.pid, [f"user-{i}" for i in range(200)]
+        page = ""
+
+        served = 0
+
+        async def counted() -> bool:
+            nonlocal page
+            page = await asyncio.to_thread(router.get_text, "/metrics")
+            return requests_total(page) == served and gauge(page, "router_metrics_workers") == 2
+
+        async def replaced(victim: int) -> bool:
+            return reaped(victim) and len(worker_pids(supervisor) - {victim}) == 2
+
+        try:
+            for victim_is_zero in (False, True):
+                await fan_out(router.url, users, concurrency=32)
+                served += len(users)
+                assert await until(counted), page
+                await asyncio.sleep(1.2)  # every worker's own snapshot holds its counts
+                zero = (await asyncio.to_thread(router.get_json, "/v1/status"))["pid"]
+                pids = worker_pids(supervisor)
+                victim = zero if victim_is_zero else next(iter(pids - {zero}))
+                os.kill(victim, signal.SIGKILL)
+                assert await until(functools.partial(replaced, victim))
+                assert await until(counted), page
+        finally:
+            code = router.stop()
+    assert code == 0, router.log()

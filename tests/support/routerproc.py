@@ -3,7 +3,8 @@
 `RouterProcess` writes a config file, starts `python -m router --config FILE`,
 waits until both the admin API and the data port answer, and stops it with
 SIGTERM (then SIGKILL) at the end. Output goes to a log file in the test's tmp
-dir so a failure can show it.
+dir so a failure can show it. Unless a test says otherwise, `shutdown.delay` is
+0 (a test is not behind a load balancer; tests/test_pod_lifecycle.py sets it).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class RouterProcess:
         config = dict(config)
         config.setdefault("listen", f"127.0.0.1:{self.port}")
         config.setdefault("admin", {"listen": f"127.0.0.1:{self.admin_port}"})
+        config.setdefault("shutdown", {"delay": "0s"})
         self.config = config
         self.config_path = tmp / f"{name}.yaml"
         self.log_path = tmp / f"{name}.log"
