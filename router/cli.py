@@ -230,6 +230,11 @@ def cmd_action(api: Api, args: argparse.Namespace) -> int:
     return OK
 
 
+def _actor() -> str:
+    user = os.environ.get("USER", "")
+    return f"routerctl ({user})" if user else "routerctl"
+
+
 def _q(name: str) -> str:
     return urllib.parse.quote(name, safe="")
 
@@ -269,7 +274,12 @@ def cmd_feedback(api: Api, args: argparse.Namespace) -> int:
 
 
 def cmd_automation(api: Api, args: argparse.Namespace) -> int:
-    body = {"level": args.level, "actor": "routerctl", "user": os.environ.get("USER", "")}
+    if args.force and not args.reason:
+        print("error: --force needs --reason '...': history keeps why", file=sys.stderr)
+        return USAGE
+    body: dict[str, Any] = {"level": args.level, "actor": _actor()}
+    if args.force:
+        body.update(force=True, reason=args.reason)
     code, answer = api.call("POST", f"/v1/routes/{_q(args.route)}/automation", body)
     if code >= 400:
         return _fail(answer)
@@ -385,12 +395,16 @@ def _add_drift(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 def _add_automation(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     text = (
         "Move an automation route along the ladder human, shadow, assist, partial, full "
-        "(on every replica at once; needs the admin token). `status` shows the figures "
-        "behind the next step: deferral rate, accuracy from feedback, agreement."
+        "(on every replica at once; needs the admin token). Down is instant; up is one "
+        "level at a time and only with the evidence its bar asks (agreement with the "
+        "human, accuracy from labels, deferral rate), or with --force --reason, which "
+        "history keeps. `status ROUTE` shows the next step and what it waits for."
     )
     p = verbs.add_parser("automation", help=text, description=text)
     p.add_argument("route", metavar="ROUTE")
     p.add_argument("level", choices=("human", "shadow", "assist", "partial", "full"))
+    p.add_argument("--force", action="store_true", help="step up without the evidence")
+    p.add_argument("--reason", default="", help="why (required with --force; kept in history)")
     p.set_defaults(func=cmd_automation)
 
 
