@@ -66,7 +66,7 @@ import json
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
@@ -124,6 +124,8 @@ class Feedback:
         self._lock = asyncio.Lock()  # one poll at a time: a batch is matched once
         # labels no memory held yet, with when this replica first saw them
         self._waiting: list[tuple[float, dict[str, Any]]] = []
+        # each arm's accuracy test (router/concept_io.py), shown with the figures
+        self.tests: Callable[[str], Awaitable[dict[str, Any]]] | None = None
 
     def remember(
         self,
@@ -291,6 +293,7 @@ class Feedback:
             "received_all_routes": shared.get("received", {}).get("n", 0),
             "outcomes_all_routes": {k: int(outcomes.get(k, 0)) for k in KINDS},
             "series": series,
+            "accuracy_test": await self.tests(route) if self.tests is not None else {},
         }
 
     # -- admin API (router/admin.py AdminExtension) ------------------------------------

@@ -100,6 +100,7 @@ class Parts:
         self.concept = ConceptIO(
             self.runtime, self.store, is_leader=lambda: self.controller.leadership.is_leader
         )
+        self.feedback.tests = self.concept.figures
 
     def _build_controller(self, config: Config) -> Controller:
         lease = Leadership(
