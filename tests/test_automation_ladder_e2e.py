@@ -272,3 +272,74 @@ async def test_auto_climbs_to_partial_and_steps_down_when_accuracy_drops(
     assert "the evidence for partial failed" in last["reason"], last
     assert last["evidence"]["model_accuracy"] < 0.5
     assert down["level"] == "assist"
+
+
+async def test_an_accuracy_gated_canary_aborts_a_candidate_30_points_worse(
+    tmp_path: Path, state_url: str | None
+) -> None:
+    """Stable right on 90 % of items, the candidate on 60 %: once the step's labels come
+    in, the accuracy gate aborts the canary; no client saw an HTTP error."""
+    stable = Scripted("stable", right=lambda i: i % 10 != 0)
+    candidate = Scripted("candidate", right=lambda i: i % 10 < 6)
+    async with serving(stable, candidate) as (stable, candidate):
+        canary = {
+            "stable": "stable",
+            "candidate": "candidate",
+            "steps": [{"weight": 50, "pause": "1h"}, {"weight": 100}],
+            "analysis": {"interval": "200ms", "accuracy": {"max_drop": 0.05, "min_labels": 100}},
+        }
+        config: dict[str, Any] = {
+            "logging": {"access_sample": 0},
+            "controller": {"interval": "100ms"},
+            "backends": {"stable": {"url": stable.url}, "candidate": {"url": candidate.url}},
+            "routes": [
+                {
+                    "name": "iris",
+                    "match": {"path_prefix": "/"},
+                    "drift": {"outputs": ["$.label"], "reference": 50},
+                    "strategy": {"canary": canary},
+                }
+            ],
+        }
+        if state_url:
+            config["state"] = {"url": state_url, "poll_interval": "1s"}
+        router = RouterProcess(tmp_path, config).start()
+        try:
+            for _ in range(100):
+                route = await asyncio.to_thread(router.get_json, "/v1/routes/iris")
+                if (route.get("rollout") or {}).get("phase") == "progressing":
+                    break
+                await asyncio.sleep(0.05)
+            hits = await send(router.url, range(1000))
+            await asyncio.sleep(0.3)  # the drift pass remembers the answers
+            await post_labels(router.admin_url, hits)
+            for _ in range(100):
+                route = await asyncio.to_thread(router.get_json, "/v1/routes/iris")
+                if route["rollout"]["phase"] == "aborted":
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            router.stop()
+    assert {h.status for h in hits} == {200}
+    assert {h.backend for h in hits} == {"stable", "candidate"}
+    assert route["rollout"]["phase"] == "aborted", route
+    assert "accuracy" in route["rollout"]["reason"], route["rollout"]["reason"]
+
+
+@pytest.mark.parametrize("fallback", [True, False])
+async def test_full_with_the_model_down_falls_back_to_the_human_when_configured(
+    tmp_path: Path, fallback: bool
+) -> None:
+    """full, the model refusing connections: with `fallback` (the default) the human
+    answers; without it the client gets the model's 502, as at any plain route."""
+    async with serving(Scripted("desk")) as (desk,):
+        config = automation_route("http://127.0.0.1:9", desk.url, "full", None, fallback=fallback)
+        router = RouterProcess(tmp_path, config).start()
+        try:
+            hits = await send(router.url, range(20), concurrency=4)
+        finally:
+            router.stop()
+    if fallback:
+        assert [(h.status, h.backend) for h in hits] == [(200, "desk")] * 20
+    else:
+        assert {h.status for h in hits} == {502}
