@@ -488,12 +488,19 @@ def agreement_field(node: Node) -> str:
     return compared_name(node)
 
 
+def _parse_accuracy(node: Node) -> Gate:
+    from router.accuracy_gate import parse_accuracy  # late: it builds on this module
+
+    return parse_accuracy(node)
+
+
 # -- the open set of gates -----------------------------------------------------
 GATES: dict[str, GateFactory] = {
     "error_rate": _parse_error_rate,
     "latency": _parse_latency,
     "prediction_drift": _parse_prediction_drift,
     "agreement": _parse_agreement,
+    "accuracy": _parse_accuracy,  # delayed labels: router/accuracy_gate.py
 }
 
 

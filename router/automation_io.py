@@ -1,4 +1,4 @@
-"""The I/O side of the automation ladder: the follow-up leg and the level verb.
+"""The I/O side of the automation ladder on the request path: the follow-up leg.
 
 Theory of operation.
 
@@ -16,41 +16,75 @@ the model (`begin` asks `after` with no answer: the human, "deferred"); one
 that grows past it while streaming keeps the model's answer ("unbuffered").
 An answer above FOLLOW_MAX_BODY is not decoded (no confidence: deferred).
 
-*Levels* (`routerctl automation ROUTE LEVEL`). `AutomationController` is the
-controller's KindController for routes of kind `automation`: the verb writes
-`Rollout.level` by compare-and-set through the controller's `Writer` (history
-gets from/to and the actor); the leader's tick publishes, for the level in
-force, the figures that justify the next step up: the share of requests the
-model answered and the deferral rate over the last `FIGURES_WINDOW` seconds
-(every replica's metrics), the accuracy per backend from delayed labels
-(router/feedback.py), and the shadow agreement when a comparison exists.
+*Fallbacks.* A model that fails (FAILURES of strategies/automation.py) sends
+the request to the human; the proxy tells the leg the transport's word
+(`lose`), the strategy reads the rest in the answer, and the leg counts each
+fallback by route and word in FALLBACKS, which the controller
+(router/automation_ctl.py) adds to the store once a second, so the counts of
+every replica add up. At `full` with `fallback` on the leg *streams*: it keeps
+only the request copy, and the model's answer goes to the client as it comes
+unless its head says 5xx (a streamed answer cannot be taken back); a failure
+before that head still goes to the human.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Final, Protocol
 
-from router.controller import CAS_ATTEMPTS, Reply, Writer
-from router.metrics import read_window
-from router.routing import CompiledRoute
+from router.errors import ProxyError, UpstreamBusy, UpstreamConnectError, UpstreamTimeout
 from router.server import Request
-from router.state.base import StateStore
 from router.state.model import Rollout
-from strategies.automation import LEVELS, Automation, FollowUp
+from strategies.automation import Automation, FollowUp
 from strategies.base import Decision
 
-FOLLOW_MAX_BODY = 1024 * 1024
-FIGURES_WINDOW = 300.0  # seconds of traffic behind the ladder's figures
-EXPLAIN_INTERVAL = 2.0
-
-Figures = Callable[[str], Awaitable[dict[str, Any] | None]]
+FOLLOW_MAX_BODY: Final = 1024 * 1024
 
 
 class After(Protocol):
-    def after(self, answer: object, status: int, live: Rollout | None) -> Decision | None: ...
+    def after(
+        self, answer: object, status: int, live: Rollout | None, failure: str = ""
+    ) -> Decision | None: ...
+
+
+class FallbackCounts:
+    """Fallbacks to the human per route and failure word, in this process."""
+
+    def __init__(self) -> None:
+        self.total: dict[tuple[str, str], int] = {}  # since start (Prometheus)
+        self.pending: dict[str, dict[str, int]] = {}  # not yet added to the store
+
+    def add(self, route: str, word: str) -> None:
+        key = (route, word)
+        self.total[key] = self.total.get(key, 0) + 1
+        per = self.pending.setdefault(route, {})
+        per[word] = per.get(word, 0) + 1
+
+    def drain(self) -> dict[str, dict[str, int]]:
+        pending, self.pending = self.pending, {}
+        return pending
+
+    def restore(self, drained: Mapping[str, Mapping[str, int]]) -> None:
+        """Put back what a failed store write took."""
+        for route, words in drained.items():
+            per = self.pending.setdefault(route, {})
+            for word, n in words.items():
+                per[word] = per.get(word, 0) + n
+
+
+FALLBACKS: Final = FallbackCounts()  # one per process, like the metrics
+
+
+def failure_word(err: ProxyError) -> str:
+    """The transport's word for a model that gave no answer (strategies FAILURES)."""
+    if isinstance(err, UpstreamConnectError):
+        return "refused"
+    if isinstance(err, UpstreamTimeout):
+        return "timeout"
+    if isinstance(err, UpstreamBusy):
+        return "busy"
+    return "reset"  # reset, EOF or garbage before a complete head
 
 
 class FollowLeg:
@@ -59,6 +93,7 @@ class FollowLeg:
     __slots__ = (
         "ans",
         "ans_len",
+        "failure",
         "first",
         "headers",
         "length",
@@ -67,15 +102,28 @@ class FollowLeg:
         "reason",
         "req",
         "req_len",
+        "route",
+        "started",
         "status",
         "strategy",
+        "streams",
     )
 
-    def __init__(self, strategy: After, own: frozenset[bytes] = frozenset()) -> None:
+    def __init__(
+        self,
+        strategy: After,
+        own: frozenset[bytes] = frozenset(),
+        route: str = "",
+        streams: bool = False,
+    ) -> None:
         self.strategy = strategy
         self.own = own  # header names only the router may send to the human
+        self.route = route
+        self.streams = streams  # full: the answer streams unless its head says 5xx
         self.first = True  # still on the model's leg
         self.lost = False  # the model failed before the whole request came in
+        self.failure = ""  # the transport's word when the model gave no answer
+        self.started = 0.0  # when the model's leg began (perf_counter), for comparison
         self.req: list[bytes] = []
         self.req_len = 0
         self.ans: list[bytes] = []
@@ -92,13 +140,22 @@ class FollowLeg:
 
     def on_head(
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], length: int | None
-    ) -> None:
+    ) -> bool:
+        """Hold the model's head; False when the answer streams to the client instead."""
+        if self.streams and status < 500:
+            self.first = False
+            return False
         self.status, self.reason, self.headers, self.length = status, reason, headers, length
+        return True
 
     def add_answer(self, data: bytes) -> None:
         self.ans_len += len(data)
         if self.ans_len <= FOLLOW_MAX_BODY:
             self.ans.append(data)
+
+    def lose(self, err: ProxyError) -> None:
+        """The model's leg failed before an answer: remember why."""
+        self.failure = failure_word(err)
 
     @property
     def replayable(self) -> bool:
@@ -113,12 +170,18 @@ class FollowLeg:
         if self.req_len > FOLLOW_MAX_BODY:
             return Decision("", "unbuffered")  # the request cannot be sent again
         answer: object = None
-        if status and self.ans_len <= FOLLOW_MAX_BODY:
+        failure = (self.failure or "no_answer") if not status else ""
+        if status and self.ans_len > FOLLOW_MAX_BODY:
+            failure = "too_large"
+        elif status:
             try:
                 answer = json.loads(self.answer_body())
             except ValueError:  # not JSON: no confidence, no suggestion
                 answer = None
-        return self.strategy.after(answer, status, live)
+        d = self.strategy.after(answer, status, live, failure)
+        if d is not None and self.route and d.reason.startswith(("fallback:", "unassisted:")):
+            FALLBACKS.add(self.route, d.reason.partition(":")[2])
+        return d
 
     def own_headers(self) -> frozenset[bytes]:
         """The suggestion header: toward the human only the router may set it, so a
@@ -137,102 +200,14 @@ class FollowLeg:
 
 
 def begin(
-    strategy: object, req: Request, d: Decision, live: Rollout | None
+    strategy: object, req: Request, d: Decision, live: Rollout | None, route: str = ""
 ) -> FollowLeg | Decision:
     """A leg for the model, or the decision to use instead when there can be none."""
     if not isinstance(strategy, Automation):
         return Decision(d.primary, d.reason, d.mirrors)  # nobody to ask after: plain forward
     length = req.content_length
     if length is not None and length > FOLLOW_MAX_BODY:
-        return strategy.after(None, 0, live) or Decision(d.primary, "unbuffered")
+        return strategy.without_model(live)
     name = strategy.spec.suggestion_header
-    return FollowLeg(strategy, frozenset({name.encode()}) if name else frozenset())
-
-
-# -- the level verb and the ladder's figures ------------------------------------------
-
-
-class AutomationController:
-    """KindController for `automation` routes (router/controller.py)."""
-
-    kind = "automation"
-    verbs = frozenset({"automation"})
-
-    def __init__(
-        self,
-        store: StateStore,
-        writer: Writer,
-        accuracy: Figures | None = None,
-        agreement: Figures | None = None,
-    ) -> None:
-        self.store = store
-        self.writer = writer
-        self.accuracy = accuracy
-        self.agreement = agreement
-        self._explained: dict[str, float] = {}
-
-    async def tick(self, route: CompiledRoute, now: float) -> None:
-        if now - self._explained.get(route.name, 0.0) < EXPLAIN_INTERVAL:
-            return
-        self._explained[route.name] = now
-        await self.writer.explain(route.name, await self.figures(route, now))
-
-    async def watch(self, route: CompiledRoute, now: float) -> None:
-        return None  # nothing urgent: a level only moves when someone says so
-
-    async def figures(self, route: CompiledRoute, now: float) -> dict[str, Any]:
-        strategy = _automation(route)
-        live = await self.writer.live.read(route.name)
-        spec = strategy.spec
-        start = now - FIGURES_WINDOW
-        model = await read_window(self.store, route.name, spec.model, start, now + 1)
-        human = await read_window(self.store, route.name, spec.human, start, now + 1)
-        level = strategy.level(live)
-        out: dict[str, Any] = {"at": now, "kind": "automation", "level": level}
-        out["next_level"] = _next(level)
-        out["model_requests"], out["human_requests"] = model.requests, human.requests
-        out["deferral_rate"] = _deferral(level, model.requests, human.requests)
-        out["model_error_rate"] = model.error_rate()
-        if self.accuracy is not None:
-            out["accuracy"] = await self.accuracy(route.name)
-        if self.agreement is not None:
-            out["agreement"] = await self.agreement(route.name)
-        return out
-
-    async def command(
-        self, route: CompiledRoute, verb: str, body: Mapping[str, Any], now: float
-    ) -> Reply:
-        level = body.get("level")
-        if level not in LEVELS:
-            return 400, {"error": f"level must be one of {', '.join(LEVELS)}", "got": level}
-        strategy = _automation(route)
-        actor = str(body.get("actor") or "routerctl")
-        for _ in range(CAS_ATTEMPTS):
-            current = await self.writer.live.read(route.name)
-            old = strategy.level(current)
-            base = current or Rollout(route.name, kind="automation", phase="running")
-            new = base.evolve(level=level, updated_at=now, updated_by=actor)
-            new = new.evolve(reason=f"level {level} (was {old})")
-            event = {"event": "automation_level", "from": old, "to": level}
-            stored = await self.writer.write(new, base.version, [event], actor)
-            if stored is not None:
-                return 200, {"message": stored.reason, "rollout": asdict(stored)}
-        return 409, {"error": "the rollout kept changing under this command; try again"}
-
-
-def _automation(route: CompiledRoute) -> Automation:
-    if not isinstance(route.strategy, Automation):
-        raise TypeError(f"route {route.name} is not an automation route")
-    return route.strategy
-
-
-def _next(level: str) -> str | None:
-    i = LEVELS.index(level)
-    return LEVELS[i + 1] if i + 1 < len(LEVELS) else None
-
-
-def _deferral(level: str, model: int, human: int) -> float | None:
-    """Under partial the model asks first; every answer from the human was deferred."""
-    if level != "partial" or model + human == 0:
-        return None
-    return human / (model + human)
+    own = frozenset({name.encode()}) if name else frozenset()
+    return FollowLeg(strategy, own, route, streams=strategy.level(live) == "full")

@@ -14,7 +14,8 @@ Agreement. Mirrored comparisons of the candidate with the stable backend are
 counted by router/mirror.py under the same window id and the route's compare id
 (`cmp:<candidate>@<id>:<window>`, router/mirror_figures.py), item by item.
 `observe` reads them for the fields the gates name and hands them to the gates
-as `extra["agreement"]`; in shadow first the only gate judged is the
+as `extra["agreement"]` (and the step's delayed labels per arm as
+`extra["accuracy"]`, router/accuracy_gate.py); in shadow first the only gate judged is the
 shadow-first agreement gate (router/rollout.py `judging_gates`), and the
 window exists although no user reaches the candidate.
 """
@@ -31,6 +32,7 @@ from router.analysis import GateResult, Sample, evaluate
 from router.compare_figures import compare_id
 from router.controller import CAS_ATTEMPTS, Reply, Writer
 from router.drift_io import prediction_counts
+from router.feedback import backend_counts, window_counts
 from router.metrics import Metrics, WindowStats, read_step_window
 from router.mirror_figures import read_agreement
 from router.rollout import (
@@ -148,6 +150,12 @@ class CanaryController:
             extra["prediction_drift"] = await prediction_counts(
                 self.store, route, current, r.candidate, r.stable
             )
+            if any(g.name == "accuracy" for g in spec.analysis.gates):
+                arms = await window_counts(self.store, route, current)
+                extra["accuracy"] = {
+                    "candidate": backend_counts(arms, r.candidate),
+                    "stable": backend_counts({r.stable: arms.get(r.stable, {})}, r.stable),
+                }
         gates = tuple(g.judge(cand, base, extra) for g in judging_gates(r, spec))
         return Observation(gates, cand.requests, base.requests)
 

@@ -32,13 +32,14 @@ from typing import Any
 from router.cli_rollout import rollout_lines
 from router.cli_views import (
     aborted,
+    automation_lines,
     diff_lines,
     drift_lines,
     feedback_lines,
+    history_line,
     route_lines,
     shadow_lines,
     status_lines,
-    when,
 )
 
 DEFAULT_ADMIN = "http://127.0.0.1:9901"
@@ -158,11 +159,15 @@ def _status_once(api: Api, args: argparse.Namespace) -> int:
 
 
 def _rollout_view(api: Api, entry: dict[str, Any]) -> list[str]:
-    """The ramp, the gates and why, from the controller's latest verdicts."""
-    if (entry.get("rollout") or {}).get("kind") != "canary":
+    """The ramp, the gates and why (a canary), or the ladder's evidence (automation),
+    from the controller's latest verdicts."""
+    kind = (entry.get("rollout") or {}).get("kind")
+    if kind not in ("canary", "automation"):
         return []
     code, status = api.call("GET", "/v1/status")
     analysis = (status.get("analysis") or {}).get(entry["name"]) if code < 400 else None
+    if kind == "automation":
+        return ["", *automation_lines(analysis)] if analysis else []
     return ["", *rollout_lines(entry, analysis)]
 
 
@@ -211,11 +216,24 @@ def cmd_history(api: Api, args: argparse.Namespace) -> int:
         print(json.dumps(entries, indent=2, sort_keys=True))
         return OK
     for e in entries:
-        actor = e.get("actor") or e.get("by") or e.get("updated_by") or "-"
-        print(
-            f"{when(e.get('ts'))}  {actor}  {e.get('event', '-')}  {e.get('reason', '')}".rstrip()
-        )
+        print(history_line(e))
+        if isinstance(e.get("evidence"), dict):
+            print(f"    figures then: {_figures_then(e['evidence'])}")
     return OK
+
+
+def _figures_then(ev: dict[str, Any]) -> str:
+    """The evidence a ladder move was made on, in one line."""
+    parts = []
+    for key, label in (("agreement", "agreement"), ("model_accuracy", "model accuracy")):
+        if ev.get(key) is not None:
+            parts.append(f"{label} {100 * ev[key]:.1f}%")
+    if ev.get("human_accuracy") is not None:
+        parts.append(f"human accuracy {100 * ev['human_accuracy']:.1f}%")
+    if ev.get("deferral_rate") is not None:
+        parts.append(f"deferral {100 * ev['deferral_rate']:.1f}%")
+    parts.append(f"compared {ev.get('compared', 0)}, requests {ev.get('requests', 0)}")
+    return "; ".join(parts)
 
 
 def cmd_action(api: Api, args: argparse.Namespace) -> int:
@@ -228,6 +246,11 @@ def cmd_action(api: Api, args: argparse.Namespace) -> int:
         return _fail(answer)
     print(answer.get("message") or json.dumps(answer))
     return OK
+
+
+def _actor() -> str:
+    user = os.environ.get("USER", "")
+    return f"routerctl ({user})" if user else "routerctl"
 
 
 def _q(name: str) -> str:
@@ -258,6 +281,12 @@ def cmd_drift(api: Api, args: argparse.Namespace) -> int:
 
 
 def cmd_feedback(api: Api, args: argparse.Namespace) -> int:
+    if args.reset_reference:
+        code, body = api.call("POST", f"/v1/routes/{_q(args.route)}/feedback/reset", {})
+        if code >= 400:
+            return _fail(body)
+        print(body.get("message") or json.dumps(body))
+        return OK
     code, body = api.call("GET", f"/v1/routes/{_q(args.route)}/feedback")
     if code >= 400:
         return _fail(body)
@@ -269,7 +298,12 @@ def cmd_feedback(api: Api, args: argparse.Namespace) -> int:
 
 
 def cmd_automation(api: Api, args: argparse.Namespace) -> int:
-    body = {"level": args.level, "actor": "routerctl", "user": os.environ.get("USER", "")}
+    if args.force and not args.reason:
+        print("error: --force needs --reason '...': history keeps why", file=sys.stderr)
+        return USAGE
+    body: dict[str, Any] = {"level": args.level, "actor": _actor()}
+    if args.force:
+        body.update(force=True, reason=args.reason)
     code, answer = api.call("POST", f"/v1/routes/{_q(args.route)}/automation", body)
     if code >= 400:
         return _fail(answer)
@@ -375,9 +409,16 @@ def _add_drift(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--reset-reference", action="store_true", help="collect a new reference")
     p.add_argument("--json", action="store_true", help="print the admin API's JSON as is")
     p.set_defaults(func=cmd_drift)
-    text = "Accuracy (or mean absolute error) per backend of ROUTE from delayed labels."
+    text = (
+        "Accuracy (or mean absolute error) of ROUTE from delayed labels, per arm (a "
+        "backend as served; `B~mirror`, `B~assist`, `B~deferred`: answers nobody was "
+        "served, scored too) with 95 %% intervals: the last hour, the last 10 minutes, the "
+        "series per minute, and each arm's accuracy test (concept drift). "
+        "--reset-reference: each arm's next labels become its reference (admin token)."
+    )
     p = verbs.add_parser("feedback", help=text, description=text)
     p.add_argument("route", metavar="ROUTE")
+    p.add_argument("--reset-reference", action="store_true", help="start new references")
     p.add_argument("--json", action="store_true", help="print the admin API's JSON as is")
     p.set_defaults(func=cmd_feedback)
 
@@ -385,12 +426,16 @@ def _add_drift(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 def _add_automation(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     text = (
         "Move an automation route along the ladder human, shadow, assist, partial, full "
-        "(on every replica at once; needs the admin token). `status` shows the figures "
-        "behind the next step: deferral rate, accuracy from feedback, agreement."
+        "(on every replica at once; needs the admin token). Down is instant; up is one "
+        "level at a time and only with the evidence its bar asks (agreement with the "
+        "human, accuracy from labels, deferral rate), or with --force --reason, which "
+        "history keeps. `status ROUTE` shows the next step and what it waits for."
     )
     p = verbs.add_parser("automation", help=text, description=text)
     p.add_argument("route", metavar="ROUTE")
     p.add_argument("level", choices=("human", "shadow", "assist", "partial", "full"))
+    p.add_argument("--force", action="store_true", help="step up without the evidence")
+    p.add_argument("--reason", default="", help="why (required with --force; kept in history)")
     p.set_defaults(func=cmd_automation)
 
 

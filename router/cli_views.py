@@ -252,11 +252,92 @@ def drift_lines(body: dict[str, Any]) -> list[str]:
     return lines
 
 
-def feedback_lines(body: dict[str, Any]) -> list[str]:
-    rows = [["backend", "labels", "accuracy", "values", "mae"]]
-    for name, f in body.get("backends", {}).items():
-        acc = f"{f['accuracy'] * 100:.1f} %" if f.get("accuracy") is not None else "-"
+def _accuracy(f: dict[str, Any]) -> str:
+    """`91.0% [88.1-93.2] n=300` from one arm's figures; `-` without labels."""
+    if f.get("accuracy") is None:
+        return "-"
+    return _pct({"rate": f["accuracy"], "lo": f.get("lo", 0), "hi": f.get("hi", 1), "n": f["n"]})
+
+
+def _arm_rows(arms: dict[str, Any]) -> list[list[str]]:
+    rows = [["  ARM", "ACCURACY", "VALUES", "MAE"]]
+    for name, f in arms.items():
         mae = f"{f['mae']:.4g}" if f.get("mae") is not None else "-"
-        rows.append([name, str(f.get("n", 0)), acc, str(f.get("n_values", 0)), mae])
-    head = f"route {body.get('route')}: {body.get('matched', 0)} labels matched"
-    return [head, *table(rows)]
+        rows.append([f"  {name}", _accuracy(f), str(f.get("n_values", 0)), mae])
+    return rows
+
+
+def feedback_lines(body: dict[str, Any]) -> list[str]:
+    """Accuracy per arm: the last hour, the sliding window, the series per minute, and
+    the accuracy test of each arm (reference, CUSUM, alarm)."""
+    head = f"route {body.get('route')}: {body.get('matched', 0)} labels matched in the last hour"
+    lines = [head, *table(_arm_rows(body.get("backends", {})))]
+    minutes = int(body.get("window_seconds", 600)) // 60
+    lines += [f"last {minutes} minutes:", *table(_arm_rows(body.get("window", {})))]
+    arms = sorted({a for point in body.get("series", []) for a in point["backends"]})
+    if arms:
+        rows = [["  MINUTE (UTC)", *arms]]
+        for point in body.get("series", [])[-15:]:
+            stamp = time.strftime("%H:%M", time.gmtime(point["at"]))
+            per = point["backends"]
+            rows.append([f"  {stamp}", *(_short(per.get(a, {})) for a in arms)])
+        lines += ["per minute (accuracy, labels):", *table([[*r, ""] for r in rows])]
+    for arm, c in (body.get("accuracy_test") or {}).items():
+        ref = "-" if c.get("reference") is None else f"{100 * c['reference']:.1f}%"
+        state = "ALARM" if c.get("alarm") else "ok"
+        lines.append(
+            f"accuracy test {arm}: {state}  reference {ref} of {c.get('reference_n', 0)} labels  "
+            f"CUSUM {c.get('cusum')} (alarm at {c.get('threshold')})"
+        )
+    return lines
+
+
+def _short(f: dict[str, Any]) -> str:
+    return f"{100 * f['accuracy']:.0f}% {f['n']}" if f.get("accuracy") is not None else "-"
+
+
+# -- the automation ladder -----------------------------------------------------------
+def automation_lines(a: dict[str, Any]) -> list[str]:
+    """The level, the next step and what it waits for, and the evidence behind it."""
+    level = a.get("level", "?")
+    lines = [
+        f"level {level}  for {_age(float(a.get('seconds') or 0))}  "
+        f"(advance {a.get('advance', 'manual')}, up to {a.get('advance_to', '-')})"
+    ]
+    nxt, held = a.get("next"), a.get("held")
+    if nxt:
+        lines.append(f"next: {nxt['text']}  -> {nxt['verdict'].upper()}")
+    if held and held.get("verdict") == "fail":
+        lines.append(f"FAILING at {level}: {held['text']}")
+    model, human = a.get("model_requests", 0), a.get("human_requests", 0)
+    deferral = a.get("deferral_rate")
+    shown = f"  deferral {100 * deferral:.1f}%" if deferral is not None else ""
+    lines.append(f"requests at this level: model {model}, human {human}{shown}")
+    agreement = a.get("agreement") or {}
+    if agreement:
+        lines.append(f"agreement with the human: items {_pct(agreement.get('agreement'))}")
+        for name, f in (agreement.get("fields") or {}).items():
+            lines.append(f"  {name}: {_pct(f.get('agreement'))}")
+    if a.get("accuracy"):
+        lines += ["accuracy from labels at this level:", *table(_arm_rows(a["accuracy"]))]
+    fallbacks = a.get("fallbacks") or {}
+    for when_, words in (
+        ("at this level", fallbacks.get("level")),
+        ("in all", fallbacks.get("total")),
+    ):
+        if words:
+            listed = ", ".join(f"{w} {n}" for w, n in sorted(words.items()))
+            lines.append(f"fallbacks to the human {when_}: {listed}")
+    if a.get("alarms"):
+        lines.append(f"ACCURACY ALARM: {', '.join(a['alarms'])}")
+    return lines
+
+
+def history_line(e: dict[str, Any]) -> str:
+    """One history entry: when, who, what, from -> to, why."""
+    actor = e.get("actor") or e.get("by") or e.get("updated_by") or "-"
+    move = f"{e['from']} -> {e['to']}  " if e.get("from") and e.get("to") else ""
+    reason = str(e.get("reason", ""))
+    if move and reason.startswith(f"{e['from']} -> {e['to']}"):
+        reason = reason[len(f"{e['from']} -> {e['to']}") :].strip()
+    return f"{when(e.get('ts'))}  {actor}  {e.get('event', '-')}  {move}{reason}".rstrip()

@@ -216,6 +216,7 @@ def _watch_interval() -> float:
 JUDGED_PHASES: dict[str, frozenset[str]] = {
     "canary": frozenset({"progressing", "paused", "waiting_for_data"}),
     "bluegreen": frozenset({"watching"}),  # the post-switch watch
+    "automation": frozenset({"running"}),  # each level: the evidence for the next step
 }
 
 
@@ -223,7 +224,7 @@ def window_id(r: Rollout | None) -> str | None:
     """The id under which the metrics of the rollout's judged period are counted.
 
     One function for every kind, given to `Metrics.step_window`: a canary step,
-    a blue/green watch. Each new period (step, switch, retry) gets a new id, so
+    a blue/green watch, an automation level. Each new period (step, switch, retry) gets a new id, so
     it is judged on its own requests from every replica. For a canary it equals
     canary_ctl.step_window."""
     if r is None or r.phase not in JUDGED_PHASES.get(r.kind, frozenset()):

@@ -72,8 +72,9 @@ SYNC_INTERVAL = 1.0
 REF_TTL = 30 * 24 * 3600.0
 STEP_TTL = 24 * 3600.0
 
-# rid, route, backend, one prediction per item (the first output's values)
-Remember = Callable[[str, str, str, tuple[object, ...]], None]
+# rid, route, backend, one prediction per item (the first output's values), the
+# rollout window served in, the role of an answer nobody was served ("": served)
+Remember = Callable[[str, str, str, tuple[object, ...], str | None, str], None]
 
 
 def ref_kind(stream_kind: str) -> str:
@@ -205,7 +206,19 @@ class DriftIO:
                 for row in rows:
                     rd.outputs.observe(backend, row)
                 if self.remember is not None and rows:
-                    self.remember(rid, route, backend, tuple(row[0] for row in rows))
+                    window = self.step_window(route)
+                    self.remember(rid, route, backend, tuple(row[0] for row in rows), window, "")
+
+    def remember_answer(self, route: str, backend: str, role: str, rid: str, body: bytes) -> None:
+        """A mirrored or held answer (router/mirror.py): remembered for delayed labels
+        as the arm `backend~role`, never counted in the drift bins."""
+        rd = self.routes.get(route)
+        if self.remember is None or rd is None or rd.outputs is None:
+            return
+        rows = rd.outputs.rows(body)
+        if rows:
+            window = self.step_window(route)
+            self.remember(rid, route, backend, tuple(row[0] for row in rows), window, role)
 
     # -- the sync with the store ---------------------------------------------------
     async def sync(self) -> None:

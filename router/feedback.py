@@ -4,11 +4,19 @@ Theory of operation.
 
 *Remembering.* The drift background pass (router/drift_io.py) reads the
 answers of routes with `drift.outputs` as items (router/protocols/); for each
-2xx answer it calls `remember(request_id, route, backend, predictions)`, one
-prediction per item (row of the batch): the values of the FIRST output. A
-`Memory` keeps these in insertion order,
-bounded by count (`max_entries`, 100k) and age (`ttl`, 1 h): the oldest go
-first. It lives in the memory of the replica that served the request.
+2xx answer it calls `remember(request_id, route, arm, predictions, window)`,
+one prediction per item (row of the batch): the values of the FIRST output.
+The *arm* is the backend that answered the client; answers nobody was served
+are arms too, `backend~role` (router/feedback_items.py `arm_name`): a shadow's
+or a canary candidate's mirrored answer (`~mirror`, told by router/mirror.py),
+and on an automation route the model's answer the human was asked after
+(`~assist`, `~deferred`). So every arm is scored on the same labels: at
+partial the model's confident answers are the served `model` arm and the ones
+it deferred `model~deferred`. `window` is the rollout window the request was
+served in (a canary step, an automation level: router/controller.py
+`window_id`). A `Memory` keeps these in insertion order, bounded by count
+(`max_entries`, 100k) and age (`ttl`, 1 h): the oldest go first. It lives in
+the memory of the replica that served the request.
 
 *Replicas.* A label may reach any replica's admin port (with `--workers N`
 only worker 0 has one), not the replica that served the request. Rather than
@@ -17,15 +25,23 @@ request, the label travels: `submit` pushes the whole POSTed batch as one
 item of a capped sample list shared by every replica (`feedback:` namespace,
 which no route can be called). Every replica polls that list, skips batches it
 has seen, and matches each label against its own memory; the one that served
-the request finds it (`pop`: a label counts once) and adds the outcome to
-counter hashes of the route, one per minute (`fb:<minute>`), so every replica
-reads the same figures. A label can arrive before its answer is remembered
+the request finds it (each row counts once) and adds the outcome of every arm
+to counter hashes of the route, one per minute (`fb:<minute>`) and one per
+rollout window (`fbw:<window>`, what the ladder and the canary's accuracy gate
+judge), so every replica reads the same figures. A label can arrive before its answer is remembered
 (the drift pass runs every 0.1 s, a batch is matched within POLL_INTERVAL), so
 a label no memory holds is tried again on every poll for GRACE seconds (at most
 MAX_WAITING of them per replica) before it is given up. A label whose request
 is not remembered anywhere (older than the ttl, evicted, sampled out of drift
 under load, or on a route without outputs) is never matched: `received` minus
 `matched` shows it.
+
+*Outcomes.* `POST /v1/feedback` answers what became of its labels: the
+replicas add `matched`, `duplicate` (a row labelled before) and `mismatched`
+per batch (`fbb:<batch>`), and the POST waits up to OUTCOME_WAIT for them to
+account for every label; the rest is `unknown` (no replica remembers the
+request). A label that beat its answer to the memory is still tried for GRACE
+after that and counts in the route's figures if it matches.
 
 *Rows.* A label is matched to a row: `{"request_id", "labels": [...]}` (or
 `values`) gives one per row, in order, and must have as many as the answer had
@@ -34,10 +50,12 @@ counts once); a plain `label` fits a request of one row. A label that does not
 fit its request's rows is counted as `mismatched`, never guessed.
 
 *Figures.* Classification: a label equal to the prediction (texts compared;
-numbers as numbers) is correct; `accuracy` = correct / n per backend.
-Regression (`value` instead of `label`): `mae`, the mean absolute error.
-`report` gives the totals over the last `HORIZON` minutes and the series per
-minute, so falling accuracy beside flat input drift reads as concept drift.
+numbers as numbers) is correct; `accuracy` = correct / n per arm, with its
+95 % Wilson interval. Regression (`value` instead of `label`): `mae`, the mean
+absolute error. `report` gives the totals over the last `HORIZON` minutes, a
+sliding window of the last WINDOW minutes, and the series per minute, so
+falling accuracy beside flat input drift reads as concept drift (and
+router/concept.py alarms on it).
 """
 
 from __future__ import annotations
@@ -45,17 +63,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import os
 import time
-from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
 from aiohttp import web
 
 from router.admin import Refusal
+from router.compare_figures import wilson
+from router.feedback_items import MICRO, Entry, Memory, arm_name, outcome, parse_items, rows_of
 from router.metrics import metric_lines
 from router.state.base import StateStore, StoreUnavailable
 
@@ -65,140 +84,22 @@ NAMESPACE = "feedback:"  # the store "route" of shared batches; no route name ha
 BATCH_KIND = "batches"
 BATCH_CAP = 1000
 BATCH_TTL = 3600.0
-MAX_ITEMS = 10_000  # labels per POST
 SLOT = 60  # seconds per accuracy counter hash
 HORIZON = 60  # slots reported (an hour)
+WINDOW = 10  # slots of the sliding window reported beside the totals
+WINDOW_TTL = 7 * 24 * 3600.0  # per rollout window counts (a level can last days)
 POLL_INTERVAL = 0.5
 GRACE = 5.0  # seconds an unmatched label is tried again (its answer may come later)
 MAX_WAITING = 20_000  # unmatched labels kept for another try, per replica
-MICRO = 1_000_000  # absolute errors are summed in millionths (counters are integers)
+OUTCOME_WAIT = 1.5  # seconds a POST waits for the replicas to account for its labels
+OUTCOME_TTL = 120.0
+KINDS = ("matched", "duplicate", "mismatched")
 
-# (time, route, backend, one prediction per row, rows already labelled)
-Entry = tuple[float, str, str, tuple[object, ...], set[int]]
-
-
-class Memory:
-    """request id -> what answered it; bounded by count and age, oldest out first."""
-
-    def __init__(self, max_entries: int = 100_000, ttl: float = 3600.0) -> None:
-        self.max_entries = max_entries
-        self.ttl = ttl
-        self._map: OrderedDict[str, Entry] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._map)
-
-    def remember(
-        self, rid: str, now: float, route: str, backend: str, predictions: tuple[object, ...]
-    ) -> None:
-        self._map[rid] = (now, route, backend, predictions, set())
-        self._map.move_to_end(rid)
-        while len(self._map) > self.max_entries:
-            self._map.popitem(last=False)
-        self.expire(now)
-
-    def expire(self, now: float) -> None:
-        while self._map:
-            rid, entry = next(iter(self._map.items()))
-            if now - entry[0] < self.ttl:
-                return
-            del self._map[rid]
-
-    def pop(self, rid: str) -> Entry | None:
-        return self._map.pop(rid, None)
-
-    def get(self, rid: str) -> Entry | None:
-        return self._map.get(rid)
+Counters = dict[str, dict[str, dict[str, int]]]  # route -> hash -> field -> increment
 
 
-def parse_items(body: object) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(valid items, problems) from one label, a list of them, or {"items": [...]}."""
-    if isinstance(body, dict) and "items" in body:
-        body = body["items"]
-    raw = body if isinstance(body, list) else [body]
-    items: list[dict[str, Any]] = []
-    problems: list[dict[str, Any]] = []
-    for i, item in enumerate(raw[:MAX_ITEMS]):
-        error = _problem(item)
-        if error or not isinstance(item, dict):
-            problems.append({"index": i, "error": error})
-        else:
-            keep = {"request_id": item["request_id"]}
-            keep.update({k: item[k] for k in (*_ONE, *_MANY, "index") if k in item})
-            items.append(keep)
-    if len(raw) > MAX_ITEMS:
-        problems.append({"index": MAX_ITEMS, "error": f"at most {MAX_ITEMS} labels per request"})
-    return items, problems
-
-
-_ONE = ("label", "value")
-_MANY = ("labels", "values")  # one per row of a batched request
-
-
-def _problem(item: object) -> str:
-    if not isinstance(item, dict):
-        return "must be an object with request_id and label (or value)"
-    rid = item.get("request_id")
-    if not isinstance(rid, str) or not rid:
-        return "request_id must be a non-empty string"
-    given = [k for k in (*_ONE, *_MANY) if k in item]
-    if len(given) != 1:
-        return "needs exactly one of label, value (one row) or labels, values (one per row)"
-    key = given[0]
-    if key in _MANY:
-        if "index" in item:
-            return f"index goes with label or value, not {key}"
-        rows = item[key]
-        if not isinstance(rows, list) or not rows:
-            return f"{key} must be a non-empty list, one per row of the request"
-        return next((p for p in (_value_problem(key[:-1], v) for v in rows) if p), "")
-    index = item.get("index", 0)
-    if type(index) is not int or index < 0:
-        return "index must be a row number (0, 1, ...)"
-    return _value_problem(key, item[key])
-
-
-def _value_problem(key: str, v: object) -> str:
-    if key == "value" and not _finite(v):
-        return "value must be a finite number"
-    if key == "label" and not isinstance(v, str | int | float | bool):
-        return "label must be a string, number or boolean"
-    return ""
-
-
-def _finite(v: object) -> bool:
-    return type(v) in (int, float) and math.isfinite(float(v))  # type: ignore[arg-type]
-
-
-def _text(v: object) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v)
-
-
-def rows_of(item: dict[str, Any], rows: int) -> list[tuple[int, dict[str, Any]]] | None:
-    """(row, single label) pairs a posted item labels; None when it does not fit a
-    request of `rows` rows (see the module docstring)."""
-    for many, one in zip(_MANY, _ONE, strict=True):
-        if many in item:
-            given = item[many]
-            return [(i, {one: v}) for i, v in enumerate(given)] if len(given) == rows else None
-    index = item.get("index")
-    if index is None:
-        return [(0, item)] if rows == 1 else None
-    return [(index, item)] if index < rows else None
-
-
-def outcome(prediction: object, item: dict[str, Any]) -> dict[str, int]:
-    """Counter fields (without the backend prefix) for one matched label."""
-    if "label" in item:
-        return {"n": 1, "ok": int(_text(prediction) == _text(item["label"]))}
-    if not _finite(prediction):
-        return {"rn": 1, "rbad": 1}  # the model gave no number to compare
-    error = abs(float(prediction) - float(item["value"]))  # type: ignore[arg-type]
-    return {"rn": 1, "ae_u": round(error * MICRO)}
+def _bump(fields: dict[str, int], key: str, n: int = 1) -> None:
+    fields[key] = fields.get(key, 0) + n
 
 
 class Feedback:
@@ -220,67 +121,130 @@ class Feedback:
         self._seen_order: deque[str] = deque()
         self._seq = 0
         self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # one poll at a time: a batch is matched once
         # labels no memory held yet, with when this replica first saw them
         self._waiting: list[tuple[float, dict[str, Any]]] = []
+        # each arm's accuracy test (router/concept_io.py), shown with the figures
+        self.tests: Callable[[str], Awaitable[dict[str, Any]]] | None = None
 
-    def remember(self, rid: str, route: str, backend: str, predictions: tuple[object, ...]) -> None:
-        self.memory.remember(rid, self.clock(), route, backend, predictions)
+    def remember(
+        self,
+        rid: str,
+        route: str,
+        backend: str,
+        predictions: tuple[object, ...],
+        window: str | None = None,
+        role: str = "",
+    ) -> None:
+        arm = arm_name(backend, role)
+        self.memory.remember(rid, self.clock(), route, arm, predictions, window)
 
     # -- the admin side ---------------------------------------------------------------
-    async def submit(self, items: Sequence[dict[str, Any]]) -> None:
+    async def submit(self, items: Sequence[dict[str, Any]]) -> str:
         """Share one batch of valid labels with every replica (one store write)."""
         self._seq += 1
         batch_id = f"{os.getpid()}-{time.time_ns()}-{self._seq}"
         text = f"{batch_id} {json.dumps(list(items), separators=(',', ':'))}"
         await self.store.push_sample(NAMESPACE, BATCH_KIND, text, BATCH_CAP, BATCH_TTL)
         await self.store.add_counters(NAMESPACE, {"received": {"n": len(items)}}, BATCH_TTL)
+        return batch_id
+
+    async def outcome(self, batch_id: str, n: int, wait: float = OUTCOME_WAIT) -> dict[str, int]:
+        """What became of a submitted batch's n labels, waiting up to `wait` seconds for
+        the replicas to report; whatever none reported is `unknown`."""
+        deadline = time.monotonic() + wait
+        name = f"fbb:{batch_id}"
+        while True:
+            with contextlib.suppress(StoreUnavailable):
+                await self.poll()  # this replica's share at once, without the timer
+            found = (await self.store.read_counters(NAMESPACE, [name])).get(name, {})
+            counts = {k: int(found.get(k, 0)) for k in KINDS}
+            if sum(counts.values()) >= n or time.monotonic() >= deadline:
+                return {"accepted": n, **counts, "unknown": max(0, n - sum(counts.values()))}
+            await asyncio.sleep(0.05)
 
     # -- every replica: match what arrived ----------------------------------------------
     async def poll(self) -> int:
-        """Match every unseen batch and the labels still waiting; returns those matched here."""
+        """Match every unseen batch and the labels still waiting; returns the rows
+        matched here."""
+        async with self._lock:
+            return await self._poll()
+
+    async def _poll(self) -> int:
         now = self.clock()
-        counters: dict[str, dict[str, dict[str, int]]] = {}
+        counters: Counters = {}
         matched = 0
         for seen_at, item in self._candidates(await self._unseen(), now):
-            entry = self.memory.get(str(item.get("request_id")))
+            rid = str(item.get("request_id"))
+            entry = self.memory.get(rid)
             if entry is None:
-                if len(self._waiting) < MAX_WAITING:
+                if self.memory.done(rid):
+                    self._outcome(counters, item, "duplicate")
+                elif len(self._waiting) < MAX_WAITING:
                     self._waiting.append((seen_at, item))
                 continue
-            fields = counters.setdefault(entry[1], {}).setdefault(f"fb:{int(now // SLOT)}", {})
-            matched += self._match(str(item["request_id"]), entry, item, fields)
+            route_counters = counters.setdefault(entry[1], {})
+            fields = route_counters.setdefault(f"fb:{int(now // SLOT)}", {})
+            window = route_counters.setdefault(f"fbw:{entry[2]}", {}) if entry[2] else None
+            rows, kind = self._match(rid, entry, item, fields, window)
+            matched += rows
+            self._outcome(counters, item, kind)
         if counters:
-            await self.store.add_counters_many(counters, SLOT * (HORIZON + 1))
+            await self.store.add_counters_many(counters, WINDOW_TTL)
         self.matched += matched
         return matched
 
-    def _match(self, rid: str, entry: Entry, item: dict[str, Any], fields: dict[str, int]) -> int:
-        """Count the rows `item` labels (each row once); returns how many."""
-        _, _, backend, predictions, done = entry
-        pairs = rows_of(item, len(predictions))
+    def _outcome(self, counters: Counters, item: dict[str, Any], kind: str) -> None:
+        shared = counters.setdefault(NAMESPACE, {})
+        _bump(shared.setdefault("outcomes", {}), kind)
+        if batch := item.get("_batch"):
+            _bump(shared.setdefault(f"fbb:{batch}", {}), kind)
+
+    def _match(
+        self,
+        rid: str,
+        entry: Entry,
+        item: dict[str, Any],
+        fields: dict[str, int],
+        window: dict[str, int] | None,
+    ) -> tuple[int, str]:
+        """Count the rows `item` labels for every arm (each row once); returns (rows
+        counted, outcome kind)."""
+        _, _, _, arms, done = entry
+        first = next(iter(arms.values()))
+        pairs = rows_of(item, len(first))
         if pairs is None:
-            self.memory.pop(rid)  # a label that does not fit: counted, never guessed
-            fields[f"{backend}#mismatched"] = fields.get(f"{backend}#mismatched", 0) + 1
-            return 0
+            self.memory.finish(rid)  # a label that does not fit: counted, never guessed
+            for arm in arms:
+                for target in (fields, window):
+                    if target is not None:
+                        _bump(target, f"{arm}#mismatched")
+            return 0, "mismatched"
         fresh = [(i, one) for i, one in pairs if i not in done]
         for i, one in fresh:
             done.add(i)
-            for key, n in outcome(predictions[i], one).items():
-                fields[f"{backend}#{key}"] = fields.get(f"{backend}#{key}", 0) + n
-        if len(done) == len(predictions):
-            self.memory.pop(rid)  # every row labelled: the request is done
-        return len(fresh)
+            for arm, predictions in arms.items():
+                if i >= len(predictions):
+                    continue  # this arm answered fewer rows: nothing of its own to score
+                for key, n in outcome(predictions[i], one).items():
+                    for target in (fields, window):
+                        if target is not None:
+                            _bump(target, f"{arm}#{key}", n)
+        if len(done) == len(first):
+            self.memory.finish(rid)  # every row labelled: the request is done
+        return len(fresh), "matched" if fresh else "duplicate"
 
     def _candidates(self, fresh: list[str], now: float) -> list[tuple[float, dict[str, Any]]]:
         """The labels still within their GRACE, then those of the new batches, oldest first."""
         out = [(seen_at, item) for seen_at, item in self._waiting if now - seen_at < GRACE]
         self._waiting = []
         for text in reversed(fresh):
-            out += [(now, item) for item in json.loads(text)]
+            batch, _, body = text.partition(" ")
+            out += [(now, {**item, "_batch": batch}) for item in json.loads(body)]
         return out
 
     async def _unseen(self) -> list[str]:
-        """Bodies of batches not seen yet, newest first (reads more while all are new)."""
+        """Batches not seen yet ("id body"), newest first (reads more while all are new)."""
         count = 16
         while True:
             items = await self.store.samples(NAMESPACE, BATCH_KIND, count)
@@ -290,7 +254,7 @@ class Feedback:
             count *= 4
         for item in fresh:
             self._mark(item.partition(" ")[0])
-        return [i.partition(" ")[2] for i in fresh]
+        return fresh
 
     def _mark(self, batch_id: str) -> None:
         self._seen.add(batch_id)
@@ -300,34 +264,37 @@ class Feedback:
 
     # -- figures ------------------------------------------------------------------------
     async def report(self, route: str) -> dict[str, Any]:
-        """Accuracy (or mean abs error) per backend: totals and a per-minute series."""
+        """Accuracy (or mean abs error) per arm: totals over the horizon, the sliding
+        window of the last WINDOW minutes, and the series per minute."""
         now_slot = int(self.clock() // SLOT)
         slots = list(range(now_slot - HORIZON + 1, now_slot + 1))
         hashes = await self.store.read_counters(route, [f"fb:{s}" for s in slots])
-        received = await self.store.read_counters(NAMESPACE, ["received"])
+        shared = await self.store.read_counters(NAMESPACE, ["received", "outcomes"])
         totals: dict[str, dict[str, int]] = {}
+        recent: dict[str, dict[str, int]] = {}
         series = []
         for slot in slots:
-            per = _by_backend(hashes.get(f"fb:{slot}", {}))
-            for backend, fields in per.items():
-                total = totals.setdefault(backend, {})
-                for k, n in fields.items():
-                    total[k] = total.get(k, 0) + n
+            per = by_arm(hashes.get(f"fb:{slot}", {}))
+            for arm, fields in per.items():
+                _add_into(totals.setdefault(arm, {}), fields)
+                if slot > now_slot - WINDOW:
+                    _add_into(recent.setdefault(arm, {}), fields)
             if per:
-                series.append({"at": slot * SLOT, "backends": _figures(per)})
-        matched = sum(f.get("n", 0) + f.get("rn", 0) for f in totals.values())
+                series.append({"at": slot * SLOT, "backends": figures(per)})
+        matched = sum(f.get("n", 0) + f.get("rn", 0) for a, f in totals.items() if "~" not in a)
+        outcomes = shared.get("outcomes", {})
         return {
             "route": route,
             "horizon_seconds": SLOT * HORIZON,
-            "backends": _figures(totals),
+            "window_seconds": SLOT * WINDOW,
+            "backends": figures(totals),
+            "window": figures(recent),
             "matched": matched,
-            "received_all_routes": received.get("received", {}).get("n", 0),
+            "received_all_routes": shared.get("received", {}).get("n", 0),
+            "outcomes_all_routes": {k: int(outcomes.get(k, 0)) for k in KINDS},
             "series": series,
+            "accuracy_test": await self.tests(route) if self.tests is not None else {},
         }
-
-    async def accuracy(self, route: str) -> dict[str, Any]:
-        """Just the totals per backend (the automation ladder's figures)."""
-        return dict((await self.report(route))["backends"])
 
     # -- admin API (router/admin.py AdminExtension) ------------------------------------
     def install(self, app: web.Application, refusal: Refusal) -> None:
@@ -341,10 +308,11 @@ class Feedback:
             except ValueError:
                 return web.json_response({"error": "the body must be JSON"}, status=400)
             items, problems = parse_items(body)
+            answer: dict[str, Any] = {"accepted": 0, **dict.fromkeys(KINDS, 0), "unknown": 0}
             if items:
-                await self.submit(items)
+                answer = await self.outcome(await self.submit(items), len(items))
             status = 202 if items or not problems else 400
-            return web.json_response({"accepted": len(items), "rejected": problems}, status=status)
+            return web.json_response({**answer, "rejected": problems}, status=status)
 
         async def show(request: web.Request) -> web.Response:
             return web.json_response(await self.report(request.match_info["name"]))
@@ -383,25 +351,45 @@ class Feedback:
                 log.exception("feedback poll failed")
 
 
-def _by_backend(fields: dict[str, int]) -> dict[str, dict[str, int]]:
+async def window_counts(store: StateStore, route: str, window: str) -> dict[str, dict[str, int]]:
+    """Label counts per arm of one rollout window, summed over replicas."""
+    name = f"fbw:{window}"
+    return by_arm((await store.read_counters(route, [name])).get(name, {}))
+
+
+def backend_counts(arms: dict[str, dict[str, int]], backend: str) -> tuple[int, int]:
+    """(correct, labelled) of every arm of one backend: served, mirrored or held."""
+    mine = [f for arm, f in arms.items() if arm.partition("~")[0] == backend]
+    return sum(f.get("ok", 0) for f in mine), sum(f.get("n", 0) for f in mine)
+
+
+def _add_into(total: dict[str, int], fields: dict[str, int]) -> None:
+    for k, n in fields.items():
+        total[k] = total.get(k, 0) + n
+
+
+def by_arm(fields: dict[str, int]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for key, n in fields.items():
-        backend, _, name = key.rpartition("#")
-        if backend:
-            out.setdefault(backend, {})[name] = int(n)
+        arm, _, name = key.rpartition("#")
+        if arm:
+            out.setdefault(arm, {})[name] = int(n)
     return out
 
 
-def _figures(per: dict[str, dict[str, int]]) -> dict[str, dict[str, Any]]:
+def figures(per: dict[str, dict[str, int]]) -> dict[str, dict[str, Any]]:
+    """Accuracy with its 95 % Wilson interval (or mean abs error) per arm."""
     out: dict[str, dict[str, Any]] = {}
-    for backend, f in sorted(per.items()):
+    for arm, f in sorted(per.items()):
         entry: dict[str, Any] = {}
         if f.get("n"):
+            lo, hi = wilson(f.get("ok", 0), f["n"])
             entry.update(n=f["n"], correct=f.get("ok", 0), accuracy=f.get("ok", 0) / f["n"])
+            entry.update(lo=lo, hi=hi)
         if f.get("mismatched"):
             entry["mismatched"] = f["mismatched"]  # labels that did not fit the request's rows
         rn = f.get("rn", 0) - f.get("rbad", 0)
         if f.get("rn"):
             entry.update(n_values=f["rn"], mae=(f.get("ae_u", 0) / MICRO / rn) if rn else None)
-        out[backend] = entry
+        out[arm] = entry
     return out

@@ -52,7 +52,7 @@ import asyncio
 import contextlib
 import json
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from time import monotonic, perf_counter
 from typing import Any, Final
@@ -64,6 +64,7 @@ from router.compare import Answer, Comparison, compare
 from router.compare_figures import Tally, compare_id, counter_name, escape
 from router.compare_hints import add_hints
 from router.compare_records import disagreement_record
+from router.controller import window_id
 from router.errors import UpstreamError
 from router.mirror_client import fetch, request_bytes
 from router.mirror_figures import DIFFS, EVENTS, read_summary, window_counter
@@ -85,6 +86,7 @@ BREAKER_MAX: Final = 30.0
 SAMPLES_PER_FLUSH: Final = 10  # per route: a flood of disagreements costs few round trips
 COUNTER_TTL: Final = 7 * 24 * 3600.0  # figures outlive a quiet weekend
 _DEFAULT_SETTINGS: Final = ShadowSpec(primary="", shadows=())
+Answered = Callable[[str, str, str, str, bytes], None]
 
 
 @dataclass(slots=True)
@@ -193,12 +195,13 @@ class RouteFigures:
 
 
 def settings_of(runtime: Runtime, route: str) -> ShadowSpec:
-    """The route's compare settings: a shadow's own, a canary's `compare` list;
-    defaults (whole-JSON compare) for other strategies."""
+    """The route's compare settings: a shadow's own, a canary's or an automation
+    route's `compare` list; defaults (whole-JSON compare) for other strategies."""
     compiled = runtime.table.by_name.get(route)
     strategy = compiled.strategy if compiled is not None else None
-    if isinstance(strategy, Canary):
-        return strategy.compare_settings
+    own = getattr(strategy, "compare_settings", None)
+    if isinstance(own, ShadowSpec):
+        return own
     spec = getattr(strategy, "spec", None)
     return spec if isinstance(spec, ShadowSpec) else _DEFAULT_SETTINGS
 
@@ -216,11 +219,16 @@ def judging(runtime: Runtime, route: str) -> tuple[ShadowSpec, ModelProtocol, st
 
 
 def window_of(runtime: Runtime, route: str) -> str | None:
-    """The live rollout window of a canary route; None for every other strategy."""
+    """The live rollout window of a canary route, or the level's of an automation
+    route (router/controller.py `window_id`); None for every other strategy."""
     compiled = runtime.table.by_name.get(route)
-    if compiled is None or not isinstance(compiled.strategy, Canary):
+    if compiled is None:
         return None
-    return window(runtime.live.get(route))
+    if isinstance(compiled.strategy, Canary):
+        return window(runtime.live.get(route))
+    if compiled.spec.strategy_kind == "automation":
+        return window_id(runtime.live.get(route))
+    return None
 
 
 def _size(copy: MirrorCopy) -> int:
@@ -259,6 +267,9 @@ class Mirrors:
         self._running = False
         self._store_down = False
         self._idle = asyncio.Event()  # set when the last queued copy was handled
+        # told every judged 2xx answer of a mirror (route, backend, role, request id,
+        # body): delayed labels score it (router/drift_io.py `remember_answer`)
+        self.answered: Answered | None = None
 
     # -- wiring -------------------------------------------------------------------
 
@@ -333,7 +344,7 @@ class Mirrors:
         size, now = _size(copy), monotonic()
         for backend in copy.backends:
             lane = self.lanes.get(backend) or self._open_lane(backend)
-            if lane is not None and lane.breaker.is_open(now):
+            if lane is not None and copy.held is None and lane.breaker.is_open(now):
                 figures.count(lane.down_key)
                 figures.count(lane.dropped_key)
                 continue
@@ -393,6 +404,9 @@ class Mirrors:
         if not protocol_of(self.runtime, copy.route).inference(copy.method, copy.target):
             self._figures(copy.route).count("not_inference")  # metadata, health: not judged
             return
+        if copy.held is not None:  # answered already (an automation route's model)
+            self.judge(copy, lane.name, Answer(*copy.held))
+            return
         pool, body = lane.pool, copy.body or b""
         rid = (self._rid_name, copy.request_id.encode())
         data = request_bytes(pool, copy.method, copy.target, copy.headers, body, rid)
@@ -434,6 +448,8 @@ class Mirrors:
             float_tolerance=settings.float_tolerance,
         )
         figures = self._figures(copy.route)
+        if self.answered is not None and 200 <= shadow.status < 300:
+            self.answered(copy.route, backend, copy.role, copy.request_id, shadow.body)
         figures.tally(counter_name(backend, cid)).add(c)
         if (current := window_of(self.runtime, copy.route)) is not None:
             figures.window_tally(window_counter(backend, current, cid)).add(c)

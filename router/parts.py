@@ -18,12 +18,13 @@ from aiohttp import web
 
 from router import native
 from router.admin import build_admin_app, load_token, prometheus_page
-from router.automation_io import AutomationController
+from router.automation_ctl import AutomationController
 from router.bluegreen_ctl import BlueGreenController
 from router.canary_ctl import CanaryController
+from router.concept_io import ConceptIO
 from router.config import parse
 from router.confkit import ConfigError
-from router.controller import Controller, Writer, window_id
+from router.controller import Controller, KindController, Writer, window_id
 from router.drift_io import DriftIO
 from router.feedback import Feedback
 from router.logs import AccessLog, Fanout, configure_logging
@@ -98,6 +99,11 @@ class Parts:
         )
         self.drift.apply_config(config)
         self.dataplane.drift_sink = self.drift.sink
+        self.mirrors.answered = self.drift.remember_answer  # mirrored answers get labels too
+        self.concept = ConceptIO(
+            self.runtime, self.store, is_leader=lambda: self.controller.leadership.is_leader
+        )
+        self.feedback.tests = self.concept.figures
         # the kubelet's and Prometheus's listener (router/probes.py); worker 0's, like admin
         spec = config.probes
         self.probes = Probes(spec, self.runtime, self._page) if spec and worker == 0 else None
@@ -111,13 +117,12 @@ class Parts:
         bluegreen = BlueGreenController(self.runtime, self.store, self.live, self.metrics, writer)
         # every kind's judged period gets a metrics window (a canary's as before)
         self.metrics.step_window = lambda route: window_id(self.runtime.live.get(route))
-        automation = AutomationController(
-            self.store,
-            writer,
-            accuracy=lambda route: self.feedback.accuracy(route),
-            agreement=lambda route: self.mirrors.agreement(route),
+        # the model's accuracy alarms (concept drift) step an `advance: auto` ladder down
+        self.automation = AutomationController(
+            self.store, writer, alarms=lambda route: self.concept.alarms(route)
         )
-        return Controller(self.runtime, self.store, lease, [canary, bluegreen, automation])
+        kinds: list[KindController] = [canary, bluegreen, self.automation]
+        return Controller(self.runtime, self.store, lease, kinds)
 
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
@@ -136,6 +141,7 @@ class Parts:
         await self.mirrors.start()
         await self.drift.start()
         await self.feedback.start()
+        await self.concept.start()
         if self.worker == 0:
             await self._start_admin()
         listen = self.runtime.config.listen
@@ -172,6 +178,7 @@ class Parts:
         await self.controller.stop()
         await self.drift.stop()
         await self.feedback.stop()
+        await self.concept.stop()
         await self.live.stop()
         await self.flusher.stop()
         if self.worker_counters is not None:
@@ -195,7 +202,7 @@ class Parts:
             reload=self.watcher.check_now,
             history=self.store.history,
             shadow=self.mirrors,
-            extensions=[self.drift, self.feedback],
+            extensions=[self.drift, self.feedback, self.concept, self.automation],
         )
         self.admin_runner = web.AppRunner(app, access_log=None)
         await self.admin_runner.setup()

@@ -102,6 +102,7 @@ MATCH_MEMO: Final = 1024  # (host, target) -> route answers remembered, at most
 _UNKNOWN: Final = object()
 _NONE: Final[frozenset[bytes]] = frozenset()
 _PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"Close"})
+HELD_ROLES: Final = frozenset({"assist", "deferred"})  # the human answers; the model did too
 
 
 def origin_form(target: bytes) -> bytes:
@@ -373,7 +374,7 @@ class Exchange:
     # follow-up decisions (router/automation_io.py)
 
     def _begin_follow(self, d: Decision, strategy: object, live: Rollout | None) -> Decision:
-        leg = begin(strategy, self.req, d, live)
+        leg = begin(strategy, self.req, d, live, self.route_name)
         if isinstance(leg, FollowLeg):
             self.follow = leg
             return d
@@ -409,12 +410,18 @@ class Exchange:
             self.conn.resume_input(PAUSE_UPSTREAM)
 
     def _second_leg(self, d: Decision, leg: FollowLeg) -> None:
+        model = self.backend
         pool = self.pool = self.plane.pools.get(d.primary)
         self.backend, self.reason = d.primary, d.reason
         if pool is None:
             self.fail(UpstreamConnectError(f"backend {d.primary!r} is not configured"))
             return
         body, extra, framing = leg.second(d, self.req.content_length is not None)
+        if self.plane.shadow_sink is not None and d.reason in HELD_ROLES and leg.replayable:
+            # both answers of one request: the model's is judged against the human's
+            held = (leg.status, leg.answer_body(), perf_counter() - self.t0)
+            self.shadow = ShadowTap((model,), MIRROR_MAX_BODY, held, d.reason)
+            self.shadow.add_body(b"".join(leg.req))
         self.out = [self._request_head(pool, framing, extra, leg.own_headers()), body]
         self.out_len = len(body)
         self.sent = self.retried = False
@@ -493,9 +500,11 @@ class Exchange:
         self, status: int, reason: bytes, headers: list[Header], length: int | None
     ) -> None:
         self.deadline = 0.0
-        if self.follow is not None and self.follow.first:  # held until `after` has spoken
-            self.follow.on_head(status, reason, headers, length)
-            return
+        follow = self.follow
+        if follow is not None and follow.first:  # held until `after` has spoken
+            if follow.on_head(status, reason, headers, length):
+                return
+            self.follow = None  # full: the model's answer streams as it comes
         req = self.req
         if req.method == b"HEAD" or status < 200 or status == 204 or status == 304:
             mode = MODE_NONE
@@ -622,6 +631,7 @@ class Exchange:
             up.abandon()
         follow = self.follow
         if follow is not None and follow.first and not isinstance(err, ClientError):
+            follow.lose(err)
             if self.request_done:
                 self._follow_next(0)  # `after` decides who answers instead
             else:

@@ -11,6 +11,13 @@ freed as soon as it is known to be too big; the copy then carries None in its
 place (the comparison is skipped and counted).
 
 Nothing here runs for a request without mirrors: the exchange holds None.
+
+Held answers. On an automation route at assist or partial the model answered
+first and the human answers the client: both answers of one request are in
+hand. The exchange then keeps a tap whose `held` is the model's answer; its
+copy is judged like a mirrored one (the model against the human) but never
+sent, and `role` ("assist", "deferred") says which answer it was, for the
+delayed labels (router/feedback.py).
 """
 
 from __future__ import annotations
@@ -34,11 +41,13 @@ class MirrorCopy:
         "backends",
         "body",
         "headers",
+        "held",
         "method",
         "primary_body",
         "primary_latency",
         "primary_status",
         "request_id",
+        "role",
         "route",
         "target",
     )
@@ -55,6 +64,8 @@ class MirrorCopy:
         primary_status: int = 0,
         primary_body: bytes | None = None,
         primary_latency: float = 0.0,
+        held: tuple[int, bytes, float] | None = None,
+        role: str = "mirror",
     ) -> None:
         self.route = route
         self.backends = backends
@@ -66,6 +77,8 @@ class MirrorCopy:
         self.primary_status = primary_status
         self.primary_body = primary_body
         self.primary_latency = primary_latency
+        self.held = held  # (status, body, latency): the mirror's answer, already in hand
+        self.role = role  # "mirror": sent to the backends; else why the answer was held
 
 
 class ShadowSink(Protocol):
@@ -77,10 +90,27 @@ class ShadowSink(Protocol):
 class ShadowTap:
     """The request body and the primary's answer of one mirrored request."""
 
-    __slots__ = ("answer", "answer_len", "backends", "body", "body_cap", "body_len")
+    __slots__ = (
+        "answer",
+        "answer_len",
+        "backends",
+        "body",
+        "body_cap",
+        "body_len",
+        "held",
+        "role",
+    )
 
-    def __init__(self, backends: tuple[str, ...], cap: int) -> None:
+    def __init__(
+        self,
+        backends: tuple[str, ...],
+        cap: int,
+        held: tuple[int, bytes, float] | None = None,
+        role: str = "mirror",
+    ) -> None:
         self.backends = backends
+        self.held = held
+        self.role = role
         self.body_cap = cap
         self.body: list[bytes] = []
         self.body_len = 0
@@ -121,5 +151,16 @@ class ShadowTap:
         answer = b"".join(self.answer) if self.answer_len <= ANSWER_MAX_BODY else None
         body = b"".join(self.body)
         return MirrorCopy(
-            route, self.backends, method, target, headers, body, request_id, status, answer, latency
+            route,
+            self.backends,
+            method,
+            target,
+            headers,
+            body,
+            request_id,
+            status,
+            answer,
+            latency,
+            self.held,
+            self.role,
         )

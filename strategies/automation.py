@@ -31,11 +31,19 @@ reached). What `after` returns tells the proxy what to do:
                                   JSON request body (`request_body(body)`)
 
 Partial: an answer is "confident" only when the status is 2xx and the value
-at the confidence path is a number >= threshold; a missing or non-number
-value, an error status or an unreadable body is "deferred" to the human (when
-in doubt, a person decides). The deferred answer also carries the model's
-suggestion when `suggestion` is written in the block. Assist with no usable
-model answer still goes to the human, reason "unassisted".
+at the confidence path is a number in 0..1 at or above the threshold; below it
+the request is "deferred" to the human (when in doubt, a person decides). The
+deferred answer also carries the model's suggestion when `suggestion` is
+written in the block.
+
+A model that fails is never the client's problem: at assist and partial the
+human answers, and at full too when `fallback` is on (the default). The
+decision's reason names the failure, `fallback:WHY` (`unassisted:WHY` at
+assist), and WHY is one of FAILURES: the transport's word given by the proxy
+(refused, reset, timeout, busy), or what `after` reads in the answer (5xx,
+4xx, not_json, no_confidence, confidence_out_of_range). At full the model's
+answer streams to the client as it comes, so only what happens before its
+response head can still go to the human: a failure to answer, or a 5xx head.
 
 The level in force comes from the route's live rollout (`routerctl automation
 ROUTE LEVEL` writes `Rollout.level`), else from config.yaml. `after` reads the
@@ -49,8 +57,12 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from router.compare_config import parse_compare
+from router.compare_kinds import FieldSpec
 from router.jsonpath import JsonPath, compile_path
+from router.ladder import DEFAULT_LADDER, LadderSpec, parse_ladder
 from strategies.base import Decision, StrategyKind, StrategySpec, check_backend
+from strategies.shadow import ShadowSpec
 
 if TYPE_CHECKING:
     from router.confkit import Node
@@ -58,6 +70,20 @@ if TYPE_CHECKING:
 
 LEVELS: Final = ("human", "shadow", "assist", "partial", "full")
 DEFAULT_HEADER: Final = "x-model-suggestion"
+# Why a model's answer could not be used (see the module docstring).
+FAILURES: Final = (
+    "refused",
+    "reset",
+    "timeout",
+    "busy",
+    "no_answer",
+    "5xx",
+    "4xx",
+    "not_json",
+    "too_large",
+    "no_confidence",
+    "confidence_out_of_range",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,12 +123,15 @@ class AutomationSpec:
     suggestion_header: str | None = DEFAULT_HEADER  # lower case
     suggestion_field: str | None = None
     suggestion_set: bool = False  # `suggestion` written in config (partial attaches it)
+    compare: tuple[FieldSpec, ...] = ()  # the model vs the human, as a shadow compares
+    fallback: bool = True  # at full, the human answers when the model fails
+    ladder: LadderSpec = DEFAULT_LADDER  # the evidence each step up needs (router/ladder.py)
 
     def backends(self) -> tuple[str, ...]:
         return (self.model, self.human)
 
 
-def _confidence_of(answer: object, path: JsonPath | None) -> float | None:
+def confidence_of(answer: object, path: JsonPath | None) -> float | None:
     """The answer's confidence as a finite number, or None."""
     value = path.get(answer) if path is not None else None
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -110,10 +139,27 @@ def _confidence_of(answer: object, path: JsonPath | None) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def status_failure(status: int) -> str:
+    """The failure word of a model's status ("" for 2xx; 0 is no answer at all)."""
+    if 200 <= status < 300:
+        return ""
+    if status >= 500:
+        return "5xx"
+    return "4xx" if status >= 400 else ("no_answer" if status == 0 else "status")
+
+
 class Automation:
     """The built strategy: one prebuilt first decision per level."""
 
-    __slots__ = ("_first", "_human", "_model", "_path", "_unassisted", "spec")
+    __slots__ = (
+        "_first",
+        "_human",
+        "_model",
+        "_path",
+        "_plain_full",
+        "compare_settings",
+        "spec",
+    )
 
     def __init__(self, spec: AutomationSpec) -> None:
         self.spec = spec
@@ -121,14 +167,17 @@ class Automation:
         model, human = spec.model, spec.human
         self._model = Decision(model, "confident")
         self._human = Decision(human, "deferred")
-        self._unassisted = Decision(human, "unassisted")  # assist, but the model failed
+        self._plain_full = Decision(model, "full")
         self._first = {
             "human": Decision(human, "human"),
             "shadow": Decision(human, "shadow", (model,)),
             "assist": Decision(model, "assist", follow_up=True),
             "partial": Decision(model, "partial", follow_up=True),
-            "full": Decision(model, "full"),
+            # with a fallback the model's leg keeps a copy of the request (router/automation_io.py)
+            "full": Decision(model, "full", follow_up=spec.fallback),
         }
+        # what router/mirror.py compares the model's answers with: the human's
+        self.compare_settings = ShadowSpec(primary=human, shadows=(model,), compare=spec.compare)
 
     @property
     def override_header(self) -> bytes | None:
@@ -153,27 +202,54 @@ class Automation:
     def decide(self, key: int, live: Rollout | None, override: bytes | None) -> Decision:
         return self._first[self.level(live)]
 
-    def after(self, answer: object, status: int, live: Rollout | None) -> Decision | None:
-        """Given the model's answer to a follow-up decision, what to serve."""
-        level = self.level(live)
-        if level == "partial":
-            return self._gate(answer, status)
-        if level == "assist":
-            return self._suggest(answer, status, "assist") or self._unassisted
-        # the level moved to human, shadow or full while the model was answering
-        return self._first["full" if level == "full" else "human"]
+    def without_model(self, live: Rollout | None) -> Decision:
+        """A request too large to send twice: the model at full, the human below."""
+        if self.level(live) == "full":
+            return self._plain_full
+        return Decision(self.spec.human, "unbuffered")
 
-    def _gate(self, answer: object, status: int) -> Decision:
-        confidence = _confidence_of(answer, self._path) if 200 <= status < 300 else None
+    def after(
+        self, answer: object, status: int, live: Rollout | None, failure: str = ""
+    ) -> Decision | None:
+        """Given the model's answer to a follow-up decision, what to serve. `failure`:
+        the proxy's word when the model gave no usable answer (see FAILURES)."""
+        level = self.level(live)
+        why = failure or status_failure(status)
+        if level == "partial":
+            return self._gate(answer, why)
+        if level == "assist":
+            if why:
+                return Decision(self.spec.human, f"unassisted:{why}")
+            return self._suggest(answer, "assist") or Decision(self.spec.human, "unassisted")
+        if level == "full":
+            if why and self.spec.fallback:
+                return Decision(self.spec.human, f"fallback:{why}")
+            return self._plain_full
+        return self._first["human"]  # the level moved to human or shadow meanwhile
+
+    def _gate(self, answer: object, why: str) -> Decision:
+        if not why:
+            why = self._confidence_failure(answer)
+        if why:
+            return Decision(self.spec.human, f"fallback:{why}")
+        confidence = confidence_of(answer, self._path)
         if confidence is not None and confidence >= self.spec.threshold:
             return self._model
         if self.spec.suggestion_set:
-            return self._suggest(answer, status, "deferred") or self._human
+            return self._suggest(answer, "deferred") or self._human
         return self._human
 
-    def _suggest(self, answer: object, status: int, reason: str) -> FollowUp | None:
+    def _confidence_failure(self, answer: object) -> str:
+        if answer is None:
+            return "not_json"
+        confidence = confidence_of(answer, self._path)
+        if confidence is None:
+            return "no_confidence"
+        return "" if 0.0 <= confidence <= 1.0 else "confidence_out_of_range"
+
+    def _suggest(self, answer: object, reason: str) -> FollowUp | None:
         """To the human with the model's answer; None when there is no usable answer."""
-        if not 200 <= status < 300 or answer is None:
+        if answer is None:
             return None
         spec = self.spec
         return FollowUp(
@@ -222,8 +298,23 @@ def parse(node: Node, known: frozenset[str]) -> StrategySpec:
     confidence = _confidence(node, level)
     threshold = node.number("threshold", 0.8, 0.0, 1.0)
     header, field, written = _suggestion(node)
+    compare = parse_compare(node.items("compare"), node.errors)
+    fallback = node.boolean("fallback", True)
+    ladder = parse_ladder(node, level)
     node.done()
-    return AutomationSpec(model, human, level, confidence, threshold, header, field, written)
+    return AutomationSpec(
+        model,
+        human,
+        level,
+        confidence,
+        threshold,
+        header,
+        field,
+        written,
+        compare,
+        fallback,
+        ladder,
+    )
 
 
 def build(spec: StrategySpec) -> Automation:

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from examples.model_server import LinearModel, ModelOptions, start_model_server
-from router.automation_io import AutomationController
+from router.automation_ctl import AutomationController
 from router.controller import Writer
 from router.routing import build_table
 from router.state.live import LiveState
@@ -90,6 +90,7 @@ async def test_partial_defers_the_unconfident_share_and_the_rate_shows_it(
         store = RedisStore(redis_url)
         await store.start()
         try:
+            await level_window(store, "inspect")
             answers = await post_all(router.url, rows)
             served = [b for b, _ in answers]
             assert served == ["model" if c else "desk" for c in confident]
@@ -99,13 +100,20 @@ async def test_partial_defers_the_unconfident_share_and_the_rate_shows_it(
             assert figures["level"] == "partial"
             assert figures["next_level"] == "full"
             status, body = await ctl.command(route, "automation", {"level": "full"}, time.time())
+            assert status == 409, body  # deferral 0.3 > max_deferral 0.1: no evidence for full
+            assert "deferral 0.300" in body["error"], body
+            forced = {"level": "full", "force": True, "reason": "load test"}
+            status, body = await ctl.command(route, "automation", forced, time.time())
             assert status == 200, body
             await asyncio.sleep(0.5)  # pub/sub carries the level to the router
             later = await post_all(router.url, rows[:60])
             assert {b for b, _ in later} == {"model"}
             entries = await store.history("inspect", 10)
             assert entries[-1]["event"] == "automation_level"
-            assert entries[-1]["to"] == "full"
+            assert (entries[-1]["from"], entries[-1]["to"]) == ("partial", "full")
+            assert entries[-1]["forced"] is True
+            assert "forced: load test" in entries[-1]["reason"]
+            assert entries[-1]["evidence"]["deferral_rate"] == pytest.approx(0.3, abs=0.01)
         finally:
             router.stop()
             await store.close()
@@ -212,11 +220,20 @@ def _controller(store: RedisStore, config: dict[str, Any]) -> tuple[AutomationCo
     return AutomationController(store, Writer(store, live, "test")), table.by_name["inspect"]
 
 
+async def level_window(store: Any, route: str) -> None:
+    """Wait for the leader to open the level's window (the figures count from there)."""
+    for _ in range(100):
+        if (await store.get_rollout(route)) is not None:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no rollout for {route} after 5 s")
+
+
 async def _figures_when(ctl: AutomationController, route: Any, n: int) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     for _ in range(30):  # metrics reach the store about once a second
         figures = await ctl.figures(route, time.time())
-        if figures["model_requests"] + figures["human_requests"] >= n:
+        if figures.get("model_requests", 0) + figures.get("human_requests", 0) >= n:
             return figures
         await asyncio.sleep(0.2)
     return figures

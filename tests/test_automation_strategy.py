@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from router.confkit import Node
 from router.state.model import Rollout
 from strategies.automation import (
+    FAILURES,
     LEVELS,
     AutomationSpec,
     FollowUp,
@@ -62,7 +63,8 @@ def test_first_decision_of_each_level() -> None:
     assert got["shadow"] == Decision("review-desk", "shadow", ("iris-v2",))
     assert got["assist"] == Decision("iris-v2", "assist", follow_up=True)
     assert got["partial"] == Decision("iris-v2", "partial", follow_up=True)
-    assert got["full"] == Decision("iris-v2", "full")
+    assert got["full"] == Decision("iris-v2", "full", follow_up=True)  # the human as fallback
+    assert strategy(fallback=False).decide(1, at("full"), None) == Decision("iris-v2", "full")
 
 
 def test_live_level_overrides_config_unless_invalid() -> None:
@@ -75,23 +77,32 @@ def test_live_level_overrides_config_unless_invalid() -> None:
 
 
 def test_partial_serves_confident_answers_and_defers_the_rest() -> None:
-    """Partial: confident answers are served; low, missing, odd confidence or errors defer."""
+    """Partial: confident answers are served; a low confidence defers; every failure of the
+    model goes to the human too, its reason naming the failure."""
     s = strategy()
     live = at("partial")
     assert s.after({"confidence": 0.8}, 200, live) == Decision("iris-v2", "confident")
     assert s.after({"confidence": 0.95, "label": "a"}, 201, live).primary == "iris-v2"
-    for answer, status in [
-        ({"confidence": 0.79}, 200),
-        ({"label": "a"}, 200),
-        ({"confidence": "0.9"}, 200),
-        ({"confidence": True}, 200),
-        ({"confidence": float("nan")}, 200),
-        ({"confidence": 0.99}, 500),
-        ({"confidence": 0.99}, 0),
-        (None, 200),
-        ([0.99], 200),
+    assert s.after({"confidence": 0.79}, 200, live) == Decision("review-desk", "deferred")
+    for answer, status, failure, why in [
+        ({"label": "a"}, 200, "", "no_confidence"),
+        ({"confidence": "0.9"}, 200, "", "no_confidence"),
+        ({"confidence": True}, 200, "", "no_confidence"),
+        ({"confidence": float("nan")}, 200, "", "no_confidence"),
+        ({"confidence": 1.5}, 200, "", "confidence_out_of_range"),
+        ({"confidence": -0.1}, 200, "", "confidence_out_of_range"),
+        ({"confidence": 0.99}, 500, "", "5xx"),
+        ({"confidence": 0.99}, 404, "", "4xx"),
+        (None, 0, "", "no_answer"),
+        (None, 0, "timeout", "timeout"),
+        (None, 0, "refused", "refused"),
+        (None, 200, "", "not_json"),
+        (None, 200, "too_large", "too_large"),
+        ([0.99], 200, "", "no_confidence"),
     ]:
-        assert s.after(answer, status, live) == Decision("review-desk", "deferred"), answer
+        d = s.after(answer, status, live, failure)
+        assert d == Decision("review-desk", f"fallback:{why}"), answer
+        assert why in FAILURES
 
 
 def test_partial_defers_about_the_unconfident_share() -> None:
@@ -141,8 +152,26 @@ def test_assist_as_a_body_field() -> None:
 def test_assist_without_a_model_answer_still_reaches_the_human() -> None:
     """Assist: a failed model call still goes to the human, without a suggestion."""
     s = strategy(level="assist")
-    assert s.after({"error": "boom"}, 503, None) == Decision("review-desk", "unassisted")
+    assert s.after({"error": "boom"}, 503, None) == Decision("review-desk", "unassisted:5xx")
+    assert s.after(None, 0, None, "reset") == Decision("review-desk", "unassisted:reset")
     assert s.after(None, 200, None) == Decision("review-desk", "unassisted")
+
+
+def test_full_falls_back_to_the_human_only_when_configured() -> None:
+    """Full: a model that fails before its answer starts goes to the human when `fallback`
+    is on (the default); off, its answer (or failure) is the client's."""
+    s = strategy(level="full")
+    assert s.after(None, 0, None, "timeout") == Decision("review-desk", "fallback:timeout")
+    assert s.after({"x": 1}, 502, None) == Decision("review-desk", "fallback:5xx")
+    assert s.after({"x": 1}, 200, None) == Decision("iris-v2", "full")
+    off = strategy(level="full", fallback=False)
+    assert off.after(None, 0, None, "timeout") == Decision("iris-v2", "full")
+
+
+def test_a_request_too_large_to_send_twice_skips_the_model_below_full() -> None:
+    """Without a copy of the request the human answers below full; at full the model does."""
+    assert strategy().without_model(at("partial")) == Decision("review-desk", "unbuffered")
+    assert strategy().without_model(at("full")) == Decision("iris-v2", "full")
 
 
 def test_partial_deferral_carries_the_suggestion_when_configured() -> None:
@@ -230,7 +259,8 @@ def test_any_level_any_answer_stays_inside_the_route(
     names = set(s.backends())
     assert first.primary in names
     assert set(first.mirrors) <= names
-    final = s.after(answer, status, live) if first.follow_up else None
+    failure = "timeout" if status == 0 else ""
+    final = s.after(answer, status, live, failure) if first.follow_up else None
     if final is not None:
         assert final.primary in names
         assert not final.follow_up

@@ -130,15 +130,22 @@ async def post_labels(
     replica: RouterProcess,
     labels: Sequence[dict[str, str]],
     size: int = BATCH,
-) -> None:
-    """POST in batches of `size`; every label must be accepted, none rejected."""
+) -> dict[str, int]:
+    """POST in batches of `size`; every label must be accepted, none rejected. Returns
+    the outcomes the router answered, summed over the batches."""
+    total: dict[str, int] = {}
     for start in range(0, len(labels), size):
         batch = list(labels[start : start + size])
         url = replica.admin_url + "/v1/feedback"
         async with session.post(url, json=batch, headers=TOKEN) as resp:
             body = await resp.json()
             assert resp.status == 202, body
-        assert body == {"accepted": len(batch), "rejected": []}
+        assert (body["accepted"], body["rejected"]) == (len(batch), []), body
+        outcomes = {k: body[k] for k in ("matched", "duplicate", "mismatched", "unknown")}
+        assert sum(outcomes.values()) == len(batch), body
+        for k, n in outcomes.items():
+            total[k] = total.get(k, 0) + n
+    return total
 
 
 async def report_when(
@@ -201,12 +208,15 @@ async def test_labels_posted_to_another_replica_count_exactly_once(
         labels, expected = labels_for(served)
         # unknown ids both mixed into a batch of known ones and in batches of their own
         unknown = unknown_labels(UNKNOWN + BATCH)
-        await post_labels(session, b, labels[:BATCH] + unknown[:UNKNOWN])
-        await post_labels(session, b, labels[BATCH:] + unknown[UNKNOWN:])
+        one = await post_labels(session, b, labels[:BATCH] + unknown[:UNKNOWN])
+        two = await post_labels(session, b, labels[BATCH:] + unknown[UNKNOWN:])
         received = N + UNKNOWN + BATCH
         reports = [await report_when(session, r, N, received) for r in (a, b)]
         counted = [await matched_here(session, r) for r in (a, b)]
     assert set(expected) == {"stable", "canary"}, expected  # the split reached both
+    # the POST says what became of its labels: A matched them, nobody knew the others
+    assert one["matched"] + two["matched"] == N, (one, two)
+    assert one["unknown"] + two["unknown"] == UNKNOWN + BATCH, (one, two)
     for report in reports:
         assert report["matched"] == N, report
         assert report["received_all_routes"] == received, report  # unmatched, yet received
@@ -230,7 +240,8 @@ async def test_a_label_sent_again_to_the_serving_replica_is_not_counted_twice(
         await report_when(session, b, n, n)
         # The last label rides in the same batch as the repeats: once it is matched,
         # A has taken that whole batch in, so no sleep is needed to judge the repeats.
-        await post_labels(session, a, [*labels[:BATCH], late[-1]], size=BATCH + 1)
+        again = await post_labels(session, a, [*labels[:BATCH], late[-1]], size=BATCH + 1)
+        assert again == {"matched": 1, "duplicate": BATCH, "mismatched": 0, "unknown": 0}
         report = await report_when(session, b, n + 1, n + BATCH + 1)
     assert report["matched"] == n + 1, report
     check_backends(report, expected)

@@ -82,7 +82,7 @@ async def operator_leaves_every_route(router: RouterProcess) -> None:
         ("switch", "fraud", "--force"),
         ("promote", "iris", "--full"),
         ("abort", "churn"),
-        ("automation", "inspect", "full"),
+        ("automation", "inspect", "full", "--force", "--reason", "restore test"),
     ]
     for args in commands:
         done = await asyncio.to_thread(routerctl, router, *args)
