@@ -197,13 +197,12 @@ class Exchange:
         route = plane.routes.get((req.host, self.target)) if plane.routes_of is table else None
         if route is None:
             route = plane.match(table, req.host, self.target)
-        if route is None:
-            self.fail(NoRoute())
+        if route is None or req.error is not None:
+            if route is not None and req.method:  # not a refused head (server.reject)
+                self.route_name = route.name
+            self.fail(req.error or NoRoute())
             return
         self.route_name = route.name
-        if req.error is not None:
-            self.fail(req.error)
-            return
         d = route.decide(req.headers, self.conn.client_ip, runtime.live)
         if d.follow_up:
             d = self._begin_follow(d, route.strategy, runtime.live.get(route.name))
@@ -484,7 +483,8 @@ class Exchange:
         else:
             mode, framing = MODE_CLOSE, b""
         keep = req.keep_alive and self.request_done and mode != MODE_CLOSE
-        self.keep_alive = keep = keep and not self.conn.closing
+        conn = self.conn
+        self.keep_alive = keep = keep and not (conn.closing and conn.last_answer())
         if not keep:
             framing += b"connection: close\r\n"
         elif req.version != "1.1":
@@ -603,7 +603,8 @@ class Exchange:
             return
         client_side = isinstance(err, ClientError)
         keep = self.req.keep_alive and self.request_done and not client_side
-        keep = keep and not self.conn.closing
+        conn = self.conn
+        keep = keep and not (conn.closing and conn.last_answer())
         body = {"error": err.detail if client_side else err.code, "request_id": self.rid}
         if self.backend and not client_side:
             body["backend"] = self.backend

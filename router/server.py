@@ -23,8 +23,14 @@ callbacks of that read share it: a request costs two clock reads, not six.
     WAIT  request read, response pending   the exchange's own backend deadline
 
 Framing that could smuggle a second request past the router (both
-Content-Length and Transfer-Encoding, several different lengths, a transfer
-coding other than chunked) is refused with 400 and the connection is closed.
+Content-Length and Transfer-Encoding, several lengths, a transfer coding other
+than chunked) is refused with 400 and the connection is closed; so is what
+RFC 9112 says a server must reject: an HTTP/1.1 request without exactly one
+Host (§3.2), an HTTP/0.9 request line (no version: there is no head to carry a
+status, a request id or the backend's name), and any version but 1.0 and 1.1
+(505). A request that goes bad behind pipelined ones never delays their
+answers: it joins the line as a refused exchange, answered in its turn, and
+the connection closes after it.
 Flow control runs both ways: a client that reads slowly pauses the backend's
 socket (pause_writing -> pause_reading) and a backend that reads slowly pauses
 the client's socket.
@@ -45,6 +51,7 @@ from router.errors import (
     HeadersTooLarge,
     RequestTimeout,
     RequestTooLarge,
+    VersionNotSupported,
 )
 from router.http1 import SPENT_REQUEST_PARSER, Header, error_response, new_request_id
 
@@ -142,6 +149,8 @@ def read_headers(req: Request, headers: list[Header], kinds: dict[bytes, int]) -
             lengths_differ = lengths_differ or (length is not None and value != length)
             length = value
         elif kind == _HOST:
+            if req.host is not None:
+                raise BadRequest("more than one Host header")
             req.host = value
         elif kind == _CODING:
             codings = codings or []
@@ -156,6 +165,8 @@ def read_headers(req: Request, headers: list[Header], kinds: dict[bytes, int]) -
             xff = req.forwarded_for
             req.forwarded_for = value if xff is None else xff + b", " + value
     req.headers = headers
+    if req.host is None and req.version == "1.1":
+        raise BadRequest("HTTP/1.1 request without a Host header")
     if codings is not None:
         if length is not None:
             raise BadRequest("both Content-Length and Transfer-Encoding")
@@ -231,13 +242,22 @@ class ClientConnection:
         except httptools.HttpParserError as exc:
             self.feeding = 0
             self.reject(self._error or BadRequest(f"malformed request: {exc}"))
-            return
         self.feeding = 0
+        # Also after an error: good requests before the bad one still go out now.
         queue = self.queue
         if queue and queue[0].out:
             queue[0].flush_request()
-        if self.state == HEAD and self._head_raw > self._max_head:
+        if self.state == HEAD and not self.paused & PAUSE_STOPPED:
+            self._check_head(data)
+
+    def _check_head(self, data: bytes) -> None:
+        """After a read that left a head incomplete: too large, or an HTTP/0.9 line."""
+        if self._head_raw > self._max_head:
             self.reject(HeadersTooLarge())
+        elif data[-1:] == b"\n" and not self._headers and self.parser.get_http_version() == "0.0":
+            # The request line ended without a version (llhttp would wait for a blank
+            # line that an HTTP/0.9 client never sends): refuse it now, not at 408.
+            self.reject(BadRequest("HTTP/0.9 request line (no HTTP version)"))
 
     def eof_received(self) -> bool | None:
         return None  # the client half-closed: close our side too; connection_lost follows
@@ -284,12 +304,13 @@ class ClientConnection:
         if self._head_raw > self._max_head and head_size(self._url, self._headers) > self._max_head:
             self._too_large()
         parser = self.parser
-        req = Request(
-            parser.get_method(), self._url, parser.get_http_version(), parser.should_keep_alive()
-        )
+        version = parser.get_http_version()
+        req = Request(parser.get_method(), self._url, version, parser.should_keep_alive())
         try:
+            if version != "1.1" and version != "1.0":
+                raise _version_error(version)
             read_headers(req, self._headers, self._kinds)
-        except BadRequest as exc:
+        except ClientError as exc:
             self._error = exc
             raise
         length = req.content_length
@@ -328,14 +349,20 @@ class ClientConnection:
         queue = self.queue
         if queue and queue[0] is ex:
             queue.popleft()
-        if not keep_alive or self.closing or self.closed:
+        if not keep_alive or self.closed:
             self.close()
-        elif queue:
+        elif queue:  # closing or not: requests already read are answered
             self.resume_input(PAUSE_PIPELINE)
             queue[0].activate(perf_counter())
+        elif self.closing:
+            self.close()
         elif self.state == WAIT:
             self.state = IDLE
             self.deadline = (now or perf_counter()) + self.limits.idle_timeout
+
+    def last_answer(self) -> bool:
+        """True when the active exchange's answer is the connection's last one."""
+        return self.closing and len(self.queue) <= 1
 
     def pause_input(self, reason: int) -> None:
         if not self.paused and self.transport is not None:
@@ -360,17 +387,26 @@ class ClientConnection:
     # lifecycle
 
     def reject(self, err: ClientError) -> None:
-        """A client error outside any answerable exchange's normal flow."""
+        """A client error outside any answerable exchange's normal flow; the last input."""
         self.stop_input()
         self.state = WAIT  # no further client deadlines
-        if self.current is not None and self.queue and self.queue[0] is self.current:
-            self.current.fail(err)
-        elif not self.queue:
+        queue, current = self.queue, self.current
+        if current is not None and queue and queue[0] is current:
+            current.fail(err)
+        elif current is not None:
+            # Its body went bad while it waits behind others: it gets `err` in its turn.
+            current.req.error = current.req.error or err
+        elif not queue:
             rid = new_request_id()
             body = {"error": err.detail, "request_id": rid}
             self.write(error_response(err.status, body, keep_alive=False))
             self.close()
-        # else: a pipelined request went bad behind an active one: close after it
+        else:
+            # A head that could not be read, behind answers still due: it queues as
+            # a refused request (no method), answered in order, then the close.
+            refused = Request(b"", b"", "1.1", False)
+            refused.error = err
+            queue.append(self.plane.new_exchange(self, refused))
 
     def check(self, now: float) -> None:
         """Sweeper tick: enforce this connection's and its exchange's deadlines."""
@@ -404,3 +440,9 @@ class ClientConnection:
     def _too_large(self) -> None:
         self._error = HeadersTooLarge()
         raise self._error
+
+
+def _version_error(version: str) -> ClientError:
+    if version == "0.9":
+        return BadRequest("HTTP/0.9 request line (no HTTP version)")
+    return VersionNotSupported(f"HTTP/{version} is not supported here: use HTTP/1.1")
