@@ -100,6 +100,7 @@ def _fork_and_wait(config_path: str, workers: int, workers_dir: str) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward)  # logrotate: each worker reopens its access file
     status = 0
     for pid in children:
         _, code = os.waitpid(pid, 0)

@@ -8,7 +8,9 @@ swaps its references and the data plane adjusts its pools.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 
 import structlog
 from aiohttp import web
@@ -21,7 +23,8 @@ from router.canary_ctl import CanaryController
 from router.controller import Controller, Writer, window_id
 from router.drift_io import DriftIO
 from router.feedback import Feedback
-from router.logs import AccessLog, Fanout, configure_logging
+from router.logfile import AccessLogging, LogFileError
+from router.logs import configure_logging
 from router.metrics import Metrics, MetricsFlusher
 from router.mirror import Mirrors
 from router.proxy import DataPlane
@@ -55,8 +58,10 @@ class Parts:
         self.runtime.store_kind = "redis" if config.state.url else "memory"
         self.store = open_store(config.state.url)
         self.metrics = Metrics()
-        self.access = AccessLog(config.logging.access_sample)
-        self.dataplane = DataPlane(self.runtime, Fanout(self.metrics, self.access))
+        self.access = _access_logging(config)
+        self.metrics.add_collector(self.access.metric_lines)
+        self.dataplane = DataPlane(self.runtime, self.metrics)
+        self.dataplane.access = self.access.active()
         self.mirrors = Mirrors(self.runtime, self.store)
         self.dataplane.shadow_sink = self.mirrors
         self.live = LiveState(
@@ -119,6 +124,8 @@ class Parts:
         await self.feedback.start()
         if self.worker == 0:
             await self._start_admin()
+        # logrotate renames the access file, then sends SIGHUP: write to a new one
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.access.reopen)
         listen = self.runtime.config.listen
         self.server = await self.dataplane.serve(listen, reuse_port=self.reuse_port)
         log.info(
@@ -136,6 +143,8 @@ class Parts:
     async def stop(self) -> None:
         log.info("router stopping", pid=os.getpid(), worker=self.worker)
         await self.dataplane.shutdown(self.runtime.config.limits.drain_timeout)
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        self.access.close()  # the last requests' lines
         await self.mirrors.stop()
         await self.watcher.stop()
         await self.controller.stop()
@@ -178,6 +187,8 @@ class Parts:
             return
         self.runtime.swap_config(config, table)
         self.dataplane.apply_config(config)
+        self.access.apply(config.logging)
+        self.dataplane.access = self.access.active()
         self.mirrors.apply_config(config)
         self.drift.apply_config(config)
         log.info("config reloaded", hash=config.source_hash, changes=diff_summary(old, config))
@@ -195,6 +206,14 @@ class Parts:
 
     def _rollout_changed(self, route: str, old: Rollout | None, new: Rollout) -> None:
         self.runtime.live = self.live.snapshot
+
+
+def _access_logging(config: Config) -> AccessLogging:
+    try:
+        return AccessLogging(config.logging)
+    except LogFileError as exc:  # like nginx: no start without the log it was told to write
+        log.error("logging.access_file cannot be opened", error=str(exc))
+        raise SystemExit(2) from exc
 
 
 def _addr(listen: object) -> str:

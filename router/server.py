@@ -53,7 +53,7 @@ from router.errors import (
     RequestTooLarge,
     VersionNotSupported,
 )
-from router.http1 import SPENT_REQUEST_PARSER, Header, error_response, new_request_id
+from router.http1 import SPENT_REQUEST_PARSER, Header
 
 if TYPE_CHECKING:
     from router.proxy import DataPlane, Exchange
@@ -396,17 +396,17 @@ class ClientConnection:
         elif current is not None:
             # Its body went bad while it waits behind others: it gets `err` in its turn.
             current.req.error = current.req.error or err
-        elif not queue:
-            rid = new_request_id()
-            body = {"error": err.detail, "request_id": rid}
-            self.write(error_response(err.status, body, keep_alive=False))
-            self.close()
         else:
-            # A head that could not be read, behind answers still due: it queues as
-            # a refused request (no method), answered in order, then the close.
-            refused = Request(b"", b"", "1.1", False)
+            # A head that could not be read: a refused exchange (no version), answered
+            # in its turn after any still due before it (then the close), and counted
+            # and logged like any request. The method is known once the URL began.
+            method = self.parser.get_method() if self._url else b""
+            refused = Request(method, self._url, "", False)
             refused.error = err
-            queue.append(self.plane.new_exchange(self, refused))
+            ex = self.plane.new_exchange(self, refused)
+            queue.append(ex)
+            if len(queue) == 1:
+                ex.activate(perf_counter())
 
     def check(self, now: float) -> None:
         """Sweeper tick: enforce this connection's and its exchange's deadlines."""
