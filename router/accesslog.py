@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from time import time as _now
 from typing import Final, Protocol
 
 FLUSH_BYTES: Final = 64 * 1024  # one pipe buffer: a write that fits an idle pipe whole
@@ -104,10 +105,13 @@ class AccessLog:
             if self.credit < SCALE:
                 return
             self.credit -= SCALE
-        now = time.time()
+        now = _now()
         cents = int(seconds * 100_000.0 + 0.5)  # hundredths of a millisecond
+        rid = request_id
+        if '"' in rid or "\\" in rid:  # else plain: ids are printable ASCII (sane_request_id)
+            rid = json_text(rid)
         line = (
-            f'{{"ts":"{self._ts(now)}","event":"access","request_id":"{json_text(request_id)}",'
+            f'{{"ts":"{self._ts(now)}","event":"access","request_id":"{rid}",'
             f'"route":"{self._text(route)}","backend":"{self._text(backend)}",'
             f'"reason":"{self._text(reason)}","status":{status},'
             f'"latency_ms":{cents // 100}.{_CENTS[cents % 100]},"bytes":{nbytes},'
