@@ -117,6 +117,40 @@ async def test_sighup_reopens_the_access_file_after_logrotate_renames_it(tmp_pat
     assert "access" not in [e.get("event") for e in map(json.loads, router.log().splitlines())]
 
 
+async def test_sighup_to_the_supervisor_reopens_every_workers_file(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """With --workers 2 the supervisor passes SIGHUP on: both workers move to the new file,
+    and lines from the two processes never cut into each other."""
+    path = tmp_path / "access.log"
+    async with named_backends("m") as backends:
+        config = config_for(backends["m"].url, access_file=str(path))
+        config["state"] = {"url": redis_url}
+        router = RouterProcess(tmp_path, config).start("--workers", "2")
+        assert router.proc is not None
+        try:
+            # new connections each time, so both workers (SO_REUSEPORT) get some
+            for _ in range(20):
+                assert await asyncio.to_thread(post_many, router.port, ["/before"] * 3) == [200] * 3
+            await asyncio.to_thread(wait_for, lambda: len(path.read_text().splitlines()) == 60)
+            path.rename(tmp_path / "access.log.1")
+            router.proc.send_signal(signal.SIGHUP)
+            await asyncio.sleep(0.3)  # both workers handle it
+            for _ in range(20):
+                assert await asyncio.to_thread(post_many, router.port, ["/after"] * 2) == [200] * 2
+            await asyncio.to_thread(
+                wait_for, lambda: path.exists() and len(path.read_text().splitlines()) == 40
+            )
+        finally:
+            assert router.stop() == 0
+    rotated = access_lines((tmp_path / "access.log.1").read_text())
+    fresh = access_lines(path.read_text())
+    assert [x["path"] for x in rotated] == ["/before"] * 60
+    assert [x["path"] for x in fresh] == ["/after"] * 40
+    workers = {x["request_id"][:16] for x in rotated + fresh}  # the per-process id prefix
+    assert len(workers) == 2
+
+
 @pytest.fixture
 def stalled_stderr() -> Iterator[tuple[int, int]]:
     """A pipe of one page for the router's stderr, read only when the test says so."""
