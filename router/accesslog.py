@@ -33,7 +33,7 @@ import time
 from time import time as _now
 from typing import Final, Protocol
 
-FLUSH_BYTES: Final = 64 * 1024  # one pipe buffer: a write that fits an idle pipe whole
+FLUSH_BYTES: Final = 16 * 1024  # small enough to stay in cache: 64 KiB measured slower
 FLUSH_INTERVAL: Final = 0.1  # seconds a line waits at most before its write
 SCALE: Final = 1_000_000  # sampling resolution: one in a million
 MEMO: Final = 1024  # remembered texts per kind, at most
@@ -76,6 +76,8 @@ class AccessLog:
         self.timer: Timer | None = None
         self.second = -1
         self.second_text = ""
+        self.ms = -1
+        self.ms_text = ""
         self.texts: dict[str, str] = {}
         self.methods: dict[bytes, str] = {}
         self.paths: dict[bytes, str] = {}
@@ -155,6 +157,14 @@ class AccessLog:
         self.timer = loop.call_later(FLUSH_INTERVAL, self._tick)
 
     def _ts(self, now: float) -> str:
+        ms = int(now * 1000.0)
+        if ms == self.ms:  # busy: many lines share a millisecond
+            return self.ms_text
+        self.ms = ms
+        self.ms_text = self._format_ts(now)
+        return self.ms_text
+
+    def _format_ts(self, now: float) -> str:
         second = int(now)
         if second != self.second:
             self.second = second
