@@ -12,8 +12,8 @@ scenario in `bench.scenarios.SCENARIOS` and print a table per scenario, the
 foundation targets as PASS/FAIL (information only: the exit code is 0 unless a
 step crashed) and write everything as JSON (default run/bench-results.json).
 
-`--quick` is a smoke run of about half a minute; the default run takes about
-four minutes. Missing nginx or wrk: installed with apt only under `--install`
+`--quick` is a smoke run of a few minutes; the default run takes about twenty
+minutes on two shared cores. Missing nginx or wrk: installed with apt only under `--install`
 (or BENCH_INSTALL=1) when running as root, otherwise that part is skipped.
 """
 
@@ -43,7 +43,7 @@ ALL_TARGETS = ("direct", "nginx", "nginx-log", "nginx-plain", "router", "router-
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="short smoke run (~30 s)")
+    p.add_argument("--quick", action="store_true", help="short smoke run (a few minutes)")
     p.add_argument("--duration", type=float, help="seconds per measured wrk run (default 10)")
     p.add_argument("--runs", type=int, help="measured runs per target (default 3)")
     p.add_argument(

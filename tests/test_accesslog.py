@@ -266,6 +266,24 @@ def test_reopen_writes_to_the_new_file_after_a_rename(tmp_path: Path) -> None:
     assert (old, new) == (["req-0", "req-1", "req-2"], ["req-3", "req-4"])
 
 
+def test_a_reload_moves_the_log_to_a_new_file_and_keeps_the_old_on_failure(
+    tmp_path: Path,
+) -> None:
+    """A new access_file takes the next lines; one that cannot be opened changes nothing."""
+    first, second = tmp_path / "a.log", tmp_path / "b.log"
+    logging = AccessLogging(LoggingSpec(access_file=str(first)))
+    one(logging.log, 0)
+    logging.apply(LoggingSpec(access_file=str(second)))
+    one(logging.log, 1)
+    logging.apply(LoggingSpec(access_file=str(tmp_path / "no" / "c.log")))
+    one(logging.log, 2)
+    logging.close()
+    ids = [
+        [json.loads(x)["request_id"] for x in p.read_text().splitlines()] for p in (first, second)
+    ]
+    assert ids == [["req-0"], ["req-1", "req-2"]]
+
+
 def test_an_unopenable_file_is_a_clear_error(tmp_path: Path) -> None:
     """The error names the path and why."""
     with pytest.raises(LogFileError, match=r"cannot open .*/missing/a\.log: No such file"):
