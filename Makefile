@@ -20,6 +20,7 @@ NATIVE_SRC   := \
 	router/hashing.py \
 	router/routing.py \
 	router/metrics.py \
+	router/accesslog.py \
 	strategies/base.py \
 	strategies/split.py \
 	strategies/shadow.py \

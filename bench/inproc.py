@@ -20,15 +20,16 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from typing import Any, cast
 
 import uvloop
 
-from bench.scenarios import Context, Section
+from bench.scenarios import Check, Context, Section
 from bench.targets import router_yaml
 from router import native
 from router.config import parse
-from router.logs import AccessLog, Fanout
+from router.logfile import AccessLogging
 from router.metrics import Metrics
 from router.proxy import DataPlane
 from router.routing import build_table
@@ -82,10 +83,15 @@ class Transport:
         pass
 
 
-def _plane() -> DataPlane:
+def _plane(access_file: str | None) -> DataPlane:
+    """The bench's router config; `access_file`: the default access log, written there."""
     config = parse(router_yaml(port=8080, admin_port=9901, backend_port=8081))
+    if access_file is not None:
+        logging = replace(config.logging, access_sample=1.0, access_file=access_file)
+        config = replace(config, logging=logging)
     runtime = Runtime(config=config, table=build_table(config))
-    plane = DataPlane(runtime, Fanout(Metrics(), AccessLog(config.logging.access_sample)))
+    plane = DataPlane(runtime, Metrics())
+    plane.access = AccessLogging(config.logging).active()
     plane.apply_config(config)
     return plane
 
@@ -108,8 +114,8 @@ def _round(client: ClientConnection, upstream: UpstreamConnection, n: int) -> fl
     return spent
 
 
-async def measure(requests: int, rounds: int) -> float:
-    plane = _plane()
+async def measure(requests: int, rounds: int, access_file: str | None = None) -> float:
+    plane = _plane(access_file)
     client = ClientConnection(plane, b"http")
     client.connection_made(cast(asyncio.Transport, Transport(("127.0.0.1", 40000))))
     upstream = UpstreamConnection(plane.pools["b"])
@@ -119,19 +125,29 @@ async def measure(requests: int, rounds: int) -> float:
     return min(_round(client, upstream, requests) for _ in range(rounds)) / requests
 
 
+def _child(requests: int, *extra: str) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "bench.inproc", "--requests", str(requests), "--json", *extra]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300)
+    doc: dict[str, Any] = json.loads(out.stdout)
+    return doc
+
+
 def in_process(ctx: Context) -> Section:
     """`make bench`'s view of it: run in a child, so that it imports what `router` would."""
     n = 20_000 if ctx.settings.duration < 5 else 50_000
-    cmd = [sys.executable, "-m", "bench.inproc", "--requests", str(n), "--json"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300)
-    doc = json.loads(out.stdout)
+    off = _child(n)
+    on = _child(n, "--access-file", str(ctx.workdir / "inproc-access.log"))
+    cost = on["us"] - off["us"]
     sec = Section(
         "in-process data plane: CPU per request without the kernel (best of 5 rounds)",
-        ["data plane", "µs/request"],
-        data=doc,
+        ["data plane", "config", "µs/request"],
+        data={"access_log_off": off, "access_log_on": on, "access_log_us": cost},
     )
-    sec.rows.append([doc["data_plane"], f"{doc['us']:.2f}"])
+    sec.rows.append([off["data_plane"], "access log off", f"{off['us']:.2f}"])
+    sec.rows.append([on["data_plane"], "default: access log on (to a file)", f"{on['us']:.2f}"])
+    sec.lines.append(f"the access log costs {cost:+.2f} µs a request (lines rendered and written)")
     sec.lines.append("the rest of the router's CPU per request above is loopback I/O and uvloop")
+    sec.checks.append(Check("access log CPU per request (in-process)", cost, 2.0, "µs"))
     return sec
 
 
@@ -140,8 +156,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--access-file", help="with the default access log, written to this file (default: off)"
+    )
     args = parser.parse_args()
-    seconds = uvloop.run(measure(args.requests, args.rounds))
+    seconds = uvloop.run(measure(args.requests, args.rounds, args.access_file))
     plane = native.data_plane()
     if args.json:
         print(json.dumps({"us": round(seconds * 1e6, 3), "data_plane": plane}))

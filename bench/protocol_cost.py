@@ -41,7 +41,6 @@ from router.compare import Answer, compare
 from router.compare_kinds import FieldSpec
 from router.config import parse
 from router.drift_streams import DriftSink, RouteDrift
-from router.logs import AccessLog, Fanout
 from router.metrics import Metrics
 from router.mirror import Mirrors
 from router.protocols import get
@@ -102,7 +101,7 @@ class Driver:
 
         config = parse(_YAML.format(route=route))
         runtime = Runtime(config=config, table=build_table(config))
-        self.plane = DataPlane(runtime, Fanout(Metrics(), AccessLog(0.0)))
+        self.plane = DataPlane(runtime, Metrics())
         self.plane.apply_config(config)
         self.mirrors: Mirrors | None = None
         if full:

@@ -2,15 +2,18 @@
 
 Follows the rules of BENCH.md: start one fast backend, the reference nginx reverse
 proxy (1 worker, upstream keep-alive, `split_clients` deciding a split per request
-as the router does), the same nginx without the split (`nginx-plain`, for
-information) and the router (1 process, one split route 100 % to the backend, no
-access log), each on a free loopback port; then run every
+as the router does, access log off), the same nginx with its default access log to
+a file (`nginx-log`), nginx without the split (`nginx-plain`, for information), the
+router with the access log off (`router`: 1 process, one split route 100 % to the
+backend) and the router as a user runs it (`router-default`: no logging section,
+so the access log is on, on stderr, which goes to a file in the run's directory),
+each on a free loopback port; then run every
 scenario in `bench.scenarios.SCENARIOS` and print a table per scenario, the
 foundation targets as PASS/FAIL (information only: the exit code is 0 unless a
 step crashed) and write everything as JSON (default run/bench-results.json).
 
-`--quick` is a smoke run of about half a minute; the default run takes about
-four minutes. Missing nginx or wrk: installed with apt only under `--install`
+`--quick` is a smoke run of a few minutes; the default run takes about twenty
+minutes on two shared cores. Missing nginx or wrk: installed with apt only under `--install`
 (or BENCH_INSTALL=1) when running as root, otherwise that part is skipped.
 """
 
@@ -35,12 +38,12 @@ from bench.scenarios import SCENARIOS, Check, Context, Section, Settings
 QUICK = Settings(
     duration=2, warmup=1, runs=1, latency_duration=2, memory_requests=20_000, memory_max_seconds=10
 )
-ALL_TARGETS = ("direct", "nginx", "nginx-plain", "router")
+ALL_TARGETS = ("direct", "nginx", "nginx-log", "nginx-plain", "router", "router-default")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="short smoke run (~30 s)")
+    p.add_argument("--quick", action="store_true", help="short smoke run (a few minutes)")
     p.add_argument("--duration", type=float, help="seconds per measured wrk run (default 10)")
     p.add_argument("--runs", type=int, help="measured runs per target (default 3)")
     p.add_argument(
@@ -108,8 +111,18 @@ def start_targets(ctx: Context, wanted: list[str], backend_kind: str) -> targets
 def _start_one(ctx: Context, name: str, backend: targets.Target) -> targets.Target:
     if name == "direct":
         return targets.Target("direct", backend.port, backend.proc, backend.log)
-    if name in ("nginx", "nginx-plain"):
-        return targets.start_nginx_proxy(ctx.workdir, backend.port, split=name == "nginx")
+    if name.startswith("nginx"):
+        return targets.start_nginx_proxy(
+            ctx.workdir,
+            backend.port,
+            split=name != "nginx-plain",
+            access_log=name == "nginx-log",
+            name=name,
+        )
+    if name == "router-default":
+        return targets.start_router(
+            ctx.workdir, backend.port, name=name, config=targets.DEFAULT_YAML
+        )
     return targets.start_router(ctx.workdir, backend.port)
 
 

@@ -154,30 +154,54 @@ def throughput(ctx: Context) -> Section:
                 f"{m['errors']:.0f}",
             ]
         )
-    rps = {name: m["rps"] for name, m in med.items()}
-    vs_nginx = _ratio(rps.get("router"), rps.get("nginx"))
-    vs_plain = _ratio(rps.get("router"), rps.get("nginx-plain"))
-    vs_direct = _ratio(rps.get("router"), rps.get("direct"))
-    sec.data["ratios"] = {
-        "router_vs_nginx": vs_nginx,
-        "router_vs_nginx_plain": vs_plain,
-        "router_vs_direct": vs_direct,
-    }
-    sec.lines.append(
-        f"router/nginx req/s: {_fmt(vs_nginx, 'x')}   "
-        f"router/nginx-plain req/s: {_fmt(vs_plain, 'x')}   "
-        f"router/direct req/s: {_fmt(vs_direct, 'x')}"
-    )
-    sec.lines.append(
-        "nginx: split_clients per request, like the router's split (the reference); "
-        "nginx-plain: a fixed proxy_pass"
-    )
-    cpu = med["router"]["cpu_us"] if "router" in med else None
-    sec.checks += [
-        Check("req/s vs nginx", vs_nginx, 0.8, "x", higher_is_better=True),
-        Check("CPU per request", cpu, 30.0, "µs"),
-    ]
+    throughput_ratios(sec, med)
     return sec
+
+
+def throughput_ratios(sec: Section, med: dict[str, dict[str, float]]) -> None:
+    """Router vs nginx with the access log off on both, and on both (each one's default)."""
+    rps = {name: m["rps"] for name, m in med.items()}
+    cpu = {name: m["cpu_us"] for name, m in med.items()}
+    ratios = {
+        "router_vs_nginx": _ratio(rps.get("router"), rps.get("nginx")),
+        "router_default_vs_nginx_log": _ratio(rps.get("router-default"), rps.get("nginx-log")),
+        "router_default_vs_nginx": _ratio(rps.get("router-default"), rps.get("nginx")),
+        "router_vs_nginx_plain": _ratio(rps.get("router"), rps.get("nginx-plain")),
+        "router_vs_direct": _ratio(rps.get("router"), rps.get("direct")),
+    }
+    log_cost = {
+        "router": _diff(cpu.get("router-default"), cpu.get("router")),
+        "nginx": _diff(cpu.get("nginx-log"), cpu.get("nginx")),
+    }
+    sec.data["ratios"], sec.data["access_log_cpu_us"] = ratios, log_cost
+    sec.lines += [
+        f"access log off on both:  router/nginx req/s {_fmt(ratios['router_vs_nginx'], 'x')}",
+        "access log on on both (each one's default): router-default/nginx-log req/s "
+        f"{_fmt(ratios['router_default_vs_nginx_log'], 'x')}",
+        f"router-default/nginx req/s: {_fmt(ratios['router_default_vs_nginx'], 'x')}   "
+        f"router/nginx-plain req/s: {_fmt(ratios['router_vs_nginx_plain'], 'x')}   "
+        f"router/direct req/s: {_fmt(ratios['router_vs_direct'], 'x')}",
+        f"CPU per request of the access log: router {_fmt(log_cost['router'], ' µs', '+.1f')}, "
+        f"nginx {_fmt(log_cost['nginx'], ' µs', '+.1f')}",
+        "nginx: split_clients per request, like the router's split (the reference); "
+        "nginx-plain: a fixed proxy_pass; -log / -default: the access log on, to a file",
+    ]
+    sec.checks += [
+        Check("req/s vs nginx, access log off", ratios["router_vs_nginx"], 0.9, "x", True),
+        Check(
+            "req/s vs nginx, access log on (defaults)",
+            ratios["router_default_vs_nginx_log"],
+            0.9,
+            "x",
+            True,
+        ),
+        Check("CPU per request, default config", cpu.get("router-default"), 20.0, "µs"),
+        Check("CPU per request of the access log", log_cost["router"], 2.0, "µs"),
+    ]
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return a - b if a is not None and b is not None else None
 
 
 def added_latency(ctx: Context) -> Section:
@@ -394,3 +418,8 @@ from bench.protocol_cost import protocol_cost  # noqa: E402 (it uses the types d
 SCENARIOS.append(protocol_cost)
 
 SCENARIOS.insert(1, in_process)
+
+from bench.defaults import model_server_stand_in, workers_scale  # noqa: E402 (same)
+
+SCENARIOS.insert(2, model_server_stand_in)
+SCENARIOS.insert(3, workers_scale)

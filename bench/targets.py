@@ -28,7 +28,7 @@ from examples.fast_backend import BODY
 PATH = "/predict"
 PROBE_BODY = b'{"features":[0.1,-0.2,0.3,0.4,0.5,-0.6,0.7,0.8]}'
 _NGINX_HEAD = """daemon off;
-worker_processes 1;
+worker_processes {workers};
 pid {dir}/{name}.pid;
 error_log {dir}/{name}.error.log warn;
 events {{ worker_connections 4096; }}
@@ -60,6 +60,7 @@ _NGINX_PROXY = """  upstream backend {{
   }}
   server {{
     listen 127.0.0.1:{port} backlog=1024;
+    {access_log}
     location / {{
       proxy_pass http://{upstream};
       proxy_http_version 1.1;
@@ -74,6 +75,10 @@ logging: {{access_sample: 0}}
 backends: {{b: {{url: http://127.0.0.1:{backend_port}}}}}
 routes: [{{name: all, match: {{path_prefix: /}}, strategy: {{split: {{weights: {{b: 100}}}}}}}}]
 """
+# What a user runs: no logging section, so the access log is on, on stderr (which
+# _spawn sends to a file in the run's directory, as `2>>router.log` or a container
+# runtime would).
+DEFAULT_YAML = _ROUTER_YAML.replace("logging: {{access_sample: 0}}\n", "")
 
 
 class StartError(RuntimeError):
@@ -173,9 +178,9 @@ def have(tool: str) -> bool:
     return shutil.which(tool) is not None
 
 
-def _nginx(name: str, conf_body: str, port: int, workdir: Path) -> Target:
+def _nginx(name: str, conf_body: str, port: int, workdir: Path, workers: int = 1) -> Target:
     conf = workdir / f"{name}.conf"
-    conf.write_text(_NGINX_HEAD.format(dir=workdir, name=name) + conf_body)
+    conf.write_text(_NGINX_HEAD.format(dir=workdir, name=name, workers=workers) + conf_body)
     err = workdir / f"{name}.error.log"
     cmd = ["nginx", "-p", str(workdir), "-e", str(err), "-c", str(conf)]
     return _spawn(name, port, cmd, workdir)
@@ -204,13 +209,27 @@ def start_backend(workdir: Path, kind: str = "auto") -> Target:
     return target
 
 
-def start_nginx_proxy(workdir: Path, backend_port: int, *, split: bool = True) -> Target:
-    """nginx as a reverse proxy: with `split_clients` (the reference), or plain."""
+def start_nginx_proxy(
+    workdir: Path,
+    backend_port: int,
+    *,
+    split: bool = True,
+    access_log: bool = False,
+    workers: int = 1,
+    name: str = "",
+) -> Target:
+    """nginx as a reverse proxy: with `split_clients` (the reference), or plain.
+
+    `access_log`: nginx's default, one `combined` line per request written to a file
+    as each request ends (no `buffer=`), as a stock nginx.conf has it."""
     port = free_port()
     upstream = "$pool" if split else "backend"
-    body = _NGINX_PROXY.format(port=port, backend_port=backend_port, upstream=upstream)
-    name = "nginx" if split else "nginx-plain"
-    return _nginx(name, (_NGINX_SPLIT.format() if split else "") + body, port, workdir)
+    name = name or ("nginx" if split else "nginx-plain")
+    log = f"access_log {workdir}/{name}.access.log;" if access_log else ""
+    body = _NGINX_PROXY.format(
+        port=port, backend_port=backend_port, upstream=upstream, access_log=log
+    )
+    return _nginx(name, (_NGINX_SPLIT.format() if split else "") + body, port, workdir, workers)
 
 
 def router_yaml(port: int, admin_port: int, backend_port: int) -> str:
@@ -219,18 +238,25 @@ def router_yaml(port: int, admin_port: int, backend_port: int) -> str:
 
 
 def start_router(
-    workdir: Path, backend_port: int, *, name: str = "router", config: str | None = None
+    workdir: Path,
+    backend_port: int,
+    *,
+    name: str = "router",
+    config: str | None = None,
+    args: tuple[str, ...] = (),
 ) -> Target:
     """`python -m router` on a generated config (or `config`, YAML text with {port} etc.)."""
     port, admin_port = free_port(), free_port()
     text = (config or _ROUTER_YAML).format(
         port=port, admin_port=admin_port, backend_port=backend_port
     )
+    if "shutdown:" not in text:  # nothing balances load in front of it: stop at once
+        text += "shutdown: {delay: 0s}\n"
     path = workdir / f"{name}.yaml"
     path.write_text(text)
     # The admin API wants a token for changes; the bench makes none but must not fail on it.
     env = {"ROUTER_ADMIN_TOKEN": "bench-token", **os.environ}
-    cmd = [sys.executable, "-m", "router", "--config", str(path)]
+    cmd = [sys.executable, "-m", "router", "--config", str(path), *args]
     target = _spawn(name, port, cmd, workdir, env)
     target.extra["admin_port"] = str(admin_port)
     return target

@@ -205,7 +205,11 @@ def _logging(root: Node) -> LoggingSpec:
         level=node.choice("level", d.level, _LEVELS),
         access_sample=node.number("access_sample", d.access_sample, 0, 1),
         log_bodies=node.boolean("log_bodies", d.log_bodies),
+        access_file=node.string("access_file", d.access_file),
     )
+    if not spec.access_file.strip() or "\0" in spec.access_file:
+        path, value = node.sub("access_file"), spec.access_file
+        node.error(path, "must be stderr, stdout or a file path", value)
     node.done()
     return spec
 

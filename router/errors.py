@@ -9,7 +9,8 @@ The hierarchy (h11's `error_status_hint` idea: the error carries its answer)::
     │   ├── BadRequest           400   malformed, or framing that could smuggle a request
     │   ├── RequestTimeout       408   head or body not received in time (slowloris)
     │   ├── RequestTooLarge      413   body over limits.max_body
-    │   └── HeadersTooLarge      431   request line + headers over limits.max_header_bytes
+    │   ├── HeadersTooLarge      431   request line + headers over limits.max_header_bytes
+    │   └── VersionNotSupported  505   an HTTP version other than 1.0 and 1.1 (2.0 prior knowledge)
     └── UpstreamError                  the backend's fault
         ├── UpstreamConnectError 502   refused, unreachable, TLS failure, connect timeout
         ├── UpstreamProtocolError 502  reset, EOF or garbage before a complete response head
@@ -68,6 +69,11 @@ class RequestTooLarge(ClientError):
 class HeadersTooLarge(ClientError):
     status = 431
     code = "request header fields too large"
+
+
+class VersionNotSupported(ClientError):
+    status = 505
+    code = "http version not supported"
 
 
 class UpstreamError(ProxyError):

@@ -61,13 +61,21 @@ SPENT_RESPONSE_PARSER: Final = httptools.HttpResponseParser(object())
 # without a syscall per request (os.urandom per request costs more than all of
 # this). The counter's last 3 digits come from a table and the rest is formatted
 # once per 4096 ids: `%012x` per request was ~2,400 instructions, a third of
-# the id line's share of a request.
-_RID_PREFIX: Final = os.urandom(8).hex()
+# the id line's share of a request. `router --workers N` imports this module
+# before it forks: each child draws its own prefix (and starts its counter
+# again), or two workers would hand out the same ids.
 _RID_LOW: Final = tuple(f"{i:03x}" for i in range(4096))
 
 
 class _RequestIds:
     def __init__(self) -> None:
+        self.prefix = ""
+        self.n = 0
+        self.head = ""
+        self.reseed()
+
+    def reseed(self) -> None:
+        self.prefix = os.urandom(8).hex()
         self.n = 0
         self.head = ""
 
@@ -75,11 +83,12 @@ class _RequestIds:
         n = self.n = self.n + 1
         low = n & 0xFFF
         if low == 0 or not self.head:
-            self.head = f"{_RID_PREFIX}{n >> 12:09x}"
+            self.head = f"{self.prefix}{n >> 12:09x}"
         return self.head + _RID_LOW[low]
 
 
 _REQUEST_IDS: Final = _RequestIds()
+os.register_at_fork(after_in_child=_REQUEST_IDS.reseed)
 
 
 def new_request_id() -> str:

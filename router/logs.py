@@ -1,4 +1,4 @@
-"""Structured logs: JSON lines on stderr, and the per-request access line.
+"""Structured logs: JSON lines on stderr, and the recorder fan-out.
 
 Theory of operation
 -------------------
@@ -7,17 +7,15 @@ with `ts` (ISO 8601, UTC), `level` and `event` first, then the event's own
 keys. The standard library's `logging` (aiohttp, asyncio, redis) is routed
 through the same renderer, so an operator's log shipper sees one format.
 
-`AccessLog` is a `Recorder`: the proxy tells it about every finished request
-and it writes an `access` event for a share of them. Sampling uses an
-accumulator instead of a random draw: with `sample=0.1` exactly one request in
-ten is logged, deterministically, and `sample=0` costs one comparison. Request
-and response bodies are never passed to it, so they can never be logged here.
+The per-request access line does not go through structlog: at tens of
+thousands of requests a second its processor chain and one write per line
+cost more than the proxying. It is pre-rendered and written in batches by
+router/accesslog.py and router/logfile.py.
 
-`Fanout` hands each request to several recorders (metrics, access log, ...)
-through one `record` call. A recorder that is `idle` (an access log with
-`sample=0`) is left out when the fan-out is built, and the data plane calls
-the remaining `record` methods itself (`Fanout.flat`): on the request path,
-every call saved is about 0.1 µs.
+`Fanout` hands each request to several recorders (metrics, ...) through one
+`record` call. A recorder that is `idle` is left out when the fan-out is
+built, and the data plane calls the remaining `record` methods itself
+(`Fanout.flat`): on the request path, every call saved is about 0.1 µs.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -79,53 +76,6 @@ def configure_logging(level: str) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(number)
-
-
-_SCALE = 1_000_000  # sampling resolution: one in a million
-
-
-class AccessLog:
-    """A Recorder writing one `access` event for a `sample` share (0..1) of requests."""
-
-    def __init__(self, sample: float = 1.0, logger: Any = None) -> None:
-        self.sample = min(max(sample, 0.0), 1.0)
-        self._step = round(self.sample * _SCALE)  # integers: no float drift over millions
-        self._credit = 0
-        self._log = logger if logger is not None else structlog.get_logger("router.access")
-
-    @property
-    def idle(self) -> bool:
-        """True when no request is ever logged (sample 0): nothing to call."""
-        return not self._step
-
-    def record(
-        self,
-        route: str,
-        backend: str,
-        status: int,
-        seconds: float,
-        reason: str,
-        request_id: str,
-        nbytes: int,
-    ) -> None:
-        if not self._step:
-            return
-        # Accumulate the share per request and log when it reaches a whole one:
-        # an exact 1-in-N pattern with no random draw.
-        self._credit += self._step
-        if self._credit < _SCALE:
-            return
-        self._credit -= _SCALE
-        self._log.info(
-            "access",
-            request_id=request_id,
-            route=route,
-            backend=backend,
-            reason=reason,
-            status=status,
-            latency_ms=round(seconds * 1000, 2),
-            bytes=nbytes,
-        )
 
 
 class Fanout:

@@ -37,6 +37,7 @@ COMPILED = (
     "router.hashing",
     "router.routing",
     "router.metrics",
+    "router.accesslog",
     "strategies.base",
     "strategies.split",
     "strategies.shadow",

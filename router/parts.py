@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 from typing import Any
 
 import structlog
@@ -27,7 +28,8 @@ from router.confkit import ConfigError
 from router.controller import Controller, KindController, Writer, window_id
 from router.drift_io import DriftIO
 from router.feedback import Feedback
-from router.logs import AccessLog, Fanout, configure_logging
+from router.logfile import AccessLogging, LogFileError
+from router.logs import configure_logging
 from router.metrics import Metrics, MetricsFlusher
 from router.mirror import Mirrors
 from router.probes import Probes
@@ -62,8 +64,10 @@ class Parts:
         self.runtime.store_kind = "redis" if config.state.url else "memory"
         self.store = open_store(config.state.url)
         self.metrics = Metrics()
-        self.access = AccessLog(config.logging.access_sample)
-        self.dataplane = DataPlane(self.runtime, Fanout(self.metrics, self.access))
+        self.access = _access_logging(config)
+        self.metrics.add_collector(self.access.metric_lines)
+        self.dataplane = DataPlane(self.runtime, self.metrics)
+        self.dataplane.access = self.access.active()
         self.mirrors = Mirrors(self.runtime, self.store)
         self.dataplane.shadow_sink = self.mirrors
         self.live = LiveState(
@@ -144,6 +148,8 @@ class Parts:
         await self.concept.start()
         if self.worker == 0:
             await self._start_admin()
+        # logrotate renames the access file, then sends SIGHUP: write to a new one
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.access.reopen)
         listen = self.runtime.config.listen
         self.server = await self.dataplane.serve(listen, reuse_port=self.reuse_port)
         self.runtime.serving = True
@@ -173,6 +179,8 @@ class Parts:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(hurry.wait(), delay)
         await self.dataplane.shutdown(drain)
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        self.access.close()  # the last requests' lines
         await self.mirrors.stop()
         await self.watcher.stop()
         await self.controller.stop()
@@ -226,6 +234,8 @@ class Parts:
                 return
         self.runtime.swap_config(config, table)
         self.dataplane.apply_config(config)
+        self.access.apply(config.logging)
+        self.dataplane.access = self.access.active()
         self.mirrors.apply_config(config)
         self.drift.apply_config(config)
         log.info("config reloaded", hash=config.source_hash, changes=diff_summary(old, config))
@@ -260,6 +270,14 @@ def prepare(data: bytes, source: str) -> tuple[Config, RouteTable]:
         return config, build_table(config)
     except Exception as exc:  # a strategy that cannot build must not take the router down
         raise ConfigError([f"{source}: building routes failed: {exc}"]) from exc
+
+
+def _access_logging(config: Config) -> AccessLogging:
+    try:
+        return AccessLogging(config.logging)
+    except LogFileError as exc:  # like nginx: no start without the log it was told to write
+        log.error("logging.access_file cannot be opened", error=str(exc))
+        raise SystemExit(2) from exc
 
 
 def _addr(listen: object) -> str:

@@ -27,10 +27,11 @@ request needs (measured with bench/inproc.py: about 6 µs of CPU a request with
 llhttp, compiled by mypyc as `make` does, 9.5 µs interpreted; the kernel's
 loopback send/recv costs about twice that). Route answers are remembered per
 (host, target) until the table changes (`DataPlane.match`); a `Fanout`
-recorder is flattened into the `record` methods it would call, minus an access
-log that never logs; each head is built as one list joined once; the request
-id line is formatted once and sent both ways; the clock is read about twice a
-request (the client read's `now`, and the answer's end).
+recorder is flattened into the `record` methods it would call; the access
+log (router/accesslog.py) is called only when it logs at all; each head is
+built as one list joined once; the request id line is formatted once and
+sent both ways; the clock is read about twice a request (the client read's
+`now`, and the answer's end).
 
 Mirrors. When the decision names mirrors and the data plane has a
 `shadow_sink` (router/mirror.py), the exchange keeps a `ShadowTap`
@@ -53,6 +54,7 @@ from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
+from router.accesslog import AccessLog
 from router.automation_io import FollowLeg, begin
 from router.errors import (
     ClientError,
@@ -202,13 +204,12 @@ class Exchange:
         route = plane.routes.get((req.host, path)) if plane.routes_of is table else None
         if route is None:
             route = plane.match(table, req.host, path)
-        if route is None:
-            self.fail(NoRoute())
+        if route is None or req.error is not None:
+            if route is not None and req.version:  # not a refused head (server.reject)
+                self.route_name = route.name
+            self.fail(req.error or NoRoute())
             return
         self.route_name = route.name
-        if req.error is not None:
-            self.fail(req.error)
-            return
         d = route.decide(req.headers, self.conn.client_ip, runtime.live)
         if d.follow_up:
             d = self._begin_follow(d, route.strategy, runtime.live.get(route.name))
@@ -518,7 +519,8 @@ class Exchange:
         else:
             mode, framing = MODE_CLOSE, b""
         keep = req.keep_alive and self.request_done and mode != MODE_CLOSE
-        self.keep_alive = keep = keep and not self.conn.closing
+        conn = self.conn
+        self.keep_alive = keep = keep and not (conn.closing and conn.last_answer())
         if not keep:
             framing += b"connection: close\r\n"
         elif req.version != "1.1":
@@ -645,7 +647,8 @@ class Exchange:
             return
         client_side = isinstance(err, ClientError)
         keep = self.req.keep_alive and self.request_done and not client_side
-        keep = keep and not self.conn.closing
+        conn = self.conn
+        keep = keep and not (conn.closing and conn.last_answer())
         body = {"error": err.detail if client_side else err.code, "request_id": self.rid}
         if self.backend and not client_side:
             body["backend"] = self.backend
@@ -672,12 +675,21 @@ class Exchange:
         self.conn.exchange_done(self, keep_alive, now)
 
     def _record(self, status: int, now: float = 0.0) -> None:
-        for record in self.plane.records:
-            record(
+        plane = self.plane
+        backend = self.backend if self.pool is not None else ""
+        seconds = (now or perf_counter()) - self.t0
+        for record in plane.records:
+            record(self.route_name, backend, status, seconds, self.reason, self.rid, self.nbytes)
+        access = plane.access
+        if access is not None:
+            req = self.req
+            access.log(
+                req.method,
+                self.target,
                 self.route_name,
-                self.backend if self.pool is not None else "",
+                backend,
                 status,
-                (now or perf_counter()) - self.t0,
+                seconds,
                 self.reason,
                 self.rid,
                 self.nbytes,
@@ -733,6 +745,7 @@ class DataPlane:
         self.servers: list[asyncio.Server] = []
         self.shadow_sink: ShadowSink | None = None
         self.drift_sink: DriftSink | None = None  # bodies of drift-watched routes
+        self.access: AccessLog | None = None  # None: no access line (sample 0)
         self.mirror_errors = 0  # offers that raised; the request went on regardless
         self.stopping = False  # SIGTERM came: every answer closes its connection
         self.draining = False  # no longer accepting: idle connections close

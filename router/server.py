@@ -23,8 +23,14 @@ callbacks of that read share it: a request costs two clock reads, not six.
     WAIT  request read, response pending   the exchange's own backend deadline
 
 Framing that could smuggle a second request past the router (both
-Content-Length and Transfer-Encoding, several different lengths, a transfer
-coding other than chunked) is refused with 400 and the connection is closed.
+Content-Length and Transfer-Encoding, several lengths, a transfer coding other
+than chunked) is refused with 400 and the connection is closed; so is what
+RFC 9112 says a server must reject: an HTTP/1.1 request without exactly one
+Host (§3.2), an HTTP/0.9 request line (no version: there is no head to carry a
+status, a request id or the backend's name), and any version but 1.0 and 1.1
+(505). A request that goes bad behind pipelined ones never delays their
+answers: it joins the line as a refused exchange, answered in its turn, and
+the connection closes after it.
 Flow control runs both ways: a client that reads slowly pauses the backend's
 socket (pause_writing -> pause_reading) and a backend that reads slowly pauses
 the client's socket.
@@ -52,6 +58,7 @@ from router.errors import (
     ProxyError,
     RequestTimeout,
     RequestTooLarge,
+    VersionNotSupported,
 )
 from router.http1 import SPENT_REQUEST_PARSER, Header, error_response, new_request_id
 
@@ -150,6 +157,8 @@ def read_headers(req: Request, headers: list[Header], kinds: dict[bytes, int]) -
             lengths_differ = lengths_differ or (length is not None and value != length)
             length = value
         elif kind == _HOST:
+            if req.host is not None:
+                raise BadRequest("more than one Host header")
             req.host = value
         elif kind == _CODING:
             codings = codings or []
@@ -164,6 +173,8 @@ def read_headers(req: Request, headers: list[Header], kinds: dict[bytes, int]) -
             xff = req.forwarded_for
             req.forwarded_for = value if xff is None else xff + b", " + value
     req.headers = headers
+    if req.host is None and req.version == "1.1":
+        raise BadRequest("HTTP/1.1 request without a Host header")
     if codings is not None:
         if length is not None:
             raise BadRequest("both Content-Length and Transfer-Encoding")
@@ -244,13 +255,22 @@ class ClientConnection:
         except httptools.HttpParserError as exc:
             self.feeding = 0
             self.reject(self._error or BadRequest(f"malformed request: {exc}"))
-            return
         self.feeding = 0
+        # Also after an error: good requests before the bad one still go out now.
         queue = self.queue
         if queue and queue[0].out:
             queue[0].flush_request()
-        if self.state == HEAD and self._head_raw > self._max_head:
+        if self.state == HEAD and not self.paused & PAUSE_STOPPED:
+            self._check_head(data)
+
+    def _check_head(self, data: bytes) -> None:
+        """After a read that left a head incomplete: too large, or an HTTP/0.9 line."""
+        if self._head_raw > self._max_head:
             self.reject(HeadersTooLarge())
+        elif data[-1:] == b"\n" and not self._headers and self.parser.get_http_version() == "0.0":
+            # The request line ended without a version (llhttp would wait for a blank
+            # line that an HTTP/0.9 client never sends): refuse it now, not at 408.
+            self.reject(BadRequest("HTTP/0.9 request line (no HTTP version)"))
 
     def eof_received(self) -> bool | None:
         return None  # the client half-closed: close our side too; connection_lost follows
@@ -299,12 +319,13 @@ class ClientConnection:
         if self._head_raw > self._max_head and head_size(self._url, self._headers) > self._max_head:
             self._too_large()
         parser = self.parser
-        req = Request(
-            parser.get_method(), self._url, parser.get_http_version(), parser.should_keep_alive()
-        )
+        version = parser.get_http_version()
+        req = Request(parser.get_method(), self._url, version, parser.should_keep_alive())
         try:
+            if version != "1.1" and version != "1.0":
+                raise _version_error(version)
             read_headers(req, self._headers, self._kinds)
-        except BadRequest as exc:
+        except ClientError as exc:
             self._error = exc
             raise
         length = req.content_length
@@ -343,18 +364,24 @@ class ClientConnection:
         queue = self.queue
         if queue and queue[0] is ex:
             queue.popleft()
-        if not keep_alive or self.closed or (self.closing and not self.draining):
+        if not keep_alive or self.closed:
             self.close()
-        elif queue:
+        elif queue:  # closing or not: requests already read are answered
             self.resume_input(PAUSE_PIPELINE)
             if self.draining:
                 self._last_answer()
             queue[0].activate(perf_counter())
+        elif self.closing:
+            self.close()
         elif self.state == WAIT:
             self.state = IDLE
             # no longer accepting: idle only for a moment (see shutdown)
             wait = IDLE_GRACE if self.plane.draining else self.limits.idle_timeout
             self.deadline = (now or perf_counter()) + wait
+
+    def last_answer(self) -> bool:
+        """True when the active exchange's answer is the connection's last one."""
+        return self.closing and len(self.queue) <= 1
 
     def pause_input(self, reason: int) -> None:
         if not self.paused and self.transport is not None:
@@ -379,17 +406,26 @@ class ClientConnection:
     # lifecycle
 
     def reject(self, err: ClientError) -> None:
-        """A client error outside any answerable exchange's normal flow."""
+        """A client error outside any answerable exchange's normal flow; the last input."""
         self.stop_input()
         self.state = WAIT  # no further client deadlines
-        if self.current is not None and self.queue and self.queue[0] is self.current:
-            self.current.fail(err)
-        elif not self.queue:
-            rid = new_request_id()
-            body = {"error": err.detail, "request_id": rid}
-            self.write(error_response(err.status, body, keep_alive=False))
-            self.close()
-        # else: a pipelined request went bad behind an active one: close after it
+        queue, current = self.queue, self.current
+        if current is not None and queue and queue[0] is current:
+            current.fail(err)
+        elif current is not None:
+            # Its body went bad while it waits behind others: it gets `err` in its turn.
+            current.req.error = current.req.error or err
+        else:
+            # A head that could not be read: a refused exchange (no version), answered
+            # in its turn after any still due before it (then the close), and counted
+            # and logged like any request. The method is known once the URL began.
+            method = self.parser.get_method() if self._url else b""
+            refused = Request(method, self._url, "", False)
+            refused.error = err
+            ex = self.plane.new_exchange(self, refused)
+            queue.append(ex)
+            if len(queue) == 1:
+                ex.activate(perf_counter())
 
     def check(self, now: float) -> None:
         """Sweeper tick: enforce this connection's and its exchange's deadlines."""
@@ -461,3 +497,9 @@ class ClientConnection:
     def _too_large(self) -> None:
         self._error = HeadersTooLarge()
         raise self._error
+
+
+def _version_error(version: str) -> ClientError:
+    if version == "0.9":
+        return BadRequest("HTTP/0.9 request line (no HTTP version)")
+    return VersionNotSupported(f"HTTP/{version} is not supported here: use HTTP/1.1")

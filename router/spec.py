@@ -70,6 +70,7 @@ class ProbesSpec:
 class LoggingSpec:
     level: str = "info"
     access_sample: float = 1.0  # share of requests with an access line, 0..1
+    access_file: str = "stderr"  # "stderr", "stdout" or a path (reopened on SIGHUP)
     log_bodies: bool = False  # never on unless the operator says so
 
 

@@ -51,6 +51,7 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._forward)
         signal.signal(signal.SIGINT, self._forward)
+        signal.signal(signal.SIGHUP, self._forward)  # logrotate: each worker reopens its log
         for index in range(self.workers):
             self._start(index)
         status = 0
@@ -73,6 +74,8 @@ class Supervisor:
         if pid == 0:  # the worker: never run the supervisor's code or handlers
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            # a logrotate SIGHUP before the worker's own handler is up must not kill it
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
             code = 0
             try:
                 self.run_worker(index)
@@ -95,7 +98,8 @@ class Supervisor:
             self._start(index)
 
     def _forward(self, signum: int, _frame: object) -> None:
-        self.stopping = True
+        if signum != signal.SIGHUP:  # SIGHUP only reopens logs
+            self.stopping = True
         for pid in list(self.children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)

@@ -78,7 +78,7 @@ def test_every_section_is_read() -> None:
         admin: {listen: "127.0.0.1:0", token_file: token}
         state: {url: "redis+sentinel://h:26379/mymaster", poll_interval: 250ms}
         limits: {max_body: 1MiB, max_header_bytes: 8KiB, header_timeout: 5s, idle_timeout: 2m}
-        logging: {level: debug, access_sample: 0.25, log_bodies: true}
+        logging: {level: debug, access_sample: 0.25, log_bodies: true, access_file: /var/a.log}
         headers: {router_backend: false, request_id: X-Trace-Id}
         controller: {interval: 500ms, lease_ttl: 3s}
         """)
@@ -94,10 +94,30 @@ def test_every_section_is_read() -> None:
     assert config.limits.max_body == 1024 * 1024
     assert config.limits.max_header_bytes == 8192
     assert config.limits.idle_timeout == 120.0
-    assert config.logging.access_sample == 0.25
+    assert (config.logging.access_sample, config.logging.access_file) == (0.25, "/var/a.log")
     assert config.headers.request_id == "x-trace-id"
     assert not config.headers.router_backend
     assert (config.controller.interval, config.controller.lease_ttl) == (0.5, 3.0)
+
+
+def test_access_log_defaults_to_every_request_on_stderr() -> None:
+    """With no logging section the access log is on: every request, on stderr."""
+    config = parse(doc())
+    assert (config.logging.access_sample, config.logging.access_file) == (1.0, "stderr")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('""', "logging.access_file: must be a non-empty string, got ''"),
+        ('"  "', "logging.access_file: must be stderr, stdout or a file path, got '  '"),
+        ("[a]", "logging.access_file: must be a non-empty string, got"),
+    ],
+)
+def test_access_file_errors_name_the_path(value: str, expected: str) -> None:
+    """A blank or non-string access_file is refused with its path and value."""
+    [error] = errors_of(doc(f"logging: {{access_file: {value}}}\n"))
+    assert error.startswith(expected)
 
 
 @pytest.mark.usefixtures("files")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import os
 import re
 
 from hypothesis import given
@@ -35,6 +36,24 @@ def test_request_ids_stay_unique_and_well_formed_across_the_table_wrap() -> None
     assert len({i[:16] for i in ids}) == 1
     counters = [int(i[16:], 16) for i in ids]
     assert counters == list(range(counters[0], counters[0] + len(ids)))
+
+
+def test_a_forked_worker_draws_its_own_request_id_prefix() -> None:
+    """`router --workers N` forks after importing http1: a child's ids never repeat the
+    parent's (or a sibling's), though every process starts its counter at 1."""
+    parent = new_request_id()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: write one id and leave without running pytest's exit code
+        os.write(w, new_request_id().encode())
+        os._exit(0)
+    os.close(w)
+    child = os.read(r, 64).decode()
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert re.fullmatch(r"[0-9a-f]{28}", child)
+    assert child[:16] != parent[:16]
+    assert int(child[16:], 16) == 1
 
 
 def test_length_line_is_the_formatted_header_and_its_memory_is_bounded() -> None:

@@ -1,4 +1,4 @@
-"""Logging: JSON lines on stderr, the sampled access line, and the recorder fanout."""
+"""Logging: JSON lines on stderr, and the recorder fanout (access lines: test_accesslog.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
-from structlog.testing import capture_logs
 
-from router.logs import AccessLog, Fanout, configure_logging
+from router.logs import Fanout, configure_logging
 from router.metrics import Metrics
+from tests.support.dataplane import ListRecorder
 
 
 @pytest.fixture
@@ -25,47 +25,14 @@ def restore_logging() -> Iterator[None]:
     root.setLevel(level)
 
 
-def test_access_line_has_request_fields_and_no_body() -> None:
-    """sample=1 logs every request with id, route, backend, reason, status, latency, bytes."""
-    access = AccessLog(sample=1.0)
-    with capture_logs() as logs:
-        access.record("iris", "iris-v2", 200, 0.0123456, "weight", "req-1", 321)
-        access.record("iris", "iris-v1", 502, 2.0, "sticky", "req-2", 0)
-    assert len(logs) == 2
-    first = logs[0]
-    assert first == {
-        "event": "access",
-        "log_level": "info",
-        "request_id": "req-1",
-        "route": "iris",
-        "backend": "iris-v2",
-        "reason": "weight",
-        "status": 200,
-        "latency_ms": 12.35,
-        "bytes": 321,
-    }
-    assert not any("body" in key for entry in logs for key in entry)
-
-
-def test_access_sampling_is_exact_share() -> None:
-    """sample=0.1 logs exactly one request in ten, sample=0 none at all."""
-    tenth, off = AccessLog(sample=0.1), AccessLog(sample=0.0)
-    with capture_logs() as logs:
-        for i in range(1000):
-            tenth.record("r", "b", 200, 0.001, "w", str(i), 1)
-            off.record("r", "b", 200, 0.001, "w", str(i), 1)
-    assert len(logs) == 100
-
-
 def test_fanout_reaches_every_recorder() -> None:
-    """Fanout hands each request to metrics and the access log alike."""
-    metrics = Metrics()
-    fan = Fanout(metrics, AccessLog(sample=1.0))
-    with capture_logs() as logs:
-        fan.record("r", "b", 503, 0.01, "w", "x", 5)
-    assert len(logs) == 1
+    """Fanout hands each request to every recorder, in order."""
+    metrics, listed = Metrics(), ListRecorder()
+    fan = Fanout(metrics, listed)
+    fan.record("r", "b", 503, 0.01, "w", "x", 5)
     stats = metrics.local("r", "b")
     assert (stats.requests, stats.errors) == (1, 1)
+    assert [(r.route, r.status, r.request_id) for r in listed.records] == [("r", 503, "x")]
 
 
 @pytest.mark.usefixtures("restore_logging")

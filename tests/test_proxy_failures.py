@@ -40,7 +40,9 @@ async def test_reset_before_head_is_502() -> None:
     b = await _answer_with(b"", rst=True)
     try:
         async with running_plane(make_runtime([backend("b", b.port)])) as p:
-            resp = await request(p.port, b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi")
+            resp = await request(
+                p.port, b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi"
+            )
     finally:
         await b.close()
     assert resp.status == 502
@@ -160,7 +162,7 @@ async def test_post_not_retried() -> None:
             client = await RawClient.open(p.port)
             await client.send(get("/1"))
             await client.response()
-            await client.send(b"POST /2 HTTP/1.1\r\nContent-Length: 1\r\n\r\nx")
+            await client.send(b"POST /2 HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nx")
             second = await client.response()
             await client.close()
     finally:
@@ -182,7 +184,9 @@ async def test_idle_connection_closed_by_backend_is_discarded() -> None:
         async with running_plane(make_runtime([backend("b", b.port)])) as p:
             first = await request(p.port, get())
             await asyncio.sleep(0.1)
-            second = await request(p.port, b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+            second = await request(
+                p.port, b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"
+            )
             assert not p.plane.pools["b"].idle or not p.plane.pools["b"].idle[0].closed
     finally:
         await b.close()

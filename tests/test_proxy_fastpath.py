@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from structlog.testing import capture_logs
-
-from router.logs import AccessLog, Fanout
+from router.accesslog import AccessLog
+from router.logs import Fanout
 from router.metrics import Metrics
 from router.proxy import MATCH_MEMO, DataPlane, bound_port
 from router.routing import CompiledRoute, RouteTable
@@ -28,6 +27,7 @@ from tests.support.dataplane import (
     running_plane,
 )
 from tests.support.rawbackend import RawBackend, read_request, response
+from tests.test_accesslog import Batches
 
 
 async def test_route_memo_follows_a_new_table() -> None:
@@ -59,34 +59,46 @@ async def test_route_memo_is_bounded_and_answers_like_the_table() -> None:
     assert plane.match(rt.table, None, b"/one") is rt.table.by_name["one"]
 
 
-def test_fanout_leaves_out_an_access_log_that_never_logs() -> None:
-    """sample=0 drops the access log from the fan-out; any other share keeps it."""
+class Idle(ListRecorder):
+    idle = True
+
+
+def test_fanout_leaves_out_an_idle_recorder() -> None:
+    """A recorder that says it is idle is not called at all."""
     metrics = Metrics()
-    assert Fanout(metrics, AccessLog(0.0)).flat() == (metrics.record,)
-    assert len(Fanout(metrics, AccessLog(0.5)).flat()) == 2
+    assert Fanout(metrics, Idle()).flat() == (metrics.record,)
+    assert len(Fanout(metrics, ListRecorder()).flat()) == 2
 
 
-async def test_dataplane_records_through_each_fanout_target() -> None:
-    """With a Fanout, every request reaches each recorder once and the access log logs it."""
+async def test_dataplane_records_through_each_fanout_target_and_the_access_log() -> None:
+    """Every request reaches each recorder once, and the access log has its line."""
     b = await RawBackend().start()
+    lines = Batches()
     try:
         rt = make_runtime([backend("b", b.port)])
         first, second = ListRecorder(), ListRecorder()
-        plane = DataPlane(rt, Fanout(first, AccessLog(0.0), second, AccessLog(1.0)))
+        plane = DataPlane(rt, Fanout(first, Idle(), second))
+        plane.access = AccessLog(lines)
         await plane.start()
         port = bound_port(await plane.serve(ListenSpec(host="127.0.0.1", port=0)))
         try:
-            with capture_logs() as logs:
-                for _ in range(3):
-                    assert (await request(port, get("/r"))).status == 200
+            for i in range(3):
+                assert (await request(port, get(f"/r{i}?secret=1", method="PUT"))).status == 200
+            await request(port, b"GET /x HTTP/1.1\r\n\r\n")  # refused: 400, logged too
         finally:
             await plane.shutdown(1.0)
+            plane.access.close()
     finally:
         await b.close()
-    assert [r.status for r in first.records] == [200, 200, 200]
+    assert [r.status for r in first.records] == [200, 200, 200, 400]
     assert [r.request_id for r in second.records] == [r.request_id for r in first.records]
-    assert [e["request_id"] for e in logs if e["event"] == "access"] == [
-        r.request_id for r in first.records
+    logged = lines.lines()
+    assert [x["request_id"] for x in logged] == [r.request_id for r in first.records]
+    assert [(x["method"], x["path"], x["status"]) for x in logged] == [
+        ("PUT", "/r0", 200),
+        ("PUT", "/r1", 200),
+        ("PUT", "/r2", 200),
+        ("GET", "/x", 400),
     ]
 
 

@@ -175,7 +175,10 @@ async def test_apply_config_reuses_unchanged_pools() -> None:
 async def test_shadow_sink_gets_the_request_and_the_primary_answer_once() -> None:
     """With mirrors decided and a sink set, the sink gets one copy: request and answer."""
     async with mirrored_plane() as (p, sink):
-        raw = b"POST /m?x=1 HTTP/1.1\r\nContent-Length: 7\r\nX-Request-Id: m1\r\n\r\npayload"
+        raw = (
+            b"POST /m?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 7\r\nX-Request-Id: m1\r\n\r\n"
+            b"payload"
+        )
         resp = await request(p.port, raw)
     assert resp.status == 200
     [copy] = sink.copies
@@ -192,7 +195,9 @@ async def test_uvloop_serves_requests() -> None:
         b = await RawBackend().start()
         try:
             async with running_plane(make_runtime([backend("b", b.port)])) as p:
-                resp = await request(p.port, b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi")
+                resp = await request(
+                    p.port, b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi"
+                )
                 return resp.status
         finally:
             await b.close()
