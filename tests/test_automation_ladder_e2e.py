@@ -50,6 +50,11 @@ async def until(
     raise AssertionError(f"never: {seen}\n{router.log()[-2000:]}")
 
 
+def compared(figures: dict[str, Any]) -> int:
+    """Items compared, model vs human, in the route's published figures."""
+    return int(((figures.get("agreement") or {}).get("agreement") or {}).get("n", 0))
+
+
 def fallback_metrics(router: RouterProcess) -> dict[str, int]:
     out = {}
     for line in router.get_text("/metrics").splitlines():
@@ -173,6 +178,8 @@ async def test_a_step_up_without_evidence_is_refused_and_a_forced_one_recorded(
             skip = await asyncio.to_thread(routerctl, router, "automation", "inspect", "full")
             shadow = await asyncio.to_thread(routerctl, router, "automation", "inspect", "shadow")
             await send(router.url, range(20))
+            # the comparisons reach the store about once a second: decide on all 20
+            await until(router, lambda f: compared(f) >= 20)
             bare = await asyncio.to_thread(routerctl, router, "automation", "inspect", "assist")
             forced = await asyncio.to_thread(
                 routerctl,
