@@ -482,9 +482,12 @@ def _parse_agreement(node: Node) -> Gate:
 
 def agreement_field(node: Node) -> str:
     """The compared name the gate reads: `field` (a JSON path of the answer, `$` for
-    the whole answer) or `output` (a name of the route's protocol), exactly one."""
+    the whole answer) or `output` (a name of the route's protocol), exactly one; or
+    `compare`, the name of an entry of the compare list (`compare: refusal`)."""
     from router.compare_config import compared_name  # late: only agreement users need it
 
+    if node.has("compare"):
+        return node.string("compare", required=True)
     return compared_name(node)
 
 

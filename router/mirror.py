@@ -506,7 +506,7 @@ class Mirrors:
         settings, protocol, cid = judging(self.runtime, route)
         body = await read_summary(self.store, route, settings, self._mirrored(route), cid)
         body["protocol"] = protocol.word
-        add_hints(body, protocol, {f.field: f.kind for f in settings.compare})
+        add_hints(body, protocol, {f.key: f.kind for f in settings.compare})
         body["local"] = {
             "queue": self.queue_depths(),
             "queued_bytes": self.queued_bytes,

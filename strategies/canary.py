@@ -333,9 +333,30 @@ def parse(node: Node, known: frozenset[str]) -> StrategySpec:
     analysis = parse_analysis(node.mapping("analysis"))
     compare = parse_compare(node.items("compare"), node.errors)
     first = _shadow_first(node.mapping("shadow_first")) if node.has("shadow_first") else None
+    named = _check_compare_names(node, compare)
     node.done()
     spec = CanarySpec(stable, candidate, tuple(steps), analysis, header, compare, first)
-    return _with_gate_fields(spec)
+    return _with_gate_fields(spec, named)
+
+
+def _check_compare_names(node: Node, compare: tuple[FieldSpec, ...]) -> frozenset[str]:
+    """A gate's `compare: NAME` must name an entry of the compare list; the names
+    gates give that way (never compared as a label of their own)."""
+    keys = {f.key for f in compare}
+    named: set[str] = set()
+    blocks = [("analysis.agreement", node.data.get("analysis"), "agreement")]
+    blocks.append(("shadow_first", node.data, "shadow_first"))
+    for where, parent, key in blocks:
+        block = parent.get(key) if isinstance(parent, dict) else None
+        name = block.get("compare") if isinstance(block, dict) else None
+        if isinstance(name, str):
+            named.add(name)
+        if isinstance(name, str) and name not in keys:
+            known = ", ".join(sorted(keys)) or "none"
+            node.error(
+                node.sub(f"{where}.compare"), f"names no compare entry (known: {known})", name
+            )
+    return frozenset(named)
 
 
 def _shadow_first(node: Node) -> ShadowFirstSpec:
@@ -355,9 +376,9 @@ def _shadow_first(node: Node) -> ShadowFirstSpec:
     return ShadowFirstSpec(bp or BASIS_POINTS, gate)
 
 
-def _with_gate_fields(spec: CanarySpec) -> CanarySpec:
+def _with_gate_fields(spec: CanarySpec, named: frozenset[str] = frozenset()) -> CanarySpec:
     """Add a label comparison for every gate field that `compare` does not list."""
-    listed = {f.field for f in spec.compare}
+    listed = {f.key for f in spec.compare} | named
     extra: list[FieldSpec] = []
     for text in spec.agreement_fields:
         if text not in listed and text not in (WHOLE_ANSWER, ""):
