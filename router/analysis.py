@@ -491,10 +491,17 @@ def agreement_field(node: Node) -> str:
     return compared_name(node)
 
 
+def _parse_ttft(node: Node) -> Gate:
+    from router.stream_gate import parse_ttft  # late: it builds on this module
+
+    return parse_ttft(node)
+
+
 # -- the open set of gates -----------------------------------------------------
 GATES: dict[str, GateFactory] = {
     "error_rate": _parse_error_rate,
     "latency": _parse_latency,
+    "ttft": _parse_ttft,  # time to first token of streamed answers (router/stream_gate.py)
     "prediction_drift": _parse_prediction_drift,
     "agreement": _parse_agreement,
 }

@@ -65,7 +65,8 @@ from router.compare_figures import Tally, compare_id, counter_name, escape
 from router.compare_hints import add_hints
 from router.compare_records import disagreement_record
 from router.errors import UpstreamError
-from router.mirror_client import fetch, request_bytes
+from router.http1 import Header
+from router.mirror_client import Clock, fetch, request_bytes
 from router.mirror_figures import DIFFS, EVENTS, read_summary, window_counter
 from router.protocols import ModelProtocol
 from router.rollout import window
@@ -73,6 +74,8 @@ from router.runtime import Runtime
 from router.shadow_copy import ANSWER_MAX_BODY, MirrorCopy
 from router.spec import BackendSpec, Config
 from router.state.base import StateStore, StoreUnavailable
+from router.stream_metrics import StreamMetrics
+from router.stream_timing import StreamTimer
 from router.upstream import UpstreamPool
 from strategies.canary import Canary
 from strategies.shadow import SampleSpec, ShadowSpec
@@ -259,6 +262,7 @@ class Mirrors:
         self._running = False
         self._store_down = False
         self._idle = asyncio.Event()  # set when the last queued copy was handled
+        self.streams: StreamMetrics | None = None  # times shadows' event streams
 
     # -- wiring -------------------------------------------------------------------
 
@@ -402,14 +406,26 @@ class Mirrors:
             self._figures(copy.route).count(lane.dropped_key)
             return
         started = perf_counter()
+        clock = self._clock(copy.route, lane.name, started)
         try:
             status, answer = await fetch(
-                pool, data, head_only=copy.method == b"HEAD", limit=ANSWER_MAX_BODY + 1
+                pool, data, head_only=copy.method == b"HEAD", limit=ANSWER_MAX_BODY + 1, clock=clock
             )
         except (UpstreamError, TimeoutError):
             status, answer = 0, b""  # counted as no_answer by the comparison
         self._breaker(lane, status)
         self.judge(copy, lane.name, Answer(status, answer, perf_counter() - started))
+
+    def _clock(self, route: str, backend: str, started: float) -> Clock | None:
+        """A shadow's event stream is timed like the client's, as role "shadow"."""
+        streams = self.streams
+        if streams is None:
+            return None
+
+        def clock(headers: list[Header]) -> StreamTimer | None:
+            return streams.timed(route, backend, "shadow", headers, started)
+
+        return clock
 
     def _breaker(self, lane: Lane, status: int) -> None:
         if status:

@@ -81,7 +81,13 @@ from router.logs import Fanout
 from router.routing import CompiledRoute, RouteTable
 from router.runtime import Recorder, Runtime
 from router.server import PAUSE_UPSTREAM, ClientConnection, Request, header_kinds
-from router.shadow_copy import MIRROR_MAX_BODY, MirrorCopy, ShadowSink, ShadowTap
+from router.shadow_copy import (
+    MIRROR_MAX_BODY,
+    STREAM_MAX_BODY,
+    MirrorCopy,
+    ShadowSink,
+    ShadowTap,
+)
 from router.spec import Config, ListenSpec, TLSSpec
 from router.sweeper import Sweeper
 from router.upstream import UpstreamConnection, UpstreamPool
@@ -89,6 +95,7 @@ from router.upstream import UpstreamConnection, UpstreamPool
 if TYPE_CHECKING:
     from router.drift_streams import DriftSink, Tap
     from router.state.model import Rollout
+    from router.stream_timing import StreamSink, StreamTimer
     from strategies.base import Decision
 
 RETRY_MAX_BODY: Final = 64 * 1024  # requests kept for a retry, at most
@@ -149,6 +156,7 @@ class Exchange:
         "t0",
         "tap",
         "target",
+        "timer",
         "upstream",
     )
 
@@ -182,6 +190,7 @@ class Exchange:
         self.t0 = 0.0
         self.tap: Tap | None = None  # bodies for drift (router/drift_io.py)
         self.follow: FollowLeg | None = None  # the model's leg of a follow-up decision
+        self.timer: StreamTimer | None = None  # a streamed answer's clock (stream_timing.py)
 
     # request side
 
@@ -514,7 +523,27 @@ class Exchange:
         elif req.version != "1.1":
             framing += b"connection: keep-alive\r\n"
         self.mode, self.status, self.started = mode, status, True
+        if length is None and mode != MODE_NONE and self.plane.stream_sink is not None:
+            self._time_stream(headers)
         self.cout.append(self._response_head(status, reason, headers, framing))
+
+    def _stream_read(self) -> None:
+        """One read of an event stream: its time; and the stream must go on, each next
+        read within the backend's timeout (the sweeper aborts a silent one)."""
+        if self.timer is not None and self.pool is not None:
+            self.timer.read()
+            self.deadline = perf_counter() + self.pool.spec.timeout
+
+    def _time_stream(self, headers: list[Header]) -> None:
+        """An event stream gets a clock; its copy for shadows may be longer (SSE is verbose)."""
+        sink = self.plane.stream_sink
+        timer = sink.timer(self.route_name, self.backend, headers, self.t0) if sink else None
+        if timer is not None:
+            self.timer = timer
+            if self.shadow is not None:
+                self.shadow.answer_cap = STREAM_MAX_BODY
+            if self.pool is not None:
+                self.deadline = perf_counter() + self.pool.spec.timeout
 
     def _response_head(
         self, status: int, reason: bytes, headers: list[Header], framing: bytes
@@ -543,6 +572,8 @@ class Exchange:
             self.follow.add_answer(data)
             return
         self.nbytes += len(data)
+        if self.timer is not None:
+            self.timer.chunk(data)
         if self.shadow is not None:
             self.shadow.add_answer(data)
         if self.tap is not None:
@@ -553,6 +584,8 @@ class Exchange:
             self.cout.append(data)
 
     def flush_response(self) -> None:
+        if self.timer is not None:
+            self._stream_read()
         cout = self.cout
         if cout:
             self.conn.write(cout[0] if len(cout) == 1 else b"".join(cout))
@@ -560,6 +593,7 @@ class Exchange:
 
     def on_response_end(self) -> None:
         self.upstream = None
+        self.deadline = 0.0
         if self.follow is not None and self.follow.first:
             self._follow_next(self.follow.status)
             return
@@ -674,6 +708,9 @@ class Exchange:
         if self.tap is not None:
             self.tap.finish(self.route_name, self.backend, self.rid, status)
             self.tap = None
+        if self.timer is not None:
+            self.timer.finish(status == self.status)  # an abort records its error status
+            self.timer = None
 
     def _ids(self) -> bytes:
         """The request id and backend headers every response carries."""
@@ -721,6 +758,7 @@ class DataPlane:
         self.connections: set[ClientConnection] = set()
         self.servers: list[asyncio.Server] = []
         self.shadow_sink: ShadowSink | None = None
+        self.stream_sink: StreamSink | None = None  # clocks for streamed answers
         self.drift_sink: DriftSink | None = None  # bodies of drift-watched routes
         self.mirror_errors = 0  # offers that raised; the request went on regardless
         self.draining = False
