@@ -5,20 +5,22 @@ TGI or Ollama answer, with a made-up model that is fast and deterministic.
     POST /v1/chat/completions   {"model", "messages", "stream", "n", "tools", ...}
     POST /v1/completions        {"model", "prompt", "stream", ...}
 
-The answer to a prompt is always the same words (a hash of the prompt picks
-them), `--tokens` of them, one token per stream event, `--token-delay`
-seconds apart, after `--first-token-delay` more before the first one; vLLM's
-event shapes: a role-only first event, `finish_reason` on the last token,
-then a usage event when `stream_options.include_usage` asks for it, then
-`data: [DONE]`. A request with `tools` calls the first tool. Non-streamed
-answers are the same text in one `chat.completion`. `max_tokens` cuts the
-answer short (finish_reason "length").
+It serves the models named by `--model` (one or more; vLLM answers 404 to a
+model it does not serve, and so does this). The answer to a prompt is always
+the same words (a hash of the prompt and the model picks them), `--tokens`
+of them, one token per stream event, `--token-delay` seconds apart, after
+`--first-token-delay` more before the first one; vLLM's event shapes: a
+role-only first event, `finish_reason` on the last token, then a usage event
+when `stream_options.include_usage` asks for it, then `data: [DONE]`. A
+request with `tools` calls the first tool. Non-streamed answers are the same
+text in one `chat.completion`. `max_tokens` cuts the answer short
+(finish_reason "length").
 
 Ways to be a bad candidate: `--refuse` answers every request "I can't help
 with that."; `--first-token-delay 0.5` starts late; `--garble` answers other
 words. Bad requests get 400 with an OpenAI-style `{"error": {...}}`.
 
-Run: `python -m examples.openai_server --port 8105 --model llama-3-8b`.
+Run: `python -m examples.openai_server --port 8105 --model llama-3-8b --model qwen-7b`.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ _WORDS = tuple(_VOCABULARY.split())
 
 @dataclass(frozen=True, slots=True)
 class LLMOptions:
-    model: str = "llama-3-8b"
+    models: tuple[str, ...] = ("llama-3-8b",)
     host: str = "127.0.0.1"
     port: int = 8105
     tokens: int = 20  # words per answer
@@ -58,6 +60,10 @@ class LLMOptions:
 
 class BadRequest(ValueError):
     """Maps to 400 with an OpenAI-style error body."""
+
+
+class NotFound(ValueError):
+    """Maps to 404, as vLLM answers a model it does not serve."""
 
 
 def words_for(prompt: str, count: int, salt: str = "") -> list[str]:
@@ -88,7 +94,13 @@ class LLM:
         self.opts = opts
         self.served = 0
 
-    def tokens(self, doc: dict[str, Any]) -> tuple[list[str], str]:
+    def model(self, doc: dict[str, Any]) -> str:
+        asked = doc.get("model", self.opts.models[0])
+        if asked not in self.opts.models:
+            raise NotFound(f"The model `{asked}` does not exist.")
+        return str(asked)
+
+    def tokens(self, doc: dict[str, Any], model: str) -> tuple[list[str], str]:
         """(the answer's tokens, finish_reason)."""
         if self.opts.refuse:
             words = REFUSAL.split(" ")
@@ -99,7 +111,8 @@ class LLM:
             count, finish = limit, "length"
         else:
             finish = "stop"
-        words = words_for(prompt_of(doc), count, "x" if self.opts.garble else "")
+        salt = ("x" if self.opts.garble else "") + ("" if model == self.opts.models[0] else model)
+        words = words_for(prompt_of(doc), count, salt)
         text = [(" " if i else "") + w for i, w in enumerate(words)]
         return text, finish
 
@@ -115,20 +128,24 @@ class LLM:
             doc = json.loads(await request.read())
             if not isinstance(doc, dict):
                 raise BadRequest("the body must be a JSON object")
-            tokens, finish = self.tokens(doc)
-        except (ValueError, BadRequest) as exc:
+            model = self.model(doc)
+            tokens, finish = self.tokens(doc, model)
+        except NotFound as exc:
+            error = {"message": str(exc), "type": "NotFoundError", "code": 404}
+            return web.json_response({"error": error}, status=404)
+        except ValueError as exc:
             error = {"message": str(exc), "type": "invalid_request_error", "code": 400}
             return web.json_response({"error": error}, status=400)
         tool = _first_tool(doc) if chat else None
-        answer = Answer(self.opts, doc, chat, tokens, finish, tool)
+        answer = Answer(model, self.opts, doc, chat, tokens, finish, tool)
         if doc.get("stream"):
             return await answer.stream(request)
         await asyncio.sleep(self.opts.first_token_delay + self.opts.token_delay * len(tokens))
         return web.json_response(answer.whole())
 
     async def models(self, request: web.Request) -> web.Response:
-        model = {"id": self.opts.model, "object": "model", "owned_by": "example"}
-        return web.json_response({"object": "list", "data": [model]})
+        data = [{"id": m, "object": "model", "owned_by": "example"} for m in self.opts.models]
+        return web.json_response({"object": "list", "data": data})
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({})
@@ -149,6 +166,7 @@ class Answer:
 
     def __init__(
         self,
+        model: str,
         opts: LLMOptions,
         doc: dict[str, Any],
         chat: bool,
@@ -156,6 +174,7 @@ class Answer:
         finish: str,
         tool: str | None,
     ) -> None:
+        self.model = model
         self.opts = opts
         self.doc = doc
         self.chat = chat
@@ -175,7 +194,7 @@ class Answer:
         }
 
     def _head(self, obj: str) -> dict[str, Any]:
-        return {"id": self.id, "object": obj, "created": self.created, "model": self.opts.model}
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
 
     def whole(self) -> dict[str, Any]:
         text = "".join(self.tokens)
@@ -253,15 +272,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="OpenAI-compatible stand-in LLM server.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8105)
-    p.add_argument("--model", default="llama-3-8b")
+    p.add_argument("--model", action="append", help="a model served (repeat for more)")
     p.add_argument("--tokens", type=int, default=20, help="words per answer")
     p.add_argument("--token-delay", type=float, default=0.1, help="seconds between tokens")
     p.add_argument("--first-token-delay", type=float, default=0.0, help="more before the first")
     p.add_argument("--refuse", action="store_true", help="refuse every request")
     p.add_argument("--garble", action="store_true", help="answer other words")
     a = p.parse_args(argv)
+    models = tuple(a.model or ["llama-3-8b"])
     opts = LLMOptions(
-        a.model, a.host, a.port, a.tokens, a.token_delay, a.first_token_delay, a.refuse, a.garble
+        models, a.host, a.port, a.tokens, a.token_delay, a.first_token_delay, a.refuse, a.garble
     )
     web.run_app(build_app(opts), host=opts.host, port=opts.port, access_log=None, print=None)
 

@@ -33,7 +33,9 @@ route's "diffs" list, a few per route per flush, newest kept.
 
 Counter hashes per route: `cmp:<backend>` (compare.py's layout) per mirror
 backend, and `mirror` with `offered`, `oversize_body`, `oversize_answer`,
-`sent|<b>`, `dropped|<b>`, `errors|<b>` (names escaped with compare_figures.escape).
+`sent|<b>`, `dropped|<b>`, `errors|<b>`, `rewrite_failed|<b>` (a copy that its
+arm's `rewrite` could not apply to: router/rewrite.py; names escaped with
+compare_figures.escape).
 
 Canary routes. A canary mirrors stable-served requests to its candidate when an
 `agreement` gate or `shadow_first` asks for it (strategies/canary.py). Their
@@ -135,6 +137,7 @@ class Lane:
     dropped_key: str = ""
     errors_key: str = ""
     down_key: str = ""
+    rewrite_key: str = ""
     breaker: Breaker = field(default_factory=Breaker)
 
     def __post_init__(self) -> None:
@@ -145,6 +148,7 @@ class Lane:
             f"errors|{key}",
             f"down|{key}",
         )
+        self.rewrite_key = f"rewrite_failed|{key}"
 
 
 @dataclass(slots=True)
@@ -399,7 +403,15 @@ class Mirrors:
             return
         pool, body = lane.pool, copy.body or b""
         rid = (self._rid_name, copy.request_id.encode())
-        data = request_bytes(pool, copy.method, copy.target, copy.headers, body, rid)
+        rewrite = settings_of(self.runtime, copy.route).rewrite_for(lane.name)
+        extra, own = b"", frozenset[bytes]()
+        if rewrite is not None:
+            rewritten = rewrite.body(body) if body else body
+            if rewritten is None:  # not a JSON object: this arm's request cannot be made
+                self._figures(copy.route).count(lane.rewrite_key)
+                return
+            body, extra, own = rewritten, rewrite.lines, rewrite.names
+        data = request_bytes(pool, copy.method, copy.target, copy.headers, body, rid, extra, own)
         self._figures(copy.route).count(lane.sent_key)
         if lane.breaker.is_open(monotonic()):  # queued before the shadow went down
             self._figures(copy.route).count(lane.down_key)

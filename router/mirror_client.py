@@ -138,15 +138,19 @@ def request_bytes(
     headers: list[Header],
     body: bytes,
     rid: tuple[bytes, bytes],
+    extra: bytes = b"",
+    own: frozenset[bytes] = frozenset(),
 ) -> bytes:
     """The mirror copy as one HTTP/1.1 message: the client's end-to-end headers,
-    our Host, the request id, `X-Shadow-Request: 1` and a Content-Length."""
+    our Host, the request id, `X-Shadow-Request: 1` and a Content-Length; `extra`
+    header lines replace the client's headers named in `own` (router/rewrite.py)."""
     tokens: frozenset[bytes] = frozenset()
     for name, value in headers:
         if name == b"connection":
             tokens |= connection_tokens(value)
-    drop = REQUEST_OWN | {rid[0], SHADOW_HEADER}
+    drop = REQUEST_OWN | {rid[0], SHADOW_HEADER} | own
     framing = b"content-length: %d\r\n" % len(body) if body or method not in _BODYLESS else b""
+    framing += extra
     return b"%b %b%b HTTP/1.1\r\nhost: %b\r\n%b%b: %b\r\n%b: 1\r\n%b\r\n%b" % (
         method,
         pool.base_path,

@@ -55,6 +55,7 @@ import httptools
 
 from router.automation_io import FollowLeg, begin
 from router.errors import (
+    BadRequest,
     ClientError,
     NoRoute,
     ProxyError,
@@ -94,6 +95,7 @@ from router.upstream import UpstreamConnection, UpstreamPool
 
 if TYPE_CHECKING:
     from router.drift_streams import DriftSink, Tap
+    from router.rewrite import Rewrite
     from router.state.model import Rollout
     from router.stream_timing import StreamSink, StreamTimer
     from strategies.base import Decision
@@ -133,6 +135,7 @@ class Exchange:
         "early",
         "finished",
         "follow",
+        "held",
         "keep_alive",
         "mode",
         "nbytes",
@@ -146,6 +149,7 @@ class Exchange:
         "retried",
         "retry",
         "retry_len",
+        "rewrite",
         "rid",
         "rid_line",
         "route_name",
@@ -191,6 +195,8 @@ class Exchange:
         self.tap: Tap | None = None  # bodies for drift (router/drift_io.py)
         self.follow: FollowLeg | None = None  # the model's leg of a follow-up decision
         self.timer: StreamTimer | None = None  # a streamed answer's clock (stream_timing.py)
+        self.rewrite: Rewrite | None = None  # the arm's own request (router/rewrite.py)
+        self.held: list[bytes] | None = None  # a rewritten request's body, until its end
 
     # request side
 
@@ -226,6 +232,8 @@ class Exchange:
             return
         if d.mirrors and plane.shadow_sink is not None:
             self._keep_mirror(d.mirrors, route.strategy)
+        if d.rewrite is not None:
+            self.rewrite = d.rewrite
         if route.spec.drift is not None and plane.drift_sink is not None:
             self.tap = plane.drift_sink.tap(req.method, self.target)  # None: pass is behind
         if req.method in IDEMPOTENT:
@@ -257,6 +265,8 @@ class Exchange:
             if self.early is None:
                 self.early = []
             self.early.append(data)
+        elif self.held is not None:
+            self.held.append(data)
         elif self.req.chunked:
             self.out += (b"%x\r\n" % len(data), data, b"\r\n")
             self.out_len += len(data)
@@ -269,6 +279,9 @@ class Exchange:
         if self.follow is not None and self.follow.lost:
             self.follow.lost = False
             self._follow_next(0)  # the model failed earlier: `after` picks who answers
+            return
+        if self.held is not None:
+            self._send_rewritten()
             return
         if self.pool is not None and self.req.chunked:
             self.out.append(LAST_CHUNK)
@@ -322,6 +335,9 @@ class Exchange:
 
     def _queue_head(self, pool: UpstreamPool) -> None:
         req = self.req
+        if self.rewrite is not None:
+            self._hold_for_rewrite(pool)
+            return
         if req.chunked:
             framing = b"transfer-encoding: chunked\r\n"
         elif req.content_length is not None:
@@ -334,6 +350,38 @@ class Exchange:
             self.on_request_body(piece)
         if self.request_done and req.chunked:
             self.out.append(LAST_CHUNK)
+
+    def _hold_for_rewrite(self, pool: UpstreamPool) -> None:
+        """The arm's own request: its head now when there is no body, else once the
+        body is all here (router/rewrite.py); the body is held until then."""
+        rw, req = self.rewrite, self.req
+        if rw is None:
+            return
+        if not (req.chunked or req.content_length):
+            framing = b"" if req.content_length is None else length_line(0)
+            self.out.append(self._request_head(pool, framing, rw.lines, rw.names))
+            return
+        self.held = []
+        for piece in self.early or ():
+            self.early = None
+            self.on_request_body(piece)
+        if self.request_done:
+            self._send_rewritten()
+
+    def _send_rewritten(self) -> None:
+        held, self.held = self.held, None
+        rw, pool = self.rewrite, self.pool
+        if held is None or rw is None or pool is None:
+            return
+        body = rw.body(b"".join(held))
+        if body is None:
+            self.fail(BadRequest(f"{self.backend} needs a JSON object to rewrite: not one"))
+            return
+        self.out.append(self._request_head(pool, length_line(len(body)), rw.lines, rw.names))
+        self.out.append(body)
+        self.out_len += len(body)
+        if self.upstream is not None and not self.conn.feeding:
+            self.flush_request()
 
     def _request_head(
         self, pool: UpstreamPool, framing: bytes, extra: bytes = b"", own: frozenset[bytes] = _NONE

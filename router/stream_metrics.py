@@ -117,7 +117,7 @@ class StreamMetrics:
         if name not in self.runtime.table.by_name:
             message = f"unknown route {name!r}"
             return web.json_response({"error": message, "message": message}, status=404)
-        return web.json_response(await self.figures(name))
+        return web.json_response(await self.stream_figures(name))
 
     # -- the store -------------------------------------------------------------------
 
@@ -167,7 +167,7 @@ class StreamMetrics:
             stats.sent = now
         return True
 
-    async def figures(self, route: str) -> dict[str, Any]:
+    async def stream_figures(self, route: str) -> dict[str, Any]:
         """Per arm (backend and role), summed over replicas (see the module docstring)."""
         compiled = self.runtime.table.by_name.get(route)
         backends = compiled.strategy.backends() if compiled is not None else ()

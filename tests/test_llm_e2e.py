@@ -9,7 +9,9 @@ read event by event, one route per Host header:
 - first:  a shadow-first canary of the refusing model, gated on refusal: aborted
           before any user reached it;
 - slow:   a canary whose first token comes 500 ms later: aborted by the ttft gate;
-- close:  a canary within 10 % of stable's first token: promoted by the ttft gate.
+- close:  a canary within 10 % of stable's first token: promoted by the ttft gate;
+- models: one server with two models; the shadow's copy asks for the other one
+          (`rewrite: {qwen: {json: {model: qwen-7b}}}`): it answers 200, other words.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ SERVERS = {
     "refuser": LLMOptions(port=0, token_delay=DELAY, refuse=True),
     "late": LLMOptions(port=0, token_delay=DELAY, tokens=TOKENS, first_token_delay=0.5),
     "close": LLMOptions(port=0, token_delay=DELAY, tokens=TOKENS, first_token_delay=DELAY * 0.1),
+    "two": LLMOptions(("llama-3-8b", "qwen-7b"), port=0, token_delay=DELAY, tokens=TOKENS),
 }
 
 
@@ -70,7 +73,8 @@ def config(urls: dict[str, str]) -> dict[str, Any]:
     return {
         "logging": {"access_sample": 0},
         "controller": {"interval": "100ms", "lease_ttl": "1s"},
-        "backends": {name: {"url": url, "timeout": "5s"} for name, url in urls.items()},
+        "backends": {name: {"url": url, "timeout": "5s"} for name, url in urls.items()}
+        | {"qwen": {"url": urls["two"], "timeout": "5s"}},
         "routes": [
             route("same", {"shadow": {"primary": "llm-a", "shadows": ["llm-b"],
                                       "compare": TEXT_KINDS}}),
@@ -83,6 +87,9 @@ def config(urls: dict[str, str]) -> dict[str, Any]:
                                       "analysis": analysis}}),
             route("close", {"canary": {"stable": "llm-a", "candidate": "close", "steps": steps,
                                        "analysis": analysis}}),
+            route("models", {"shadow": {"primary": "two", "shadows": ["qwen"],
+                                        "rewrite": {"qwen": {"json": {"model": "qwen-7b"}}},
+                                        "compare": [{"output": "text", "kind": "label"}]}}),
         ],
     }  # fmt: skip
 
@@ -91,7 +98,11 @@ async def chat(
     session: aiohttp.ClientSession, url: str, host: str, user: str
 ) -> tuple[int, list[float], str, float]:
     """One streamed chat request: (status, arrival time of each token, text, total)."""
-    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": f"hi {user}"}]}
+    body = {
+        "model": "llama-3-8b",
+        "stream": True,
+        "messages": [{"role": "user", "content": f"hi {user}"}],
+    }
     headers = {"Host": f"{host}.test", "X-User-Id": user}
     started, arrivals, text = time.monotonic(), [], ""
     async with session.post(url + "/v1/chat/completions", json=body, headers=headers) as resp:
@@ -156,8 +167,10 @@ async def test_llm_routes_shadow_and_canary(tmp_path: Path) -> None:
                 first = await until_settled(session, router, "first")
                 slow = await until_settled(session, router, "slow")
                 close = await until_settled(session, router, "close")
+                models = await traffic(session, router.url, "models", 10, 3)
             same_pair = await settled(router, "same", 31)
             refuse_pair = await settled(router, "refuse", 30)
+            models_pair = await settled(router, "models", 10)
             streams = get(router, "/v1/routes/same/streams")
             metrics = router.get_text("/metrics")
             history = get(router, "/v1/routes/first/history")["entries"]
@@ -196,3 +209,6 @@ async def test_llm_routes_shadow_and_canary(tmp_path: Path) -> None:
     assert slow["phase"] == "aborted", slow
     assert "ttft gate failed" in slow["reason"]
     assert close["phase"] == "promoted", close
+    assert set(models) == {200}
+    assert (models_pair["n"], models_pair["status_mismatch"]["k"]) == (10, 0)  # qwen-7b: served
+    assert models_pair["fields"]["text"]["agreement"]["k"] == 0  # ... by the other model

@@ -110,7 +110,8 @@ async def test_a_stream_through_the_data_plane_is_timed_token_by_token() -> None
     try:
         async with running_plane(rt) as p:
             p.plane.stream_sink = streams
-            body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}],
+            body = {"model": "llama-3-8b", "stream": True,
+                    "messages": [{"role": "user", "content": "hi"}],
                     "stream_options": {"include_usage": True}}  # fmt: skip
             arrivals = []
             async with aiohttp.ClientSession() as session:
