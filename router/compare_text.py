@@ -5,8 +5,10 @@
     refusal        both refuse or neither does: a refusal is a text whose first
                    REFUSAL_SCAN characters match one of the patterns
                    (case-insensitive regular expressions; REFUSALS by default)
-    json_valid     both texts parse as JSON (a ``` fence around it is taken
-                   off) and, with a schema, both are valid against it
+    json_valid     both texts are valid JSON (a ``` fence around it is taken
+                   off; with a schema, valid against it), or neither is: the
+                   confusion matrix (valid/invalid) tells the two apart, so
+                   identical texts always agree, as on every kind
     finish_reason  the same finish reason (stop, length, tool_calls, ...)
     tool_calls     the same function names called, in any order
     overlap        Jaccard similarity of the two sets of lower-case words,
@@ -89,7 +91,7 @@ def judge(
     if kind == "json_valid":
         va, vb = json_valid(ta, schema), json_valid(tb, schema)
         return Judged(
-            va and vb, labels=("valid" if va else "invalid", "valid" if vb else "invalid")
+            va == vb, labels=("valid" if va else "invalid", "valid" if vb else "invalid")
         )
     j = jaccard(ta, tb)
     return Judged(j >= min_overlap, diff=1.0 - j)

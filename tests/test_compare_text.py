@@ -35,7 +35,7 @@ def spec(kind: str, field: str = "text", **settings: object) -> FieldSpec:
         ("refusal", "Paris.", "I can’t help with that.", False),  # a typographic apostrophe
         ("json_valid", '{"a": 1}', '```json\n{"a": 2}\n```', True),
         ("json_valid", '{"a": 1}', "{'a': 1}", False),
-        ("json_valid", "not json", "not json either", False),
+        ("json_valid", "not json", "not json either", True),  # neither: the same validity
         ("finish_reason", "stop", "stop", True),
         ("finish_reason", "stop", "length", False),
         ("tool_calls", ["a", "b"], ["b", "a"], True),
