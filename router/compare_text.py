@@ -90,9 +90,7 @@ def judge(
         return Judged(ra == rb, labels=(_refused(ra), _refused(rb)))
     if kind == "json_valid":
         va, vb = json_valid(ta, schema), json_valid(tb, schema)
-        return Judged(
-            va == vb, labels=("valid" if va else "invalid", "valid" if vb else "invalid")
-        )
+        return Judged(va == vb, labels=("valid" if va else "invalid", "valid" if vb else "invalid"))
     j = jaccard(ta, tb)
     return Judged(j >= min_overlap, diff=1.0 - j)
 
