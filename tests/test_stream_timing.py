@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from examples.openai_server import LLMOptions, start_openai_server
-from router.metrics import BOUNDS
+from router.metrics import BOUNDS, bucket_of
 from router.spec import MatchSpec, RouteSpec
 from router.state.memory import MemoryStore
 from router.stream_metrics import StreamMetrics, arm_figures, counter
@@ -219,3 +219,19 @@ async def test_before_the_head_the_client_gets_json_naming_the_backend(
         await b.close()
     assert resp.status == status
     assert (doc["backend"], doc["error"]) == ("llm", error)
+
+
+def test_routerctl_status_prints_stream_timing_per_arm() -> None:
+    from router.cli_views import stream_lines
+
+    fields = {"n": 4, "tok": 80, "ms": 8200}
+    fields |= {f"f{bucket_of(0.1)}": 3, f"f{bucket_of(0.3)}": 1, f"g{bucket_of(0.1)}": 76}
+    arm = {"backend": "llama", "role": "primary", **arm_figures(fields)}
+    lines = stream_lines({"arms": [arm]})
+    assert lines[0].split() == [
+        "STREAMS", "ROLE", "N", "TTFT", "P50/P95", "INTER-TOKEN", "P50/P95", "TOKENS", "TOTAL",
+    ]  # fmt: skip
+    cells = lines[1].split()
+    assert cells[:3] == ["llama", "primary", "4"]
+    assert cells[-4:] == ["20.0/stream,", "9.8/s", "2050ms", "mean"]
+    assert stream_lines({"arms": []}) == []
