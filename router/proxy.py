@@ -679,6 +679,8 @@ class Exchange:
         up = self.upstream
         if up is None or up.transport is None or up.closed:
             return
+        if self.timer is not None and self.pool is not None:  # a slow client is not a silent stream
+            self.deadline = 0.0 if paused else perf_counter() + self.pool.spec.timeout
         if paused:
             up.transport.pause_reading()
         else:
