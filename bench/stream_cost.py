@@ -32,10 +32,11 @@ import json
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import uvloop
 
+from bench.scenarios import Check, Context, Section
 from router import native
 from router.compare import Answer, compare
 from router.compare_kinds import FieldSpec, compare_field
@@ -51,9 +52,6 @@ from router.server import ClientConnection
 from router.state.memory import MemoryStore
 from router.stream_metrics import StreamMetrics
 from router.upstream import UpstreamConnection
-
-if TYPE_CHECKING:
-    from bench.scenarios import Context, Section
 
 BUDGET_US = 10.0
 CHUNKS = 100  # events per streamed answer on the client's path
@@ -217,8 +215,6 @@ def off_path() -> dict[str, float]:
 
 def stream_cost(ctx: Context) -> Section:
     """`make bench`'s view: run in a child, so it imports what `router` would."""
-    from bench.scenarios import Check, Section  # late: bench.scenarios imports this module
-
     n = 200 if ctx.settings.duration < 5 else 1_000
     cmd = [sys.executable, "-m", "bench.stream_cost", "--streams", str(n), "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600)
