@@ -17,6 +17,7 @@ NATIVE_SRC   := \
 	router/upstream.py \
 	router/proxy.py \
 	router/shadow_copy.py \
+	router/stream_timing.py \
 	router/hashing.py \
 	router/routing.py \
 	router/metrics.py \

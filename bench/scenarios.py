@@ -414,8 +414,10 @@ SCENARIOS.append(dead_shadow_soak)
 
 from bench.inproc import in_process  # noqa: E402 (it uses the types defined above)
 from bench.protocol_cost import protocol_cost  # noqa: E402 (it uses the types defined above)
+from bench.stream_cost import stream_cost  # noqa: E402 (it uses the types defined above)
 
 SCENARIOS.append(protocol_cost)
+SCENARIOS.append(stream_cost)
 
 SCENARIOS.insert(1, in_process)
 

@@ -2,7 +2,8 @@
 
 Starts model v1 on :8101 and v2 on :8102 (examples.model_server), the Open
 Inference Protocol (V2) stand-ins iris v1 on :8103 and v2 on :8104
-(examples.v2_server), then
+(examples.v2_server), an OpenAI-compatible LLM stand-in serving llama-3-8b and
+qwen-7b on :8105 (examples.openai_server, tokens 100 ms apart), then
 `python -m router --config config.yaml`, waits until the router's admin
 /healthz and its data port answer, prints commands to try, and waits. Every
 child runs in its own session, so Ctrl-C reaches only this launcher, which
@@ -38,6 +39,7 @@ from typing import IO
 
 MODELS = (("v1", 8101), ("v2", 8102))
 V2_MODELS = (("v1", 8103), ("v2", 8104))  # the V2 route's (examples/v2_server.py)
+LLM_PORT = 8105  # the chat route's (examples/openai_server.py)
 LOG_DIR = Path("run/demo")
 DEMO_TOKEN = "demo-token"  # used only when ROUTER_ADMIN_TOKEN is not set
 TRAFFIC_RATE = 40.0  # requests a second, so the canary has something to judge
@@ -140,7 +142,12 @@ def start_all(config: str, verbose: bool) -> list[Child]:
         for version, port in V2_MODELS:
             cmd = [sys.executable, "-m", "examples.v2_server", "--version", version]
             children.append(spawn(f"iris-{version}", [*cmd, "--port", str(port)], verbose))
+        cmd = [sys.executable, "-m", "examples.openai_server", "--port", str(LLM_PORT)]
+        children.append(
+            spawn("llm", [*cmd, "--model", "llama-3-8b", "--model", "qwen-7b"], verbose)
+        )
         health: list[tuple[str, bytes | None]] = [
+            (f"http://127.0.0.1:{LLM_PORT}/health", None),
             *((f"http://127.0.0.1:{port}/health", None) for _, port in MODELS),
             *((f"http://127.0.0.1:{port}/v2/health/ready", None) for _, port in V2_MODELS),
         ]
@@ -207,6 +214,7 @@ def stop_all(children: list[Child]) -> None:
 
 def print_hints(config: str, port: int, admin: int) -> None:
     body = '{"features":[0.1,0.2,0.3,0.4]}'
+    chat_body = '{"model":"llama-3-8b","stream":true,"messages":[{"role":"user","content":"hi"}]}'
     v2_body = (
         '{"inputs":[{"name":"input-0","shape":[2,4],"datatype":"FP64",'
         '"data":[0.1,0.2,0.3,0.4,1,2,3,4]}]}'
@@ -214,7 +222,7 @@ def print_hints(config: str, port: int, admin: int) -> None:
     print(
         f"""
 deploy-router demo is up: router :{port} (admin :{admin}), model v1 :8101, model v2 :8102,
-V2 iris v1 :8103, V2 iris v2 :8104
+V2 iris v1 :8103, V2 iris v2 :8104, LLM (llama-3-8b, qwen-7b) :{LLM_PORT}
 config: {config} (edit it while this runs: valid changes apply, bad ones are refused)
 
 try:
@@ -230,9 +238,11 @@ try:
        -d '{v2_body}'   # a V2 batch of two rows
   .venv/bin/routerctl status infer            # shadow (V2): how often v2 agrees, row by row
   .venv/bin/routerctl drift infer             # drift of every row's features
+  curl -sN localhost:{port}/v1/chat/completions -d '{chat_body}'   # tokens 100 ms apart
+  .venv/bin/routerctl status chat             # LLM shadow: text kinds, TTFT, inter-token
   curl -s localhost:{admin}/metrics | head
 a little traffic ({TRAFFIC_RATE:g} req/s) runs so the rollouts have data (--no-traffic: none)
-logs: {LOG_DIR}/ (router.log, model-v1.log, model-v2.log, iris-v1.log, iris-v2.log)
+logs: {LOG_DIR}/ (router.log, model-v1.log, model-v2.log, iris-v1.log, iris-v2.log, llm.log)
 Ctrl-C stops everything.
 """,
         flush=True,
@@ -272,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("model v2", "127.0.0.1", 8102),
             ("V2 iris v1", "127.0.0.1", 8103),
             ("V2 iris v2", "127.0.0.1", 8104),
+            ("LLM", "127.0.0.1", LLM_PORT),
         ]:
             check_free(h, prt, what)
         children = start_all(args.config, args.verbose)

@@ -44,7 +44,13 @@ import structlog
 from aiohttp import web
 
 import router
-from router.dashboard import Dashboard, find_drift, freshen_reasons, install_dashboard
+from router.dashboard import (
+    Dashboard,
+    find_drift,
+    find_streams,
+    freshen_reasons,
+    install_dashboard,
+)
 from router.metrics import Metrics, metric_lines
 from router.native import data_plane
 from router.routing import CompiledRoute
@@ -403,6 +409,7 @@ def build_admin_app(
         find_drift(extensions),
         weights=route_weights,
         analysis=extra_status,
+        streams=find_streams(extensions),
     )
     install_dashboard(app, dashboard)  # GET /dashboard and GET /v1/dashboard, read-only
     return app

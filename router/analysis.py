@@ -482,9 +482,12 @@ def _parse_agreement(node: Node) -> Gate:
 
 def agreement_field(node: Node) -> str:
     """The compared name the gate reads: `field` (a JSON path of the answer, `$` for
-    the whole answer) or `output` (a name of the route's protocol), exactly one."""
+    the whole answer) or `output` (a name of the route's protocol), exactly one; or
+    `compare`, the name of an entry of the compare list (`compare: refusal`)."""
     from router.compare_config import compared_name  # late: only agreement users need it
 
+    if node.has("compare"):
+        return node.string("compare", required=True)
     return compared_name(node)
 
 
@@ -494,10 +497,17 @@ def _parse_accuracy(node: Node) -> Gate:
     return parse_accuracy(node)
 
 
+def _parse_ttft(node: Node) -> Gate:
+    from router.stream_gate import parse_ttft  # late: it builds on this module
+
+    return parse_ttft(node)
+
+
 # -- the open set of gates -----------------------------------------------------
 GATES: dict[str, GateFactory] = {
     "error_rate": _parse_error_rate,
     "latency": _parse_latency,
+    "ttft": _parse_ttft,  # time to first token of streamed answers (router/stream_gate.py)
     "prediction_drift": _parse_prediction_drift,
     "agreement": _parse_agreement,
     "accuracy": _parse_accuracy,  # delayed labels: router/accuracy_gate.py

@@ -56,6 +56,8 @@ from router.routing import CompiledRoute
 from router.state.base import StateStore
 from router.state.live import LiveState
 from router.state.model import Rollout
+from router.stream_gate import GATE as TTFT
+from router.stream_metrics import read_window_hists
 from strategies.canary import Canary, CanarySpec
 
 log = structlog.get_logger("router.controller")
@@ -146,6 +148,7 @@ class CanaryController:
             extra["agreement"] = await read_agreement(
                 self.store, route, r.candidate, current, fields, compare_id
             )
+        gates = judging_gates(r, spec)
         if not in_shadow_first(r):
             extra["prediction_drift"] = await prediction_counts(
                 self.store, route, current, r.candidate, r.stable
@@ -156,8 +159,11 @@ class CanaryController:
                     "candidate": backend_counts(arms, r.candidate),
                     "stable": backend_counts({r.stable: arms.get(r.stable, {})}, r.stable),
                 }
-        gates = tuple(g.judge(cand, base, extra) for g in judging_gates(r, spec))
-        return Observation(gates, cand.requests, base.requests)
+        if any(g.name == TTFT for g in gates):  # first-token histograms of the window
+            hists = await read_window_hists(self.store, route, [r.candidate, r.stable], current)
+            extra[TTFT] = {"candidate": hists[r.candidate], "stable": hists[r.stable]}
+        results = tuple(g.judge(cand, base, extra) for g in gates)
+        return Observation(results, cand.requests, base.requests)
 
     # -- every replica: stop a broken candidate now --------------------------------
     async def watch(self, route: CompiledRoute, now: float) -> None:

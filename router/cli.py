@@ -40,6 +40,7 @@ from router.cli_views import (
     route_lines,
     shadow_lines,
     status_lines,
+    stream_lines,
 )
 
 DEFAULT_ADMIN = "http://127.0.0.1:9901"
@@ -148,12 +149,16 @@ def _status_once(api: Api, args: argparse.Namespace) -> int:
         return _fail(body)
     routes = [body] if args.route else body.get("routes", [])
     shadow = _shadow(api, args.route) if args.route else None
+    streams = _streams(api, args.route) if args.route else None
     if args.json:
-        print(json.dumps({**body, "shadow": shadow} if shadow else body, indent=2, sort_keys=True))
+        extra = {"shadow": shadow} if shadow else {}
+        extra |= {"streams": streams} if streams else {}
+        print(json.dumps({**body, **extra}, indent=2, sort_keys=True))
     else:
         lines = route_lines(routes) if args.route else status_lines(body)
         if args.route:
             lines += _rollout_view(api, body)
+        lines += ["", *stream_lines(streams)] if streams else []
         print("\n".join([*lines, *(["", *shadow_lines(shadow)] if shadow else [])]))
     return FAILED if aborted(routes) else OK
 
@@ -177,6 +182,12 @@ def _shadow(api: Api, route: str) -> dict[str, Any] | None:
     if code >= 400 or not (body.get("shadows") or body.get("offered")):
         return None
     return body
+
+
+def _streams(api: Api, route: str) -> dict[str, Any] | None:
+    """The route's stream timing per arm when it has streamed answers, else None."""
+    code, body = api.call("GET", f"/v1/routes/{_q(route)}/streams")
+    return body if code < 400 and body.get("arms") else None
 
 
 def cmd_diffs(api: Api, args: argparse.Namespace) -> int:
@@ -347,7 +358,9 @@ def _add_status(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "phase/step/weight; the config hash and load time, the last refused reload in "
         "full, and the state store. For one canary ROUTE also the ramp as a progress "
         "bar, each gate with its figures and verdict, and in plain words why the "
-        "rollout is where it is; for a mirrored ROUTE, agreement per field and drops. "
+        "rollout is where it is; for a mirrored ROUTE, agreement per field and drops; "
+        "for a ROUTE with streamed answers (SSE), time to first token and inter-token "
+        "p50/p95, tokens and total time per arm (primary and shadow). "
         "Exits 1 if a shown rollout is aborted."
     )
     p = verbs.add_parser("status", help=text, description=text)

@@ -176,6 +176,34 @@ def shadow_lines(body: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _sec(value: Any) -> str:
+    return "-" if value is None else f"{1000 * float(value):.0f}ms"
+
+
+def stream_lines(body: dict[str, Any]) -> list[str]:
+    """Stream timing per arm (GET /v1/routes/NAME/streams) as a table."""
+    arms = body.get("arms") or []
+    if not arms:
+        return []
+    rows = [["STREAMS", "ROLE", "N", "TTFT P50/P95", "INTER-TOKEN P50/P95", "TOKENS", "TOTAL"]]
+    for a in arms:
+        per = a.get("tokens_per_stream")
+        rate = a.get("tokens_per_second")
+        tokens = "-" if per is None else f"{per:.1f}/stream" + (f", {rate:.1f}/s" if rate else "")
+        rows.append(
+            [
+                str(a.get("backend")),
+                str(a.get("role")),
+                str(a.get("streams", 0)),
+                f"{_sec(a.get('ttft_p50'))} / {_sec(a.get('ttft_p95'))}",
+                f"{_sec(a.get('inter_token_p50'))} / {_sec(a.get('inter_token_p95'))}",
+                tokens,
+                f"{_sec(a.get('total_mean'))} mean",
+            ]
+        )
+    return table(rows)
+
+
 def diff_lines(records: list[dict[str, Any]]) -> list[str]:
     """Sampled disagreements, each with both answers (GET /v1/routes/NAME/diffs)."""
     lines: list[str] = []

@@ -2,8 +2,11 @@
 
 Each entry names what to compare, `field: $.path` (a JSON path) or `output:
 NAME` (a name of the route's protocol: a V2 tensor, a TF Serving output), and
-its kind with the kind's own settings. Problems go to the error list with
-their exact config path, like every other part of the config.
+its kind with the kind's own settings, and optionally `name:`, the name its
+figures are kept and shown under (default: the field; a text kind's default
+is the kind, `refusal`, so one `output: text` can be judged by several kinds).
+Problems go to the error list with their exact config path, like every other
+part of the config.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from router.compare_kinds import KINDS, METRICS, FieldSpec
+from router.compare_text import TEXT_KINDS
+from router.compare_text_config import text_settings
 from router.confkit import Node
 from router.jsonpath import compile_path
 
@@ -31,13 +36,22 @@ def parse_compare(items: Sequence[tuple[str, object]], errors: list[str]) -> tup
         node.done()
         if spec is None:
             continue
-        if spec.field in seen:
-            key = "field" if spec.field.startswith("$") else "output"
-            node.error(node.sub(key), "is compared twice", spec.field)
+        if spec.key in seen:
+            _twice(node, spec)
             continue
-        seen.add(spec.field)
+        seen.add(spec.key)
         out.append(spec)
     return tuple(out)
+
+
+def _twice(node: Node, spec: FieldSpec) -> None:
+    if spec.key == spec.field:
+        key = "field" if node.has("field") else "output"
+        node.error(node.sub(key), "is compared twice", spec.field)
+        return
+    where = node.sub("name") if node.has("name") else node.sub("kind")
+    why = f"figures named {spec.key!r} twice: give one of these entries its own `name:`"
+    node.error(where, why)
 
 
 def _field_spec(node: Node) -> FieldSpec | None:
@@ -46,7 +60,8 @@ def _field_spec(node: Node) -> FieldSpec | None:
     if not node.has("kind"):
         node.error(node.sub("kind"), f"is required, one of {', '.join(KINDS)}")
     settings = _settings(node, kind)  # read even when invalid, so done() flags no known key
-    return FieldSpec(name, kind, **settings) if name and kind else None
+    label = node.string("name", kind if kind in TEXT_KINDS else "")
+    return FieldSpec(name, kind, name=label, **settings) if name and kind else None
 
 
 def compared_name(node: Node) -> str:
@@ -76,6 +91,8 @@ def _settings(node: Node, kind: str) -> dict[str, Any]:
             "abs_tol": read_real(node, "abs", 0.0, 0.0, math.inf),
             "rel_tol": read_real(node, "rel", 0.0, 0.0, math.inf),
         }
+    if kind in TEXT_KINDS:
+        return text_settings(node, kind)
     if kind != "vector":
         return {}
     metric = node.choice("metric", "max_abs", METRICS)

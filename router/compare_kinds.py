@@ -5,6 +5,9 @@
     vector  max |a_i - b_i| <= tol, or cosine(a, b) >= min_similarity
     probs   same argmax (top-1); the distance is the total variation 0.5 Σ|p - q|
 
+and the text kinds of LLM answers (length_ratio, refusal, json_valid,
+finish_reason, tool_calls, overlap), judged by router/compare_text.py.
+
 A value absent on one side disagrees with reason "missing"; a value of the
 wrong type disagrees with reason "type" ("shape" for vectors or probability
 lists of different lengths). Absent on both sides is "absent": neither model
@@ -24,9 +27,10 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from router.compare_text import TEXT_KINDS, judge
 from router.jsonpath import MISSING
 
-KINDS: Final = ("label", "number", "vector", "probs")
+KINDS: Final = ("label", "number", "vector", "probs", *TEXT_KINDS)
 METRICS: Final = ("max_abs", "cosine")
 _NUMBER_TYPES: Final = frozenset({int, float})
 
@@ -38,8 +42,9 @@ class FieldSpec:
     """One compared field; kind-specific settings keep their defaults otherwise.
 
     `field` is the name as written: a JSON path (`field: $.label`) or a name of
-    the route's protocol (`output: predict`); the protocol reads its values and
-    the counters are kept under it."""
+    the route's protocol (`output: predict`); the protocol reads its values.
+    The counters are kept under `key`: the entry's `name` when it has one (a
+    text kind is named by its kind: `refusal`), else the field."""
 
     field: str
     kind: str  # one of KINDS
@@ -47,7 +52,15 @@ class FieldSpec:
     rel_tol: float = 0.0  # number
     metric: str = "max_abs"  # vector: max_abs or cosine
     tol: float = 0.0  # vector, max_abs
-    min_similarity: float = 0.99  # vector, cosine
+    min_similarity: float = 0.99  # vector, cosine; overlap (Jaccard)
+    name: str = ""  # the figures' name ("": the field)
+    band: tuple[float, float] = (0.5, 2.0)  # length_ratio
+    patterns: tuple[str, ...] = ()  # refusal ((): compare_text.REFUSALS)
+    schema: str = ""  # json_valid: the JSON schema's text ("": parsing is enough)
+
+    @property
+    def key(self) -> str:
+        return self.name or self.field
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +92,14 @@ def compare_field(spec: FieldSpec, a: object, b: object, item: int = 0) -> Field
         return _number(spec, a, b, item)
     if spec.kind == "vector":
         return _vector(spec, a, b, item)
-    return _probs(spec, a, b, item)
+    if spec.kind == "probs":
+        return _probs(spec, a, b, item)
+    return _text(spec, a, b, item)
 
 
 def fail(spec: FieldSpec, reason: str, a: object, b: object, item: int = 0) -> FieldResult:
     """A disagreement that has no distance: missing, absent, type, shape."""
-    return FieldResult(spec.field, spec.kind, False, reason, primary=a, shadow=b, item=item)
+    return FieldResult(spec.key, spec.kind, False, reason, primary=a, shadow=b, item=item)
 
 
 def _verdict(
@@ -99,7 +114,7 @@ def _verdict(
     item: int = 0,
 ) -> FieldResult:
     reason = "" if agree else "differs"
-    return FieldResult(spec.field, spec.kind, agree, reason, diff, labels, similarity, a, b, item)
+    return FieldResult(spec.key, spec.kind, agree, reason, diff, labels, similarity, a, b, item)
 
 
 def is_number(value: object) -> bool:
@@ -213,3 +228,18 @@ def total_variation(p: Mapping[str, float], q: Mapping[str, float]) -> float:
     """0.5 Σ |p - q| over the union of classes (a class one side lacks has p = 0)."""
     keys = p.keys() | q.keys()
     return 0.5 * math.fsum(abs(p.get(k, 0.0) - q.get(k, 0.0)) for k in keys)
+
+
+def _text(spec: FieldSpec, a: object, b: object, item: int) -> FieldResult:
+    j = judge(
+        spec.kind,
+        a,
+        b,
+        band=spec.band,
+        patterns=spec.patterns,
+        schema=spec.schema,
+        min_overlap=spec.min_similarity,
+    )
+    if j.reason:
+        return fail(spec, j.reason, a, b, item)
+    return _verdict(spec, j.agree, a, b, diff=j.diff, labels=j.labels, item=item)

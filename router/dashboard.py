@@ -10,7 +10,8 @@ elements only, so no figure or name from the config can become markup.
 
 Every 2 s the page fetches `GET /v1/dashboard` and appends one point per
 series to charts kept in the browser (the last 5 minutes): request share per
-backend, error rate, p99 latency, shadow agreement, plus bars of drift PSI
+backend, error rate, p99 latency, shadow agreement, plus bars of drift PSI,
+a table of stream timing per arm (time to first token and inter-token p50/p95)
 against the route's threshold and the rollout's phase, step and reason. A
 chart's x axis is the history the page holds, stamped with the server's time,
 so a page opened a minute ago shows a minute across its whole width; a missed
@@ -250,7 +251,9 @@ class Dashboard:
         sampler: Sampler | None = None,
         weights: Weights = _no_weights,
         analysis: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+        streams: StreamFigures | None = None,
     ) -> None:
+        self.streams = streams  # stream timing per arm (router/stream_metrics.py)
         self.weights = weights  # admin.route_weights (admin imports this module)
         self.analysis = analysis  # the controller's latest verdicts (/v1/status "analysis")
         self.runtime = runtime
@@ -315,7 +318,17 @@ class Dashboard:
             "backends": rows,
             "agreement": await self._agreement(route.name),
             "drift": await self._drift(route.name),
+            "streams": await self._streams(route.name),
         }
+
+    async def _streams(self, route: str) -> list[dict[str, Any]] | None:
+        if self.streams is None:
+            return None
+        try:
+            arms: list[dict[str, Any]] = (await self.streams.stream_figures(route))["arms"]
+        except StoreUnavailable:
+            return None
+        return arms or None
 
     async def _agreement(self, route: str) -> dict[str, Any] | None:
         if self.shadow is None:
@@ -332,6 +345,18 @@ class Dashboard:
             return drift_view(await self.drift.figures(route))
         except StoreUnavailable:
             return None
+
+
+class StreamFigures(Protocol):
+    async def stream_figures(self, route: str) -> dict[str, Any]: ...
+
+
+def find_streams(extensions: Sequence[object]) -> StreamFigures | None:
+    """The admin extension that times streams (it has `stream_figures`), if installed."""
+    for ext in extensions:
+        if callable(getattr(ext, "stream_figures", None)):
+            return ext  # type: ignore[return-value]
+    return None
 
 
 def find_drift(extensions: Sequence[object]) -> DriftFigures | None:
@@ -530,6 +555,21 @@ function table(route) {
   }
   return t;
 }
+function streams(route) {
+  const t = el("table"), head = el("tr");
+  ["streams of", "role", "n", "TTFT p50 ms", "TTFT p95 ms", "inter-token p50 ms",
+    "inter-token p95 ms", "tokens/stream"].forEach(h => head.append(el("th", null, h)));
+  t.append(head);
+  const ms = v => typeof v === "number" ? fmt(1000 * v, 0) : "-";
+  for (const a of route.streams) {
+    const tr = el("tr");
+    [a.backend, a.role, a.streams, ms(a.ttft_p50), ms(a.ttft_p95), ms(a.inter_token_p50),
+      ms(a.inter_token_p95), typeof a.tokens_per_stream === "number" ?
+        fmt(a.tokens_per_stream, 1) : "-"].forEach(v => tr.append(el("td", null, v)));
+    t.append(tr);
+  }
+  return t;
+}
 function series(route, t, figure, pick) {
   const copies = route.copies || [];
   return route.backends.filter(b => !copies.includes(b.name)).map(b => ({name: b.name,
@@ -555,6 +595,7 @@ function card(route, t) {
   s.append(el("h2", null, route.name + " (" + route.strategy + ")"), rolloutLine(route));
   const wrap = el("div", "scroll");  // a narrow screen scrolls the table, not the page
   wrap.append(table(route));
+  if (route.streams) wrap.append(streams(route));
   s.append(wrap);
   const sum = route.backends.reduce((a, b) => a + (b.rps || 0), 0);
   const charts = el("div", "charts");

@@ -33,7 +33,9 @@ route's "diffs" list, a few per route per flush, newest kept.
 
 Counter hashes per route: `cmp:<backend>` (compare.py's layout) per mirror
 backend, and `mirror` with `offered`, `oversize_body`, `oversize_answer`,
-`sent|<b>`, `dropped|<b>`, `errors|<b>` (names escaped with compare_figures.escape).
+`sent|<b>`, `dropped|<b>`, `errors|<b>`, `rewrite_failed|<b>` (a copy that its
+arm's `rewrite` could not apply to: router/rewrite.py; names escaped with
+compare_figures.escape).
 
 Canary routes. A canary mirrors stable-served requests to its candidate when an
 `agreement` gate or `shadow_first` asks for it (strategies/canary.py). Their
@@ -66,7 +68,8 @@ from router.compare_hints import add_hints
 from router.compare_records import disagreement_record
 from router.controller import window_id
 from router.errors import UpstreamError
-from router.mirror_client import fetch, request_bytes
+from router.http1 import Header
+from router.mirror_client import Clock, fetch, request_bytes
 from router.mirror_figures import DIFFS, EVENTS, read_summary, window_counter
 from router.protocols import ModelProtocol
 from router.rollout import window
@@ -74,6 +77,8 @@ from router.runtime import Runtime
 from router.shadow_copy import ANSWER_MAX_BODY, MirrorCopy
 from router.spec import BackendSpec, Config
 from router.state.base import StateStore, StoreUnavailable
+from router.stream_metrics import StreamMetrics
+from router.stream_timing import StreamTimer
 from router.upstream import UpstreamPool
 from strategies.canary import Canary
 from strategies.shadow import SampleSpec, ShadowSpec
@@ -134,6 +139,7 @@ class Lane:
     dropped_key: str = ""
     errors_key: str = ""
     down_key: str = ""
+    rewrite_key: str = ""
     breaker: Breaker = field(default_factory=Breaker)
 
     def __post_init__(self) -> None:
@@ -144,6 +150,7 @@ class Lane:
             f"errors|{key}",
             f"down|{key}",
         )
+        self.rewrite_key = f"rewrite_failed|{key}"
 
 
 @dataclass(slots=True)
@@ -270,6 +277,7 @@ class Mirrors:
         # told every judged 2xx answer of a mirror (route, backend, role, request id,
         # body): delayed labels score it (router/drift_io.py `remember_answer`)
         self.answered: Answered | None = None
+        self.streams: StreamMetrics | None = None  # times shadows' event streams
 
     # -- wiring -------------------------------------------------------------------
 
@@ -409,21 +417,41 @@ class Mirrors:
             return
         pool, body = lane.pool, copy.body or b""
         rid = (self._rid_name, copy.request_id.encode())
-        data = request_bytes(pool, copy.method, copy.target, copy.headers, body, rid)
+        rewrite = settings_of(self.runtime, copy.route).rewrite_for(lane.name)
+        extra, own = b"", frozenset[bytes]()
+        if rewrite is not None:
+            rewritten = rewrite.body(body) if body else body
+            if rewritten is None:  # not a JSON object: this arm's request cannot be made
+                self._figures(copy.route).count(lane.rewrite_key)
+                return
+            body, extra, own = rewritten, rewrite.lines, rewrite.names
+        data = request_bytes(pool, copy.method, copy.target, copy.headers, body, rid, extra, own)
         self._figures(copy.route).count(lane.sent_key)
         if lane.breaker.is_open(monotonic()):  # queued before the shadow went down
             self._figures(copy.route).count(lane.down_key)
             self._figures(copy.route).count(lane.dropped_key)
             return
         started = perf_counter()
+        clock = self._clock(copy.route, lane.name, started)
         try:
             status, answer = await fetch(
-                pool, data, head_only=copy.method == b"HEAD", limit=ANSWER_MAX_BODY + 1
+                pool, data, head_only=copy.method == b"HEAD", limit=ANSWER_MAX_BODY + 1, clock=clock
             )
         except (UpstreamError, TimeoutError):
             status, answer = 0, b""  # counted as no_answer by the comparison
         self._breaker(lane, status)
         self.judge(copy, lane.name, Answer(status, answer, perf_counter() - started))
+
+    def _clock(self, route: str, backend: str, started: float) -> Clock | None:
+        """A shadow's event stream is timed like the client's, as role "shadow"."""
+        streams = self.streams
+        if streams is None:
+            return None
+
+        def clock(headers: list[Header]) -> StreamTimer | None:
+            return streams.timed(route, backend, "shadow", headers, started)
+
+        return clock
 
     def _breaker(self, lane: Lane, status: int) -> None:
         if status:
@@ -522,7 +550,7 @@ class Mirrors:
         settings, protocol, cid = judging(self.runtime, route)
         body = await read_summary(self.store, route, settings, self._mirrored(route), cid)
         body["protocol"] = protocol.word
-        add_hints(body, protocol, {f.field: f.kind for f in settings.compare})
+        add_hints(body, protocol, {f.key: f.kind for f in settings.compare})
         body["local"] = {
             "queue": self.queue_depths(),
             "queued_bytes": self.queued_bytes,

@@ -82,7 +82,7 @@ def mirrored_backends(settings: ShadowSpec, backends: tuple[str, ...]) -> tuple[
 
 def lane_events(events: Mapping[str, int], backend: str) -> dict[str, int]:
     key = escape(backend)
-    words = ("sent", "dropped", "errors", "down")
+    words = ("sent", "dropped", "errors", "down", "rewrite_failed")
     return {word: events.get(f"{word}|{key}", 0) for word in words}
 
 

@@ -34,6 +34,7 @@ COMPILED = (
     "router.upstream",
     "router.proxy",
     "router.shadow_copy",
+    "router.stream_timing",
     "router.hashing",
     "router.routing",
     "router.metrics",

@@ -42,6 +42,7 @@ from router.state.factory import open_store
 from router.state.lease import Leadership, default_holder
 from router.state.live import LiveState
 from router.state.model import Rollout
+from router.stream_metrics import StreamMetrics
 from router.workers import WorkerCounters
 
 log = structlog.get_logger("router")
@@ -92,6 +93,12 @@ class Parts:
             WorkerCounters(workers_dir, worker, self.metrics) if workers_dir else None
         )
         self.controller = self._build_controller(config)
+        # stream timing per arm (router/stream_metrics.py): the client's and shadows' answers
+        self.streams = StreamMetrics(
+            self.runtime, self.store, step_window=lambda route: self.metrics.step_window(route)
+        )
+        self.dataplane.stream_sink = self.streams
+        self.mirrors.streams = self.streams
         self.admin_runner: web.AppRunner | None = None
         # drift and delayed labels (router/drift_io.py, router/feedback.py)
         self.feedback = Feedback(self.store)
@@ -143,6 +150,7 @@ class Parts:
             await self.worker_counters.start()
         await self.controller.start()
         await self.mirrors.start()
+        await self.streams.start()
         await self.drift.start()
         await self.feedback.start()
         await self.concept.start()
@@ -182,6 +190,7 @@ class Parts:
         asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         self.access.close()  # the last requests' lines
         await self.mirrors.stop()
+        await self.streams.stop()
         await self.watcher.stop()
         await self.controller.stop()
         await self.drift.stop()
@@ -210,7 +219,7 @@ class Parts:
             reload=self.watcher.check_now,
             history=self.store.history,
             shadow=self.mirrors,
-            extensions=[self.drift, self.feedback, self.concept, self.automation],
+            extensions=[self.drift, self.feedback, self.concept, self.automation, self.streams],
         )
         self.admin_runner = web.AppRunner(app, access_log=None)
         await self.admin_runner.setup()

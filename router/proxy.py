@@ -57,6 +57,7 @@ import httptools
 from router.accesslog import AccessLog
 from router.automation_io import FollowLeg, begin
 from router.errors import (
+    BadRequest,
     ClientError,
     NoRoute,
     ProxyError,
@@ -84,14 +85,22 @@ from router.logs import Fanout
 from router.routing import CompiledRoute, RouteTable
 from router.runtime import Recorder, Runtime
 from router.server import PAUSE_UPSTREAM, ClientConnection, Request, header_kinds
-from router.shadow_copy import MIRROR_MAX_BODY, MirrorCopy, ShadowSink, ShadowTap
+from router.shadow_copy import (
+    MIRROR_MAX_BODY,
+    STREAM_MAX_BODY,
+    MirrorCopy,
+    ShadowSink,
+    ShadowTap,
+)
 from router.spec import Config, ListenSpec, TLSSpec
 from router.sweeper import Sweeper
 from router.upstream import UpstreamConnection, UpstreamPool
 
 if TYPE_CHECKING:
     from router.drift_streams import DriftSink, Tap
+    from router.rewrite import Rewrite
     from router.state.model import Rollout
+    from router.stream_timing import StreamSink, StreamTimer
     from strategies.base import Decision
 
 RETRY_MAX_BODY: Final = 64 * 1024  # requests kept for a retry, at most
@@ -130,6 +139,7 @@ class Exchange:
         "early",
         "finished",
         "follow",
+        "held",
         "keep_alive",
         "mode",
         "nbytes",
@@ -143,6 +153,7 @@ class Exchange:
         "retried",
         "retry",
         "retry_len",
+        "rewrite",
         "rid",
         "rid_line",
         "route_name",
@@ -153,6 +164,7 @@ class Exchange:
         "t0",
         "tap",
         "target",
+        "timer",
         "upstream",
     )
 
@@ -186,6 +198,9 @@ class Exchange:
         self.t0 = 0.0
         self.tap: Tap | None = None  # bodies for drift (router/drift_io.py)
         self.follow: FollowLeg | None = None  # the model's leg of a follow-up decision
+        self.timer: StreamTimer | None = None  # a streamed answer's clock (stream_timing.py)
+        self.rewrite: Rewrite | None = None  # the arm's own request (router/rewrite.py)
+        self.held: list[bytes] | None = None  # a rewritten request's body, until its end
 
     # request side
 
@@ -220,6 +235,8 @@ class Exchange:
             return
         if d.mirrors and plane.shadow_sink is not None:
             self._keep_mirror(d.mirrors, route.strategy)
+        if d.rewrite is not None:
+            self.rewrite = d.rewrite
         if route.spec.drift is not None and plane.drift_sink is not None:
             self.tap = plane.drift_sink.tap(req.method, self.target)  # None: pass is behind
         if req.method in IDEMPOTENT:
@@ -251,6 +268,8 @@ class Exchange:
             if self.early is None:
                 self.early = []
             self.early.append(data)
+        elif self.held is not None:
+            self.held.append(data)
         elif self.req.chunked:
             self.out += (b"%x\r\n" % len(data), data, b"\r\n")
             self.out_len += len(data)
@@ -263,6 +282,9 @@ class Exchange:
         if self.follow is not None and self.follow.lost:
             self.follow.lost = False
             self._follow_next(0)  # the model failed earlier: `after` picks who answers
+            return
+        if self.held is not None:
+            self._send_rewritten()
             return
         if self.pool is not None and self.req.chunked:
             self.out.append(LAST_CHUNK)
@@ -316,6 +338,9 @@ class Exchange:
 
     def _queue_head(self, pool: UpstreamPool) -> None:
         req = self.req
+        if self.rewrite is not None:
+            self._hold_for_rewrite(pool)
+            return
         if req.chunked:
             framing = b"transfer-encoding: chunked\r\n"
         elif req.content_length is not None:
@@ -328,6 +353,38 @@ class Exchange:
             self.on_request_body(piece)
         if self.request_done and req.chunked:
             self.out.append(LAST_CHUNK)
+
+    def _hold_for_rewrite(self, pool: UpstreamPool) -> None:
+        """The arm's own request: its head now when there is no body, else once the
+        body is all here (router/rewrite.py); the body is held until then."""
+        rw, req = self.rewrite, self.req
+        if rw is None:
+            return
+        if not (req.chunked or req.content_length):
+            framing = b"" if req.content_length is None else length_line(0)
+            self.out.append(self._request_head(pool, framing, rw.lines, rw.names))
+            return
+        self.held = []
+        for piece in self.early or ():
+            self.early = None
+            self.on_request_body(piece)
+        if self.request_done:
+            self._send_rewritten()
+
+    def _send_rewritten(self) -> None:
+        held, self.held = self.held, None
+        rw, pool = self.rewrite, self.pool
+        if held is None or rw is None or pool is None:
+            return
+        body = rw.body(b"".join(held))
+        if body is None:
+            self.fail(BadRequest(f"{self.backend} needs a JSON object to rewrite: not one"))
+            return
+        self.out.append(self._request_head(pool, length_line(len(body)), rw.lines, rw.names))
+        self.out.append(body)
+        self.out_len += len(body)
+        if self.upstream is not None and not self.conn.feeding:
+            self.flush_request()
 
     def _request_head(
         self, pool: UpstreamPool, framing: bytes, extra: bytes = b"", own: frozenset[bytes] = _NONE
@@ -526,7 +583,27 @@ class Exchange:
         elif req.version != "1.1":
             framing += b"connection: keep-alive\r\n"
         self.mode, self.status, self.started = mode, status, True
+        if length is None and mode != MODE_NONE and self.plane.stream_sink is not None:
+            self._time_stream(headers)
         self.cout.append(self._response_head(status, reason, headers, framing))
+
+    def _stream_read(self) -> None:
+        """One read of an event stream: its time; and the stream must go on, each next
+        read within the backend's timeout (the sweeper aborts a silent one)."""
+        if self.timer is not None and self.pool is not None:
+            self.timer.read()
+            self.deadline = perf_counter() + self.pool.spec.timeout
+
+    def _time_stream(self, headers: list[Header]) -> None:
+        """An event stream gets a clock; its copy for shadows may be longer (SSE is verbose)."""
+        sink = self.plane.stream_sink
+        timer = sink.timer(self.route_name, self.backend, headers, self.t0) if sink else None
+        if timer is not None:
+            self.timer = timer
+            if self.shadow is not None:
+                self.shadow.answer_cap = STREAM_MAX_BODY
+            if self.pool is not None:
+                self.deadline = perf_counter() + self.pool.spec.timeout
 
     def _response_head(
         self, status: int, reason: bytes, headers: list[Header], framing: bytes
@@ -555,6 +632,8 @@ class Exchange:
             self.follow.add_answer(data)
             return
         self.nbytes += len(data)
+        if self.timer is not None:
+            self.timer.chunk(data)
         if self.shadow is not None:
             self.shadow.add_answer(data)
         if self.tap is not None:
@@ -565,6 +644,8 @@ class Exchange:
             self.cout.append(data)
 
     def flush_response(self) -> None:
+        if self.timer is not None:
+            self._stream_read()
         cout = self.cout
         if cout:
             self.conn.write(cout[0] if len(cout) == 1 else b"".join(cout))
@@ -572,6 +653,7 @@ class Exchange:
 
     def on_response_end(self) -> None:
         self.upstream = None
+        self.deadline = 0.0
         if self.follow is not None and self.follow.first:
             self._follow_next(self.follow.status)
             return
@@ -609,6 +691,8 @@ class Exchange:
         up = self.upstream
         if up is None or up.transport is None or up.closed:
             return
+        if self.timer is not None and self.pool is not None:  # a slow client is not a silent stream
+            self.deadline = 0.0 if paused else perf_counter() + self.pool.spec.timeout
         if paused:
             up.transport.pause_reading()
         else:
@@ -697,6 +781,9 @@ class Exchange:
         if self.tap is not None:
             self.tap.finish(self.route_name, self.backend, self.rid, status)
             self.tap = None
+        if self.timer is not None:
+            self.timer.finish(status == self.status)  # an abort records its error status
+            self.timer = None
 
     def _ids(self) -> bytes:
         """The request id and backend headers every response carries."""
@@ -744,6 +831,7 @@ class DataPlane:
         self.connections: set[ClientConnection] = set()
         self.servers: list[asyncio.Server] = []
         self.shadow_sink: ShadowSink | None = None
+        self.stream_sink: StreamSink | None = None  # clocks for streamed answers
         self.drift_sink: DriftSink | None = None  # bodies of drift-watched routes
         self.access: AccessLog | None = None  # None: no access line (sample 0)
         self.mirror_errors = 0  # offers that raised; the request went on regardless

@@ -3,8 +3,9 @@
 An exchange whose decision names mirrors (and whose data plane has a
 `ShadowSink`, router/mirror.py) makes one `ShadowTap`. The tap keeps the
 request body, up to the route's cap, and the primary's answer, up to
-ANSWER_MAX_BODY. When the primary is done the exchange asks the tap for one
-`MirrorCopy`, the pair the shadows are sent and judged with, and drops it.
+ANSWER_MAX_BODY (STREAM_MAX_BODY for an event stream). When the primary is
+done the exchange asks the tap for one `MirrorCopy`, the pair the shadows are
+sent and judged with, and drops it.
 A body over the cap is never copied: the sink is told at once (`skipped`, it
 counts the skip) and the tap is dropped. An answer over ANSWER_MAX_BODY is
 freed as soon as it is known to be too big; the copy then carries None in its
@@ -26,6 +27,8 @@ from typing import Final, Protocol
 
 MIRROR_MAX_BODY: Final = 1024 * 1024  # bodies kept for a mirror copy, at most
 ANSWER_MAX_BODY: Final = 256 * 1024  # primary answers kept for a shadow comparison, at most
+# An event stream carries ~200 bytes of framing per token: 4 MiB is ~20,000 tokens.
+STREAM_MAX_BODY: Final = 4 * 1024 * 1024
 
 
 class MirrorCopy:
@@ -92,6 +95,7 @@ class ShadowTap:
 
     __slots__ = (
         "answer",
+        "answer_cap",
         "answer_len",
         "backends",
         "body",
@@ -112,6 +116,7 @@ class ShadowTap:
         self.held = held
         self.role = role
         self.body_cap = cap
+        self.answer_cap = ANSWER_MAX_BODY  # the exchange raises it for an event stream
         self.body: list[bytes] = []
         self.body_len = 0
         self.answer: list[bytes] = []
@@ -128,7 +133,7 @@ class ShadowTap:
 
     def add_answer(self, data: bytes) -> None:
         self.answer_len += len(data)
-        if self.answer_len <= ANSWER_MAX_BODY:
+        if self.answer_len <= self.answer_cap:
             self.answer.append(data)
         elif self.answer:
             self.answer.clear()  # too big to compare: free it now, report it at the end
@@ -148,7 +153,7 @@ class ShadowTap:
         latency: float,
     ) -> MirrorCopy:
         """The pair for the shadows (`status` 0: the primary never answered)."""
-        answer = b"".join(self.answer) if self.answer_len <= ANSWER_MAX_BODY else None
+        answer = b"".join(self.answer) if self.answer_len <= self.answer_cap else None
         body = b"".join(self.body)
         return MirrorCopy(
             route,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from router.confkit import Node
+    from router.rewrite import Rewrite
     from router.state.model import Rollout
 
 
@@ -32,6 +33,7 @@ class Decision:
     # True: buffer the primary's answer and pass it to the strategy's `after` hook
     # (see strategies/automation.py), which may send the request on to another backend
     follow_up: bool = False
+    rewrite: Rewrite | None = None  # the primary's request is rewritten (router/rewrite.py)
 
 
 class Strategy(Protocol):

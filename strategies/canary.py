@@ -11,6 +11,7 @@
                              mirror_percent: 100, dry_run: false}}
       compare: [{field: $.label, kind: label}]   # as under shadow; see router/compare.py
       shadow_first: {percent: 100, min_requests: 500, min_agreement: 0.95, field: $.label}
+      rewrite: {iris-v2: {json: {model: v2}}}    # the candidate's requests: router/rewrite.py
 
 Theory of operation. The spec lists the steps; the live `Rollout` (written by
 the controller through router/rollout.py) says which step is current and the
@@ -70,6 +71,7 @@ from router.compare_config import parse_compare
 from router.compare_kinds import FieldSpec
 from router.confkit import Node, basis_points
 from router.hashing import BASIS_POINTS
+from router.rewrite import Rewrite, parse_rewrites, rewrite_for
 from strategies.base import Decision, StrategyKind, StrategySpec, check_backend
 from strategies.shadow import ShadowSpec, mirror_bucket
 
@@ -103,9 +105,14 @@ class CanarySpec:
     override_header: str = "x-canary"  # lower case
     compare: tuple[FieldSpec, ...] = ()  # how mirrored answers are compared
     shadow_first: ShadowFirstSpec | None = None
+    rewrite: tuple[tuple[str, Rewrite], ...] = ()  # the candidate's, when it has one
 
     def backends(self) -> tuple[str, ...]:
         return (self.stable, self.candidate)
+
+    def rewrite_for(self, backend: str) -> Rewrite | None:
+        """The candidate's requests (served or mirrored) may be rewritten; stable's never."""
+        return rewrite_for(self.rewrite, backend)
 
     @property
     def agreement_gates(self) -> tuple[AgreementGate, ...]:
@@ -152,10 +159,11 @@ class Canary:
         self._candidate = spec.candidate
         self._backends = spec.backends()
         self._override = spec.override_header.encode()
+        rw = spec.rewrite_for(spec.candidate)  # every decision serving the candidate has it
         self._decisions = {
-            "canary": Decision(spec.candidate, "canary"),
+            "canary": Decision(spec.candidate, "canary", rewrite=rw),
             "stable": Decision(spec.stable, "stable"),
-            "always": Decision(spec.candidate, "override"),
+            "always": Decision(spec.candidate, "override", rewrite=rw),
             "never": Decision(spec.stable, "override"),
         }
         # (not mirrored, mirrored) answers of the stable backend, while ramping and in
@@ -169,10 +177,16 @@ class Canary:
         self._ramp_bp = spec.ramp_mirror_bp
         self._first_bp = spec.shadow_first.percent_bp if spec.shadow_first else 0
         # what router/mirror.py compares the candidate's mirrored answers with
-        self.compare_settings = ShadowSpec(primary="", shadows=(), compare=spec.compare)
+        self.compare_settings = ShadowSpec(
+            primary="", shadows=(), compare=spec.compare, rewrite=spec.rewrite
+        )
         # keyed by backend (after an abort) and "+backend" (after a promotion)
-        self._settled = {b: Decision(b, "aborted") for b in self._backends}
-        self._settled |= {f"+{b}": Decision(b, "promoted") for b in self._backends}
+        self._settled = {
+            b: Decision(b, "aborted", rewrite=spec.rewrite_for(b)) for b in self._backends
+        }
+        self._settled |= {
+            f"+{b}": Decision(b, "promoted", rewrite=spec.rewrite_for(b)) for b in self._backends
+        }
 
     @property
     def override_header(self) -> bytes | None:
@@ -333,9 +347,31 @@ def parse(node: Node, known: frozenset[str]) -> StrategySpec:
     analysis = parse_analysis(node.mapping("analysis"))
     compare = parse_compare(node.items("compare"), node.errors)
     first = _shadow_first(node.mapping("shadow_first")) if node.has("shadow_first") else None
+    named = _check_compare_names(node, compare)
+    rewrite = parse_rewrites(node.mapping("rewrite"), (candidate,), stable)
     node.done()
-    spec = CanarySpec(stable, candidate, tuple(steps), analysis, header, compare, first)
-    return _with_gate_fields(spec)
+    spec = CanarySpec(stable, candidate, tuple(steps), analysis, header, compare, first, rewrite)
+    return _with_gate_fields(spec, named)
+
+
+def _check_compare_names(node: Node, compare: tuple[FieldSpec, ...]) -> frozenset[str]:
+    """A gate's `compare: NAME` must name an entry of the compare list; the names
+    gates give that way (never compared as a label of their own)."""
+    keys = {f.key for f in compare}
+    named: set[str] = set()
+    blocks = [("analysis.agreement", node.data.get("analysis"), "agreement")]
+    blocks.append(("shadow_first", node.data, "shadow_first"))
+    for where, parent, key in blocks:
+        block = parent.get(key) if isinstance(parent, dict) else None
+        name = block.get("compare") if isinstance(block, dict) else None
+        if isinstance(name, str):
+            named.add(name)
+        if isinstance(name, str) and name not in keys:
+            known = ", ".join(sorted(keys)) or "none"
+            node.error(
+                node.sub(f"{where}.compare"), f"names no compare entry (known: {known})", name
+            )
+    return frozenset(named)
 
 
 def _shadow_first(node: Node) -> ShadowFirstSpec:
@@ -355,9 +391,9 @@ def _shadow_first(node: Node) -> ShadowFirstSpec:
     return ShadowFirstSpec(bp or BASIS_POINTS, gate)
 
 
-def _with_gate_fields(spec: CanarySpec) -> CanarySpec:
+def _with_gate_fields(spec: CanarySpec, named: frozenset[str] = frozenset()) -> CanarySpec:
     """Add a label comparison for every gate field that `compare` does not list."""
-    listed = {f.field for f in spec.compare}
+    listed = {f.key for f in spec.compare} | named
     extra: list[FieldSpec] = []
     for text in spec.agreement_fields:
         if text not in listed and text not in (WHOLE_ANSWER, ""):

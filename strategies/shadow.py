@@ -13,6 +13,7 @@
       float_tolerance: 1e-6   # whole-JSON compare when `compare` is empty
       sample_disagreements: {enabled: true, max: 100, ttl: 1h,
                              fields_only: false, store_request_body: false}
+      rewrite: {model-v2: {json: {model: my-v2}}}   # per shadow: router/rewrite.py
 
 Theory of operation. `decide` always names the primary; only the mirrors vary.
 Whether a request is mirrored is decided from its 64-bit key, like every other
@@ -35,13 +36,14 @@ from `spec`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
 
 from router.compare_config import parse_compare, read_real
 from router.compare_kinds import FieldSpec
 from router.confkit import basis_points
 from router.hashing import BASIS_POINTS
+from router.rewrite import Rewrite, parse_rewrites, rewrite_for
 from strategies.base import Decision, StrategyKind, StrategySpec, check_backend
 
 if TYPE_CHECKING:
@@ -85,10 +87,15 @@ class ShadowSpec:
     compare: tuple[FieldSpec, ...] = ()
     float_tolerance: float = 1e-6
     samples: SampleSpec = SampleSpec()
+    rewrite: tuple[tuple[str, Rewrite], ...] = ()  # per mirrored backend
 
     def backends(self) -> tuple[str, ...]:
         extra = (self.secondary,) if self.secondary else ()
         return (self.primary, *self.shadows, *extra)
+
+    def rewrite_for(self, backend: str) -> Rewrite | None:
+        """How a mirrored backend's copy is rewritten (None: sent as the client sent it)."""
+        return rewrite_for(self.rewrite, backend)
 
 
 class Shadow:
@@ -233,6 +240,8 @@ def parse(node: Node, known: frozenset[str]) -> StrategySpec:
         float_tolerance=read_real(node, "float_tolerance", 1e-6, 0.0, 1.0),
         samples=_samples(node),
     )
+    mirrored = (*shadows, *((secondary,) if secondary else ()))
+    spec = replace(spec, rewrite=parse_rewrites(node.mapping("rewrite"), mirrored, primary))
     node.done()
     return spec
 

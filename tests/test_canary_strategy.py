@@ -150,7 +150,7 @@ def test_analysis_block_builds_gates() -> None:
     _, errors = parse(BASE + "analysis: {agreemnt: {}, error_rate: {alpha: 2}}\n")
     assert (
         f"{PATH}.analysis.agreemnt: unknown gate; "
-        "known: accuracy, agreement, error_rate, latency, prediction_drift" in errors
+        "known: accuracy, agreement, error_rate, latency, prediction_drift, ttft" in errors
     )
     assert f"{PATH}.analysis.error_rate.alpha: must be a number in 1e-09..0.5, got 2" in errors
 

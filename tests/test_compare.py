@@ -23,9 +23,11 @@ from router.compare_figures import (
     tally_fields,
     wilson,
 )
-from router.compare_kinds import FieldSpec, cosine, total_variation
+from router.compare_kinds import KINDS, FieldSpec, cosine, total_variation
 from router.compare_records import disagreement_record
 from router.state.base import StateStore
+
+KIND_WORDS = ", ".join(KINDS)
 
 
 def field(path: str, kind: str, **settings: object) -> FieldSpec:
@@ -477,10 +479,10 @@ def test_parse_compare_reports_exact_paths() -> None:
     assert errors == [
         "s.compare[0].field: bad JSONPath: expected an index, '*' or a quoted name at "
         "position 4, got '$.a['",
-        "s.compare[1].kind: must be one of label, number, vector, probs, got 'colour'",
+        f"s.compare[1].kind: must be one of {KIND_WORDS}, got 'colour'",
         "s.compare[2].abs: unknown key",
         "s.compare[3].abs: must be a number in 0..inf, got -1",
         "s.compare[4].field: is compared twice, got '$.d'",
         "s.compare[5]: must be a mapping like {field: $.label, kind: label}",
-        "s.compare[6].kind: is required, one of label, number, vector, probs",
+        f"s.compare[6].kind: is required, one of {KIND_WORDS}",
     ]

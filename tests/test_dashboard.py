@@ -316,3 +316,27 @@ async def test_poll_marks_backends_that_get_copies() -> None:
     body = await Dashboard(runtime, Metrics(), weights=route_weights).figures()
     assert body["routes"][0]["copies"] == ["m-v2"]
     assert body["routes"][0]["steps"] == 0
+
+
+class Streams:
+    """Stream timing per arm, as router/stream_metrics.py answers it."""
+
+    async def stream_figures(self, route: str) -> dict[str, Any]:
+        arm = {"streams": 412, "ttft_p50": 0.103, "ttft_p95": 0.118, "inter_token_p50": 0.101,
+               "inter_token_p95": 0.104, "tokens_per_stream": 20.0}  # fmt: skip
+        arms = [{"backend": "iris-v1", "role": "primary", **arm},
+                {"backend": "iris-v2", "role": "shadow", **arm, "ttft_p95": 0.131}]  # fmt: skip
+        return {"route": route, "arms": arms if route == "iris" else []}
+
+
+async def test_page_shows_stream_timing_per_arm(tmp_path: Path) -> None:
+    """TTFT and inter-token p50/p95 per arm, in ms, for routes with streamed answers only."""
+    dash = Dashboard(make_runtime(), Metrics(), weights=route_weights, streams=Streams())
+    body = await dash.figures()
+    assert [r["streams"] is not None for r in body["routes"]] == [True, False]
+    shown = await render_page(tmp_path, dash)
+    cells = shown["text"]
+    assert "TTFT p95 ms" in cells
+    assert cells.count("inter-token p95 ms") == 1  # the route without streams has no table
+    at = next(i for i, c in enumerate(cells) if cells[i : i + 2] == ["iris-v2", "shadow"])
+    assert cells[at : at + 8] == ["iris-v2", "shadow", "412", "103", "131", "101", "104", "20.0"]

@@ -183,6 +183,7 @@ def test_every_protocol_is_registered_under_its_word() -> None:
         "json": "json",
         "v2": "v2",
         "tfserving": "tfserving",
+        "openai": "openai",
     }
 
 
@@ -237,7 +238,7 @@ def test_unknown_protocol_word_is_refused() -> None:
     with pytest.raises(ConfigError) as info:
         parse(route_yaml("grpc", "{field: $.label, kind: label}"))
     assert info.value.errors == [
-        "routes[0].protocol: must be one of json, v2, tfserving, got 'grpc'"
+        "routes[0].protocol: must be one of json, v2, tfserving, openai, got 'grpc'"
     ]
 
 

@@ -2,7 +2,8 @@
 
 A route's `protocol:` word picks one module (router/protocols/base.py draws the
 seam): `json` (the default: JSON paths, `[*]` for items), `v2` (the Open
-Inference Protocol) and `tfserving` (TF Serving REST). Like the strategies'
+Inference Protocol), `tfserving` (TF Serving REST) and `openai` (OpenAI-compatible
+LLM servers, streamed or not). Like the strategies'
 registry this is a plain dict from the config word to the protocol.
 """
 
@@ -12,13 +13,19 @@ from typing import Final
 
 from router.protocols.base import Items, ModelProtocol
 from router.protocols.jsonpaths import JSON
+from router.protocols.openai import OPENAI
 from router.protocols.tfserving import TFSERVING
 from router.protocols.v2 import V2
 
 __all__ = ["DEFAULT", "PROTOCOLS", "Items", "ModelProtocol", "get"]
 
 DEFAULT: Final = "json"
-PROTOCOLS: Final[dict[str, ModelProtocol]] = {"json": JSON, "v2": V2, "tfserving": TFSERVING}
+PROTOCOLS: Final[dict[str, ModelProtocol]] = {
+    "json": JSON,
+    "v2": V2,
+    "tfserving": TFSERVING,
+    "openai": OPENAI,
+}
 
 
 def get(word: str) -> ModelProtocol:
