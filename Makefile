@@ -10,24 +10,8 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 # The request path, compiled with mypyc (router/native.py says why); rebuilt when
-# one of these changes. tests/test_native.py keeps this list equal to COMPILED.
-NATIVE_SRC   := \
-	router/http1.py \
-	router/server.py \
-	router/upstream.py \
-	router/proxy.py \
-	router/shadow_copy.py \
-	router/stream_timing.py \
-	router/hashing.py \
-	router/routing.py \
-	router/metrics.py \
-	router/accesslog.py \
-	strategies/base.py \
-	strategies/split.py \
-	strategies/shadow.py \
-	strategies/canary.py \
-	strategies/bluegreen.py \
-	strategies/automation.py
+# one of these changes: the folders router/native.py's COMPILED_DIRS names.
+NATIVE_SRC   := $(wildcard router/dataplane/*.py) $(wildcard strategies/*.py)
 NATIVE_STAMP := build/native.stamp
 
 # Shipping: the wheel (compiled data plane) and the container image (Containerfile).

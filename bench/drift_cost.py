@@ -1,6 +1,6 @@
 """The `drift_cost` scenario: what watching a route for drift costs per request.
 
-Two figures. The pure one: `router.drift.measure_observe_cost`, µs per
+Two figures. The pure one: `router.core.drift.measure_observe_cost`, µs per
 request of `DriftTracker.observe` with numpy's binning amortised (an 8-number
 vector and a label). The whole one: the router's CPU µs per request with a
 `drift:` block on its only route (inputs and outputs, so the request path keeps
@@ -38,7 +38,7 @@ def drift_cost(ctx: Context) -> Section:
     """µs per request of drift: the pure observe, and the router's CPU with vs without."""
     from bench.scenarios import Check, Load, Section, _backend_port, _row, alternate
     from bench.scenarios import Context as Ctx
-    from router.drift import measure_observe_cost
+    from router.core.drift import measure_observe_cost
 
     s = ctx.settings
     sec = Section(

@@ -28,14 +28,14 @@ import uvloop
 from bench.scenarios import Check, Context, Section
 from bench.targets import router_yaml
 from router import native
-from router.config import parse
-from router.logfile import AccessLogging
-from router.metrics import Metrics
-from router.proxy import DataPlane
-from router.routing import build_table
+from router.config.reader import parse
+from router.dataplane.metrics import Metrics
+from router.dataplane.proxy import DataPlane
+from router.dataplane.routing import build_table
+from router.dataplane.server import ClientConnection
+from router.dataplane.upstream import UpstreamConnection
+from router.ops.logfile import AccessLogging
 from router.runtime import Runtime
-from router.server import ClientConnection
-from router.upstream import UpstreamConnection
 
 BODY = b'{"features":[0.1,-0.2,0.3,0.4,0.5,-0.6,0.7,0.8]}'
 # What wrk sends (bench/post.lua) and what the nginx bench backend answers.

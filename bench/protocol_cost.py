@@ -17,8 +17,8 @@ every request, queues emptied between rounds without sending: the sending is
 the mirror workers' business, off the request path, and so is parsing).
 
 Off the request path the same bodies are judged as the background does: one
-comparison of a primary and a shadow answer (router/compare.py through the
-protocol), one drift observation of the request and the answer (router/drift_streams.py),
+comparison of a primary and a shadow answer (router/core/compare.py through the
+protocol), one drift observation of the request and the answer (router/drift/streams.py),
 µs per request for 1 and 64 rows. Printed for information: that work is bounded
 by the mirror queue and the drift sample, not by the request rate.
 """
@@ -37,20 +37,20 @@ import uvloop
 
 from bench.scenarios import Check, Context, Section
 from router import native
-from router.compare import Answer, compare
-from router.compare_kinds import FieldSpec
-from router.config import parse
-from router.drift_streams import DriftSink, RouteDrift
-from router.metrics import Metrics
-from router.mirror import Mirrors
-from router.protocols import get
-from router.proxy import DataPlane
-from router.routing import build_table
+from router.config.reader import parse
+from router.config.spec import DriftSpec
+from router.core.compare import Answer, compare
+from router.core.compare_kinds import FieldSpec
+from router.core.protocols import get
+from router.dataplane.metrics import Metrics
+from router.dataplane.proxy import DataPlane
+from router.dataplane.routing import build_table
+from router.dataplane.server import ClientConnection
+from router.dataplane.upstream import UpstreamConnection
+from router.drift.streams import DriftSink, RouteDrift
 from router.runtime import Runtime
-from router.server import ClientConnection
-from router.spec import DriftSpec
+from router.shadow.mirror import Mirrors
 from router.state.memory import MemoryStore
-from router.upstream import UpstreamConnection
 
 BUDGET_US = 5.0
 _YAML = """listen: 127.0.0.1:8080

@@ -38,19 +38,19 @@ import uvloop
 
 from bench.scenarios import Check, Context, Section
 from router import native
-from router.compare import Answer, compare
-from router.compare_kinds import FieldSpec, compare_field
-from router.config import parse
-from router.metrics import Metrics
-from router.mirror import Mirrors
-from router.protocols import get
-from router.proxy import DataPlane
-from router.routing import build_table
+from router.config.reader import parse
+from router.core.compare import Answer, compare
+from router.core.compare_kinds import FieldSpec, compare_field
+from router.core.protocols import get
+from router.dataplane.metrics import Metrics
+from router.dataplane.proxy import DataPlane
+from router.dataplane.routing import build_table
+from router.dataplane.server import ClientConnection
+from router.dataplane.upstream import UpstreamConnection
 from router.runtime import Runtime
-from router.server import ClientConnection
+from router.shadow.mirror import Mirrors
+from router.shadow.streams import StreamMetrics
 from router.state.memory import MemoryStore
-from router.stream_metrics import StreamMetrics
-from router.upstream import UpstreamConnection
 
 BUDGET_US = 10.0
 CHUNKS = 100  # events per streamed answer on the client's path

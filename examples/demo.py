@@ -67,8 +67,8 @@ class DemoError(RuntimeError):
 
 def router_ports(config_path: str) -> tuple[str, int, str, int]:
     """(listen host, port, admin host, port) from the router's own config loader."""
-    from router.config import load_file  # the router validates its config its own way
-    from router.confkit import ConfigError
+    from router.config.reader import load_file  # the router validates its config its own way
+    from router.core.confkit import ConfigError
 
     try:
         config = load_file(config_path)

@@ -18,7 +18,7 @@ flushed one last time, the store is closed and the process exits 0. SIGINT
 they act as one router through the state store, so N > 1 needs `state.url`.
 Only worker 0 serves the admin API and the probes (one port, one answer); its
 /metrics adds the other workers' request counts, which they leave in a
-directory made for the run (router/workers.py). router/supervisor.py restarts
+directory made for the run (router/ops/workers.py). router/ops/supervisor.py restarts
 a worker that dies.
 """
 
@@ -37,12 +37,12 @@ import structlog
 import uvloop
 
 from router import native
-from router.config import _STATE_SCHEMES, load_file
-from router.config_pod import state_url
-from router.confkit import ConfigError
+from router.config.pod import state_url
+from router.config.reader import _STATE_SCHEMES, load_file
+from router.config.spec import Config
+from router.core.confkit import ConfigError
+from router.ops.supervisor import Supervisor
 from router.parts import Parts
-from router.spec import Config
-from router.supervisor import Supervisor
 
 log = structlog.get_logger("router")
 

@@ -27,25 +27,26 @@ import sysconfig
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
-# The request path: what a proxied request executes per byte and per header.
-COMPILED = (
-    "router.http1",
-    "router.server",
-    "router.upstream",
-    "router.proxy",
-    "router.shadow_copy",
-    "router.stream_timing",
-    "router.hashing",
-    "router.routing",
-    "router.metrics",
-    "router.accesslog",
-    "strategies.base",
-    "strategies.split",
-    "strategies.shadow",
-    "strategies.canary",
-    "strategies.bluegreen",
-    "strategies.automation",
-)
+ROOT = Path(__file__).resolve().parent.parent
+
+# The request path, compiled: every module of these folders (what a proxied request
+# executes per byte and per header, and the strategies that decide it).
+COMPILED_DIRS = ("router/dataplane", "strategies")
+
+
+def _modules_in(folder: str) -> list[str]:
+    """The modules of a folder, from their sources or (in a wheel) their extensions."""
+    found = set()
+    for path in (ROOT / folder).iterdir():
+        name = path.name.split(".", 1)[0]
+        if name.startswith("_") or not (path.suffix == ".py" or path.name.endswith(_EXT)):
+            continue
+        found.add(f"{folder.replace('/', '.')}.{name}")
+    return sorted(found)
+
+
+_EXT = tuple(EXTENSION_SUFFIXES)
+COMPILED = tuple(m for folder in COMPILED_DIRS for m in _modules_in(folder))
 
 # The shared library mypyc puts the compiled group in (`<name>__mypyc` is its module).
 GROUP = "router._dataplane"
@@ -55,8 +56,6 @@ HINT = (
     "  the router runs interpreted (same behaviour, ~40 % more CPU per request).\n"
     "  On Debian/Ubuntu: apt-get install gcc python3-dev, then `make native`."
 )
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 class CannotCompile(Exception):

@@ -18,32 +18,32 @@ import structlog
 from aiohttp import web
 
 from router import native
-from router.admin import build_admin_app, load_token, prometheus_page
-from router.automation_ctl import AutomationController
-from router.bluegreen_ctl import BlueGreenController
-from router.canary_ctl import CanaryController
-from router.concept_io import ConceptIO
-from router.config import parse
-from router.confkit import ConfigError
-from router.controller import Controller, KindController, Writer, window_id
-from router.drift_io import DriftIO
-from router.feedback import Feedback
-from router.logfile import AccessLogging, LogFileError
-from router.logs import configure_logging
-from router.metrics import Metrics, MetricsFlusher
-from router.mirror import Mirrors
-from router.probes import Probes
-from router.proxy import DataPlane
-from router.reload import ConfigWatcher, diff_summary
-from router.routing import RouteTable, build_table
+from router.config.reader import parse
+from router.config.reload import ConfigWatcher, diff_summary
+from router.config.spec import Config
+from router.control.automation import AutomationController
+from router.control.bluegreen import BlueGreenController
+from router.control.canary import CanaryController
+from router.control.controller import Controller, KindController, Writer, window_id
+from router.core.confkit import ConfigError
+from router.core.rollout import Rollout
+from router.dataplane.metrics import Metrics, MetricsFlusher
+from router.dataplane.proxy import DataPlane
+from router.dataplane.routing import RouteTable, build_table
+from router.drift.concept_watch import ConceptIO
+from router.drift.labels import Feedback
+from router.drift.watch import DriftIO
+from router.ops.admin import build_admin_app, load_token, prometheus_page
+from router.ops.logfile import AccessLogging, LogFileError
+from router.ops.logs import configure_logging
+from router.ops.probes import Probes
+from router.ops.workers import WorkerCounters
 from router.runtime import Runtime
-from router.spec import Config
+from router.shadow.mirror import Mirrors
+from router.shadow.streams import StreamMetrics
 from router.state.factory import open_store
 from router.state.lease import Leadership, default_holder
 from router.state.live import LiveState
-from router.state.model import Rollout
-from router.stream_metrics import StreamMetrics
-from router.workers import WorkerCounters
 
 log = structlog.get_logger("router")
 
@@ -88,19 +88,19 @@ class Parts:
         )
         self.runtime.store_notes = self._store_notes
         self.flusher = MetricsFlusher(self.metrics, self.store)
-        # --workers N: worker 0's /metrics adds the others' counts (router/workers.py)
+        # --workers N: worker 0's /metrics adds the others' counts (router/ops/workers.py)
         self.worker_counters = (
             WorkerCounters(workers_dir, worker, self.metrics) if workers_dir else None
         )
         self.controller = self._build_controller(config)
-        # stream timing per arm (router/stream_metrics.py): the client's and shadows' answers
+        # stream timing per arm (router/shadow/streams.py): the client's and shadows' answers
         self.streams = StreamMetrics(
             self.runtime, self.store, step_window=lambda route: self.metrics.step_window(route)
         )
         self.dataplane.stream_sink = self.streams
         self.mirrors.streams = self.streams
         self.admin_runner: web.AppRunner | None = None
-        # drift and delayed labels (router/drift_io.py, router/feedback.py)
+        # drift and delayed labels (router/drift/watch.py, router/drift/labels.py)
         self.feedback = Feedback(self.store)
         self.drift = DriftIO(
             self.store,
@@ -115,7 +115,7 @@ class Parts:
             self.runtime, self.store, is_leader=lambda: self.controller.leadership.is_leader
         )
         self.feedback.tests = self.concept.figures
-        # the kubelet's and Prometheus's listener (router/probes.py); worker 0's, like admin
+        # the kubelet's and Prometheus's listener (router/ops/probes.py); worker 0's, like admin
         spec = config.probes
         self.probes = Probes(spec, self.runtime, self._page) if spec and worker == 0 else None
 

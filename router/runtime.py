@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from router.routing import RouteTable
-from router.spec import Config
-from router.state.model import Rollout
+from router.config.spec import Config
+from router.core.rollout import Rollout
+from router.dataplane.routing import RouteTable
 
 
 class Recorder(Protocol):

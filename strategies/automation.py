@@ -57,16 +57,16 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from router.compare_config import parse_compare
-from router.compare_kinds import FieldSpec
-from router.jsonpath import JsonPath, compile_path
-from router.ladder import DEFAULT_LADDER, LadderSpec, parse_ladder
+from router.core.compare_config import parse_compare
+from router.core.compare_kinds import FieldSpec
+from router.core.jsonpath import JsonPath, compile_path
+from router.core.ladder import DEFAULT_LADDER, LadderSpec, parse_ladder
 from strategies.base import Decision, StrategyKind, StrategySpec, check_backend
 from strategies.shadow import ShadowSpec
 
 if TYPE_CHECKING:
-    from router.confkit import Node
-    from router.state.model import Rollout
+    from router.core.confkit import Node
+    from router.core.rollout import Rollout
 
 LEVELS: Final = ("human", "shadow", "assist", "partial", "full")
 DEFAULT_HEADER: Final = "x-model-suggestion"
@@ -125,7 +125,7 @@ class AutomationSpec:
     suggestion_set: bool = False  # `suggestion` written in config (partial attaches it)
     compare: tuple[FieldSpec, ...] = ()  # the model vs the human, as a shadow compares
     fallback: bool = True  # at full, the human answers when the model fails
-    ladder: LadderSpec = DEFAULT_LADDER  # the evidence each step up needs (router/ladder.py)
+    ladder: LadderSpec = DEFAULT_LADDER  # the evidence each step up needs (router/core/ladder.py)
 
     def backends(self) -> tuple[str, ...]:
         return (self.model, self.human)
@@ -173,10 +173,10 @@ class Automation:
             "shadow": Decision(human, "shadow", (model,)),
             "assist": Decision(model, "assist", follow_up=True),
             "partial": Decision(model, "partial", follow_up=True),
-            # with a fallback the model's leg keeps a copy of the request (router/automation_io.py)
+            # with a fallback the model's leg keeps a copy of the request (router/control/follow.py)
             "full": Decision(model, "full", follow_up=spec.fallback),
         }
-        # what router/mirror.py compares the model's answers with: the human's
+        # what router/shadow/mirror.py compares the model's answers with: the human's
         self.compare_settings = ShadowSpec(primary=human, shadows=(model,), compare=spec.compare)
 
     @property

@@ -2,7 +2,7 @@
 
 A strategy is a plain object built once per config load from its spec. Its
 `decide` is pure: no I/O, no await, no clock. It gets the request's 64-bit
-sticky key (see router/hashing.py), the route's live rollout state from the
+sticky key (see router/dataplane/hashing.py), the route's live rollout state from the
 state store's snapshot (None when the store has nothing for the route yet) and
 the value of the strategy's override header when it declares one.
 
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from router.confkit import Node
-    from router.rewrite import Rewrite
-    from router.state.model import Rollout
+    from router.core.confkit import Node
+    from router.core.rewrite import Rewrite
+    from router.core.rollout import Rollout
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +33,7 @@ class Decision:
     # True: buffer the primary's answer and pass it to the strategy's `after` hook
     # (see strategies/automation.py), which may send the request on to another backend
     follow_up: bool = False
-    rewrite: Rewrite | None = None  # the primary's request is rewritten (router/rewrite.py)
+    rewrite: Rewrite | None = None  # the primary's request is rewritten (router/core/rewrite.py)
 
 
 class Strategy(Protocol):

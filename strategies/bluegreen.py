@@ -10,7 +10,7 @@
 
 Theory of operation. The spec names the two backends; which colour is active
 is status, kept in the state store (`Rollout.kind == "bluegreen"`,
-`Rollout.active` "blue" or "green") and written by router/bluegreen_ctl.py.
+`Rollout.active` "blue" or "green") and written by router/control/bluegreen.py.
 `decide` is a lookup: the active colour's backend (reason "active"), or the
 idle one for a request carrying the preview header (reason "preview"), so
 testers can exercise the idle colour before it takes traffic. Every Decision is
@@ -24,7 +24,7 @@ after that `routerctl switch` and `routerctl rollback` move traffic.
 
 `smoke` lists requests the controller sends straight to the idle colour's
 backend before a switch; `watch` is the window after a switch during which
-gates (router/analysis.py) compare the new colour with the old one's figures
+gates (router/core/gates.py) compare the new colour with the old one's figures
 from before the switch (`baseline`, default the window's length).
 """
 
@@ -33,12 +33,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from router.analysis import AnalysisSpec, parse_analysis
-from router.confkit import Node
+from router.core.confkit import Node
+from router.core.gates import AnalysisSpec, parse_analysis
 from strategies.base import Decision, StrategyKind, StrategySpec, check_backend
 
 if TYPE_CHECKING:
-    from router.state.model import Rollout
+    from router.core.rollout import Rollout
 
 COLOURS = ("blue", "green")
 _PREVIEW_ON = frozenset({b"1", b"true", b"yes", b"on"})

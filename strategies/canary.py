@@ -9,12 +9,12 @@
       analysis: {interval: 2s, error_rate: {}, latency: {p99_ratio: 1.5},
                  agreement: {field: $.label, min: 0.95, min_requests: 200,
                              mirror_percent: 100, dry_run: false}}
-      compare: [{field: $.label, kind: label}]   # as under shadow; see router/compare.py
+      compare: [{field: $.label, kind: label}]   # as under shadow; see router/core/compare.py
       shadow_first: {percent: 100, min_requests: 500, min_agreement: 0.95, field: $.label}
-      rewrite: {iris-v2: {json: {model: v2}}}    # the candidate's requests: router/rewrite.py
+      rewrite: {iris-v2: {json: {model: v2}}}    # the candidate's requests: router/core/rewrite.py
 
 Theory of operation. The spec lists the steps; the live `Rollout` (written by
-the controller through router/rollout.py) says which step is current and the
+the controller through router/control/canary_machine.py) says which step is current and the
 candidate's weight in basis points. `decide` is then one comparison: a request
 goes to the candidate when `key % 10_000 < weight_bp`. Raising the weight only
 adds buckets below the line, so a ramp only moves users into the candidate.
@@ -35,7 +35,7 @@ header wins in every phase so a tester can reach an aborted candidate.
 
 Mirrors. The `agreement` gate and the shadow-first phase judge the candidate on
 the same requests as the stable backend: a request the STABLE backend answers
-is also mirrored to the candidate (never awaited; router/mirror.py compares the
+is also mirrored to the candidate (never awaited; router/shadow/mirror.py compares the
 two answers with the `compare` settings and counts per rollout window). A
 request the candidate answers has nothing to be compared with and is not
 mirrored. Whether a stable-served request is mirrored comes from a second hash
@@ -47,7 +47,7 @@ An agreement field (`field: $.path` or `output: NAME`) not listed under
 Shadow first. With `shadow_first`, a new rollout (and a retry) starts in the
 `waiting` phase at weight 0: every request goes to the stable backend and
 `percent` of them are mirrored. Only when enough comparisons show enough
-agreement does the controller open step 1 (router/rollout.py); clearly too
+agreement does the controller open step 1 (router/control/canary_machine.py); clearly too
 little agreement aborts before any user reached the candidate. Weight 0 while
 ramping happens only there (every step's weight is above 0), so `decide` tells
 the phase by the weight alone.
@@ -60,23 +60,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Final
 
-from router.analysis import (
+from router.core.compare_config import parse_compare
+from router.core.compare_kinds import FieldSpec
+from router.core.confkit import Node, basis_points
+from router.core.gates import (
     WHOLE_ANSWER,
     AgreementGate,
     AnalysisSpec,
     agreement_field,
     parse_analysis,
 )
-from router.compare_config import parse_compare
-from router.compare_kinds import FieldSpec
-from router.confkit import Node, basis_points
-from router.hashing import BASIS_POINTS
-from router.rewrite import Rewrite, parse_rewrites, rewrite_for
+from router.core.rewrite import Rewrite, parse_rewrites, rewrite_for
+from router.dataplane.hashing import BASIS_POINTS
 from strategies.base import Decision, StrategyKind, StrategySpec, check_backend
 from strategies.shadow import ShadowSpec, mirror_bucket
 
 if TYPE_CHECKING:
-    from router.state.model import Rollout
+    from router.core.rollout import Rollout
 
 _MAX_STEPS: Final = 100  # a ramp with a tiny step must not expand into thousands
 
@@ -176,7 +176,7 @@ class Canary:
         )
         self._ramp_bp = spec.ramp_mirror_bp
         self._first_bp = spec.shadow_first.percent_bp if spec.shadow_first else 0
-        # what router/mirror.py compares the candidate's mirrored answers with
+        # what router/shadow/mirror.py compares the candidate's mirrored answers with
         self.compare_settings = ShadowSpec(
             primary="", shadows=(), compare=spec.compare, rewrite=spec.rewrite
         )

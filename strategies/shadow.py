@@ -13,7 +13,7 @@
       float_tolerance: 1e-6   # whole-JSON compare when `compare` is empty
       sample_disagreements: {enabled: true, max: 100, ttl: 1h,
                              fields_only: false, store_request_body: false}
-      rewrite: {model-v2: {json: {model: my-v2}}}   # per shadow: router/rewrite.py
+      rewrite: {model-v2: {json: {model: my-v2}}}   # per shadow: router/core/rewrite.py
 
 Theory of operation. `decide` always names the primary; only the mirrors vary.
 Whether a request is mirrored is decided from its 64-bit key, like every other
@@ -28,7 +28,7 @@ The four possible decisions (mirror nothing, the shadows, the secondary, both)
 are built once, so `decide` allocates nothing. A route whose live rollout is
 `paused` (routerctl pause) stops mirroring until resumed.
 
-The comparison settings are parsed by router/compare_config.py (`parse_compare`), the
+The comparison settings are parsed by router/core/compare_config.py (`parse_compare`), the
 same parser the canary's agreement gate uses; the mirror workers read them
 from `spec`.
 """
@@ -39,16 +39,16 @@ import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
 
-from router.compare_config import parse_compare, read_real
-from router.compare_kinds import FieldSpec
-from router.confkit import basis_points
-from router.hashing import BASIS_POINTS
-from router.rewrite import Rewrite, parse_rewrites, rewrite_for
+from router.core.compare_config import parse_compare, read_real
+from router.core.compare_kinds import FieldSpec
+from router.core.confkit import basis_points
+from router.core.rewrite import Rewrite, parse_rewrites, rewrite_for
+from router.dataplane.hashing import BASIS_POINTS
 from strategies.base import Decision, StrategyKind, StrategySpec, check_backend
 
 if TYPE_CHECKING:
-    from router.confkit import Node
-    from router.state.model import Rollout
+    from router.core.confkit import Node
+    from router.core.rollout import Rollout
 
 _MASK64: Final = (1 << 64) - 1
 _SHADOW_SALT: Final = 0x9E3779B97F4A7C15

@@ -20,13 +20,13 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from router.confkit import basis_points
-from router.hashing import BASIS_POINTS
+from router.core.confkit import basis_points
+from router.dataplane.hashing import BASIS_POINTS
 from strategies.base import Decision, StrategyKind, StrategySpec
 
 if TYPE_CHECKING:
-    from router.confkit import Node
-    from router.state.model import Rollout
+    from router.core.confkit import Node
+    from router.core.rollout import Rollout
 
 
 @dataclass(frozen=True, slots=True)

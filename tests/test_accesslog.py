@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from router.accesslog import FLUSH_BYTES, FLUSH_INTERVAL, AccessLog
-from router.logfile import AccessLogging, LogFile, LogFileError
-from router.spec import LoggingSpec
+from router.config.spec import LoggingSpec
+from router.dataplane.accesslog import FLUSH_BYTES, FLUSH_INTERVAL, AccessLog
+from router.ops.logfile import AccessLogging, LogFile, LogFileError
 
 KEYS = [
     "ts",

@@ -11,14 +11,14 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from router.admin import Action, build_admin_app, load_token, route_weights
-from router.dashboard import freshen_reasons
-from router.metrics import Metrics
-from router.routing import CompiledRoute, RouteTable
+from router.config.spec import AdminSpec, Config, MatchSpec, RouteSpec
+from router.core.rollout import Rollout
+from router.dataplane.metrics import Metrics
+from router.dataplane.routing import CompiledRoute, RouteTable
+from router.ops.admin import Action, build_admin_app, load_token, route_weights
+from router.ops.dashboard import freshen_reasons
 from router.runtime import Runtime
-from router.spec import AdminSpec, Config, MatchSpec, RouteSpec
 from router.state.base import StoreUnavailable
-from router.state.model import Rollout
 from strategies.base import Decision
 
 TOKEN = "s3cret-token"

@@ -11,24 +11,24 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from examples.model_server import ModelOptions
-from router.analysis import AgreementGate, Sample, parse_analysis, rate_bounds
-from router.canary_ctl import CanaryController, spec_of
-from router.compare import Answer, compare
-from router.compare_config import parse_compare
-from router.compare_figures import Tally, compare_id
-from router.config import parse as parse_config
-from router.confkit import Node
-from router.controller import Writer
-from router.hashing import BASIS_POINTS, key_of
-from router.metrics import Metrics
-from router.mirror import RouteFigures, judging
-from router.mirror_figures import agreement_counts, read_agreement, window_counter
-from router.rollout import window
-from router.routing import build_table
+from router.config.reader import parse as parse_config
+from router.control.canary import CanaryController, spec_of
+from router.control.canary_machine import window
+from router.control.controller import Writer
+from router.core.compare import Answer, compare
+from router.core.compare_config import parse_compare
+from router.core.confkit import Node
+from router.core.gates import AgreementGate, Sample, parse_analysis, rate_bounds
+from router.core.rollout import Rollout
+from router.dataplane.hashing import BASIS_POINTS, key_of
+from router.dataplane.metrics import Metrics
+from router.dataplane.routing import build_table
 from router.runtime import Runtime
+from router.shadow.figures import Tally, compare_id
+from router.shadow.mirror import RouteFigures, judging
+from router.shadow.stored import agreement_counts, read_agreement, window_counter
 from router.state.live import LiveState
 from router.state.memory import MemoryStore
-from router.state.model import Rollout
 from strategies.canary import CANARY, Canary, CanarySpec
 from tests.test_mirror import model, models, post_many, rig
 

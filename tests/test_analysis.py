@@ -7,7 +7,8 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 import pytest
 
-from router.analysis import (
+from router.core.confkit import Node
+from router.core.gates import (
     GATES,
     LATENCY_BOUNDS,
     AnalysisSpec,
@@ -22,7 +23,6 @@ from router.analysis import (
     quantile_bounds,
     rate_bounds,
 )
-from router.confkit import Node
 
 NO_EXTRA: Mapping[str, object] = {}
 

@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 
 from examples.model_server import LinearModel, ModelOptions, start_model_server
-from router.automation_ctl import AutomationController
-from router.controller import Writer
-from router.routing import build_table
+from router.control.automation import AutomationController
+from router.control.controller import Writer
+from router.dataplane.routing import build_table
 from router.state.live import LiveState
 from router.state.redis import RedisStore
 from tests.support.backends import NamedBackend, named_backends
@@ -213,7 +213,7 @@ async def test_model_down_the_human_answers_clients_that_send_the_body_late(
 def _controller(store: RedisStore, config: dict[str, Any]) -> tuple[AutomationController, Any]:
     import yaml
 
-    from router.config import parse
+    from router.config.reader import parse
 
     table = build_table(parse(yaml.safe_dump(config)))
     live = LiveState(store, routes=lambda: ["inspect"])

@@ -159,7 +159,7 @@ async def _model_answered(model: Scripted, n: int) -> None:
 
 
 def routerctl(router: RouterProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "router.cli", "--admin", router.admin_url, "--token"]
+    cmd = [sys.executable, "-m", "router.ops.cli", "--admin", router.admin_url, "--token"]
     return subprocess.run(
         [*cmd, "test-token", *args], capture_output=True, text=True, timeout=10, check=False
     )

@@ -9,8 +9,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.confkit import Node
-from router.state.model import Rollout
+from router.core.confkit import Node
+from router.core.rollout import Rollout
 from strategies.automation import (
     FAILURES,
     LEVELS,

@@ -13,23 +13,23 @@ from typing import Any
 import pytest
 import yaml
 
-from router.bluegreen_ctl import (
+from router.config.reader import parse
+from router.control.bluegreen import (
     ABORTED,
     ROLLED_BACK,
     STEADY,
     WATCHING,
     BlueGreenController,
 )
-from router.canary_ctl import step_window
-from router.config import parse
-from router.confkit import ConfigError
-from router.controller import Writer, window_id
-from router.metrics import Metrics
-from router.routing import CompiledRoute, build_table
+from router.control.canary import step_window
+from router.control.controller import Writer, window_id
+from router.core.confkit import ConfigError
+from router.core.rollout import Rollout
+from router.dataplane.metrics import Metrics
+from router.dataplane.routing import CompiledRoute, build_table
 from router.runtime import Runtime
 from router.state.live import LiveState
 from router.state.memory import MemoryStore
-from router.state.model import Rollout
 from strategies.bluegreen import BlueGreen, BlueGreenSpec
 from tests.support.backends import NamedBackend, named_backends
 

@@ -105,7 +105,7 @@ class TimedLoad:
 
 
 def routerctl(router: RouterProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "router.cli", "--admin", router.admin_url, "--token"]
+    cmd = [sys.executable, "-m", "router.ops.cli", "--admin", router.admin_url, "--token"]
     return subprocess.run(
         [*cmd, "test-token", *args], capture_output=True, text=True, timeout=15, check=False
     )

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from router.analysis import (
+from router.control.canary_machine import Event, Observation, initial, step
+from router.core.gates import (
     LATENCY_BOUNDS,
     AnalysisSpec,
     ErrorRateGate,
@@ -20,8 +21,7 @@ from router.analysis import (
     Sample,
     evaluate,
 )
-from router.rollout import Event, Observation, initial, step
-from router.state.model import Rollout
+from router.core.rollout import Rollout
 from strategies.canary import Canary, CanarySpec, StepSpec
 
 BOUNDS = np.asarray(LATENCY_BOUNDS)

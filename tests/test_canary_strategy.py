@@ -9,10 +9,10 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.analysis import ErrorRateGate, LatencyGate
-from router.confkit import Node
-from router.hashing import BASIS_POINTS, key_of
-from router.state.model import Rollout
+from router.core.confkit import Node
+from router.core.gates import ErrorRateGate, LatencyGate
+from router.core.rollout import Rollout
+from router.dataplane.hashing import BASIS_POINTS, key_of
 from strategies.canary import CANARY, Canary, CanarySpec, StepSpec
 from strategies.registry import REGISTRY
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from router.admin import Action, build_admin_app, start_admin
-from router.metrics import Metrics
-from router.state.model import Rollout
+from router.core.rollout import Rollout
+from router.dataplane.metrics import Metrics
+from router.ops.admin import Action, build_admin_app, start_admin
 from tests.test_admin import RELOAD_ERROR, TOKEN, make_runtime
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +90,7 @@ def routerctl(*args: str, token: str | None = None) -> subprocess.CompletedProce
     }
     if token is not None:
         env["ROUTER_ADMIN_TOKEN"] = token
-    cmd = [sys.executable, "-m", "router.cli", *args]
+    cmd = [sys.executable, "-m", "router.ops.cli", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=30)
 
 

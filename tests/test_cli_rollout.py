@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from router.cli_rollout import progress_bar, rollout_lines
+from router.ops.cli_rollout import progress_bar, rollout_lines
 
 
 def entry(**rollout: Any) -> dict[str, Any]:

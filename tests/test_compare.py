@@ -11,9 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.compare import OTHER, Answer, compare, diff_paths
-from router.compare_config import parse_compare
-from router.compare_figures import (
+from router.core.compare import OTHER, Answer, compare, diff_paths
+from router.core.compare_config import parse_compare
+from router.core.compare_kinds import KINDS, FieldSpec, cosine, total_variation
+from router.shadow.figures import (
     Tally,
     counter_name,
     fold_confusion,
@@ -23,8 +24,7 @@ from router.compare_figures import (
     tally_fields,
     wilson,
 )
-from router.compare_kinds import KINDS, FieldSpec, cosine, total_variation
-from router.compare_records import disagreement_record
+from router.shadow.records import disagreement_record
 from router.state.base import StateStore
 
 KIND_WORDS = ", ".join(KINDS)

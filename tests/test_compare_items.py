@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import random
 
-from router.compare import Answer, compare
-from router.compare_figures import Tally, compare_id, summarize
-from router.compare_hints import add_hints
-from router.compare_kinds import FieldSpec
-from router.protocols import get
+from router.core.compare import Answer, compare
+from router.core.compare_kinds import FieldSpec
+from router.core.protocols import get
+from router.shadow.figures import Tally, compare_id, summarize
+from router.shadow.hints import add_hints
 
 V2 = get("v2")
 PREDICT = FieldSpec("predict", "label")

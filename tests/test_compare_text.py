@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from router.compare import Answer, compare
-from router.compare_config import parse_compare
-from router.compare_figures import Tally, summarize
-from router.compare_kinds import FieldSpec, compare_field
-from router.compare_text import jaccard, json_valid, refuses
-from router.protocols import get
+from router.core.compare import Answer, compare
+from router.core.compare_config import parse_compare
+from router.core.compare_kinds import FieldSpec, compare_field
+from router.core.compare_text import jaccard, json_valid, refuses
+from router.core.protocols import get
+from router.shadow.figures import Tally, summarize
 
 
 def spec(kind: str, field: str = "text", **settings: object) -> FieldSpec:
@@ -178,8 +178,8 @@ def canary_yaml(name: str) -> str:
 
 def test_a_gate_names_a_compare_entry() -> None:
     """`compare: refusal` judges the refusal figure; a name no entry has is refused."""
-    from router.config import parse
-    from router.confkit import ConfigError
+    from router.config.reader import parse
+    from router.core.confkit import ConfigError
     from strategies.canary import CanarySpec
 
     config = parse(canary_yaml("refusal"))

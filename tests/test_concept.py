@@ -1,10 +1,10 @@
-"""Concept drift: the accuracy CUSUM of router/concept.py on simulated labels (pure)."""
+"""Concept drift: the accuracy CUSUM of router/core/concept.py on simulated labels (pure)."""
 
 from __future__ import annotations
 
 import random
 
-from router.concept import REFERENCE, RUN_LENGTH, ArmWatch
+from router.core.concept import REFERENCE, RUN_LENGTH, ArmWatch
 
 
 def labels(rng: random.Random, accuracy: float, n: int) -> list[bool]:

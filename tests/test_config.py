@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from router.config import ConfigError, load_file, parse, validate_file
-from router.confkit import Node
-from router.spec import StickySpec, TLSSpec
+from router.config.reader import ConfigError, load_file, parse, validate_file
+from router.config.spec import StickySpec, TLSSpec
+from router.core.confkit import Node
 from strategies.base import StrategyKind, StrategySpec
 from strategies.registry import REGISTRY
 from strategies.split import SPLIT, SplitSpec

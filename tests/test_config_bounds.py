@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from router.config import ConfigError, parse
-from router.yamlload import MAX_BYTES, MAX_DEPTH, MAX_VALUES
+from router.config.reader import ConfigError, parse
+from router.config.yamlload import MAX_BYTES, MAX_DEPTH, MAX_VALUES
 
 BASE = """
 backends: {b1: {url: "http://127.0.0.1:9001"}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from router.config import ConfigError, parse
+from router.config.reader import ConfigError, parse
 
 BASE = (
     "backends: {a: {url: 'http://127.0.0.1:9'}}\n"

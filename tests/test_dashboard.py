@@ -17,13 +17,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from router.admin import build_admin_app, route_weights
-from router.compare_figures import Rate
-from router.dashboard import _SCRIPT, POLL_PATH, Dashboard, Sampler, delta
-from router.metrics import Metrics
-from router.routing import CompiledRoute, RouteTable
+from router.config.spec import Config, MatchSpec, RouteSpec
+from router.dataplane.metrics import Metrics
+from router.dataplane.routing import CompiledRoute, RouteTable
+from router.ops.admin import build_admin_app, route_weights
+from router.ops.dashboard import _SCRIPT, POLL_PATH, Dashboard, Sampler, delta
 from router.runtime import Runtime
-from router.spec import Config, MatchSpec, RouteSpec
+from router.shadow.figures import Rate
 from router.state.base import StoreUnavailable
 from strategies.shadow import Shadow as ShadowStrategy
 from strategies.shadow import ShadowSpec
@@ -43,7 +43,7 @@ class Clock:
 
 
 class Shadow:
-    """Shadow figures shaped like router.mirror.Mirrors.summary; `down` simulates an outage."""
+    """Shadow figures shaped like router.shadow.mirror.Mirrors.summary; `down`: an outage."""
 
     def __init__(self) -> None:
         self.down = False
@@ -61,7 +61,7 @@ class Shadow:
 
 
 class Drift:
-    """Drift scores shaped like router.drift_io.DriftIO.figures (and an admin extension)."""
+    """Drift scores shaped like router.drift.watch.DriftIO.figures (and an admin extension)."""
 
     async def figures(self, route: str) -> dict[str, Any] | None:
         if route != "iris":
@@ -319,7 +319,7 @@ async def test_poll_marks_backends_that_get_copies() -> None:
 
 
 class Streams:
-    """Stream timing per arm, as router/stream_metrics.py answers it."""
+    """Stream timing per arm, as router/shadow/streams.py answers it."""
 
     async def stream_figures(self, route: str) -> dict[str, Any]:
         arm = {"streams": 412, "ttft_p50": 0.103, "ttft_p95": 0.118, "inter_token_p50": 0.101,

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.drift import (
+from router.core.drift import (
     Collector,
     Column,
     DriftTracker,
@@ -23,8 +23,8 @@ from router.drift import (
     psi,
     scores,
 )
-from router.drift_matrix import MatrixBins
-from router.jsonpath import MISSING
+from router.core.drift_matrix import MatrixBins
+from router.core.jsonpath import MISSING
 
 VEC = FeatureSpec("features", "$.features", "vector")
 NUM = FeatureSpec("x", "$.x", "number")

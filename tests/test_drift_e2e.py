@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from examples.model_server import ModelOptions, start_model_server
-from router.cli import main as routerctl
+from router.ops.cli import main as routerctl
 from tests.support.routerproc import RouterProcess
 
 TOKEN = {"Authorization": "Bearer test-token"}
@@ -110,7 +110,7 @@ async def test_unshifted_inputs_stay_quiet_and_a_shift_alarms_by_name(
     try:
         rng = np.random.default_rng(11)
         await send(router.url, features(rng, 400 + 600))
-        # under load the router observes a sample (router/drift_io.py): wait for min_samples
+        # under load the router observes a sample (router/drift/watch.py): wait for min_samples
         assert await wait_for(lambda: min(_counts(router), default=0) >= 300), input_scores(router)
         quiet = input_scores(router)
         assert not [f for f in quiet.values() if f["alarm"]], quiet

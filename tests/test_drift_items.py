@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
-from router.drift import scores
-from router.drift_streams import RouteDrift, Stream
-from router.spec import DriftSpec
+from router.config.spec import DriftSpec
+from router.core.drift import scores
+from router.drift.streams import RouteDrift, Stream
 
 DIMS, SHIFTED = 4, 2
 Encode = Callable[[np.ndarray], bytes]

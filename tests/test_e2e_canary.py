@@ -211,7 +211,7 @@ async def wait_for_gates(router: RouterProcess, within: float) -> None:
 
 
 def routerctl(router: RouterProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "router.cli", "--admin", router.admin_url, "--token"]
+    cmd = [sys.executable, "-m", "router.ops.cli", "--admin", router.admin_url, "--token"]
     return subprocess.run(
         [*cmd, "test-token", *args], capture_output=True, text=True, timeout=10, check=False
     )

@@ -143,7 +143,7 @@ async def test_bad_edit_is_refused_and_shown_by_routerctl(tmp_path: Path) -> Non
             served = await fan_out(router.url, [f"user-{i}" for i in range(50)])
             out = await asyncio.to_thread(
                 subprocess.run,
-                [sys.executable, "-m", "router.cli", "--admin", router.admin_url, "status"],
+                [sys.executable, "-m", "router.ops.cli", "--admin", router.admin_url, "status"],
                 capture_output=True,
                 text=True,
                 timeout=10,

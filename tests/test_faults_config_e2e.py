@@ -4,7 +4,7 @@ A router process serves 100 requests a second while twenty bad versions of its
 config.yaml are written over it in turn, an alias bomb among them. Each is refused
 with its path (routerctl status shows it), the old config keeps serving, no
 request fails, and the bomb costs no memory: the file is read and parsed in a
-worker thread with caps (router/yamlload.py, router/reload.py).
+worker thread with caps (router/config/yamlload.py, router/config/reload.py).
 """
 
 from __future__ import annotations

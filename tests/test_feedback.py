@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 
 from examples.model_server import LABELS, LinearModel, ModelOptions, start_model_server
-from router.feedback import GRACE, Feedback
-from router.feedback_items import Memory, outcome, parse_items
+from router.drift.label_items import Memory, outcome, parse_items
+from router.drift.labels import GRACE, Feedback
 from router.state.memory import MemoryStore
 from tests.support.routerproc import RouterProcess
 

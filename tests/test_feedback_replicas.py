@@ -2,7 +2,7 @@
 
 Replica A serves every request and so is the only one that remembers which
 backend answered what; every label is posted to replica B's admin API. The
-labels travel through the store (router/feedback.py): B shares each batch, A
+labels travel through the store (router/drift/labels.py): B shares each batch, A
 finds the request ids in its memory and counts the outcomes in per-route
 counter hashes, which both replicas read. The right / wrong labels follow a
 fixed rule per backend, so the expected counts are exact: a label is matched

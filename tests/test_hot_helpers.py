@@ -9,9 +9,9 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router import http1
-from router.http1 import _LENGTH_LINES_MAX, length_line, new_request_id
-from router.metrics import BOUNDS, bucket_of
+from router.dataplane import http1
+from router.dataplane.http1 import _LENGTH_LINES_MAX, length_line, new_request_id
+from router.dataplane.metrics import BOUNDS, bucket_of
 
 
 @given(st.floats(min_value=0.0, max_value=1e6, allow_nan=False))

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from router.spec import LimitsSpec
+from router.config.spec import LimitsSpec
 from tests.support.dataplane import (
     Plane,
     RawClient,

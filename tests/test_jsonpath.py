@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.jsonpath import MISSING, compile_path, render
+from router.core.jsonpath import MISSING, compile_path, render
 
 DOC = {
     "label": "cat",

@@ -1,13 +1,13 @@
-"""The ladder's bars (router/ladder.py) and the canary's accuracy gate, pure."""
+"""The ladder's bars (router/core/ladder.py) and the canary's accuracy gate, pure."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from router.accuracy_gate import AccuracyGate
-from router.analysis import Sample, parse_analysis
-from router.confkit import Node
-from router.ladder import DEFAULT_LADDER, Bar, Evidence, LadderSpec, judge, parse_ladder, plan
+from router.core.confkit import Node
+from router.core.gates import Sample, parse_analysis
+from router.core.gates_accuracy import AccuracyGate
+from router.core.ladder import DEFAULT_LADDER, Bar, Evidence, LadderSpec, judge, parse_ladder, plan
 
 AUTO = LadderSpec(
     advance="auto",

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from router.logs import Fanout, configure_logging
-from router.metrics import Metrics
+from router.dataplane.metrics import Metrics
+from router.ops.logs import Fanout, configure_logging
 from tests.support.dataplane import ListRecorder
 
 

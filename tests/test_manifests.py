@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from router.config import validate_file
+from router.config.reader import validate_file
 from tests.support.manifests import (
     KUBERNETES,
     KUSTOMIZE,

@@ -11,7 +11,7 @@ from itertools import pairwise
 
 import pytest
 
-from router.metrics import (
+from router.dataplane.metrics import (
     BOUNDS,
     NBUCKETS,
     Metrics,
@@ -290,7 +290,7 @@ async def test_redis_outage_keeps_deltas(fresh_redis: RedisServer) -> None:
 
 async def test_step_windows_sum_across_pending_windows_and_replicas() -> None:
     """Counts of one rollout step land in one hash, summed over flushes and replicas."""
-    from router.metrics import read_step_window
+    from router.dataplane.metrics import read_step_window
     from router.state.memory import MemoryStore
 
     store = MemoryStore()

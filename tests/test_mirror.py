@@ -19,10 +19,10 @@ import aiohttp
 from aiohttp import web
 
 from examples.model_server import ModelOptions, ModelService, parse_features, start_model_server
-from router.config import parse
-from router.mirror import BREAKER_FAILURES, Mirrors
-from router.routing import build_table
+from router.config.reader import parse
+from router.dataplane.routing import build_table
 from router.runtime import Runtime
+from router.shadow.mirror import BREAKER_FAILURES, Mirrors
 from router.state.base import StateStore
 from router.state.memory import MemoryStore
 from tests.support.dataplane import Plane, running_plane

@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 
-from router.compare import Answer
-from router.config import parse
-from router.mirror import Mirrors
-from router.mirror_client import request_bytes
-from router.routing import build_table
+from router.config.reader import parse
+from router.core.compare import Answer
+from router.dataplane.routing import build_table
+from router.dataplane.shadow_copy import MirrorCopy
+from router.dataplane.upstream import UpstreamPool
 from router.runtime import Runtime
-from router.shadow_copy import MirrorCopy
+from router.shadow.client import request_bytes
+from router.shadow.mirror import Mirrors
 from router.state.memory import MemoryStore
 from router.state.redis import RedisStore
-from router.upstream import UpstreamPool
 from tests.support.rawbackend import RawBackend, echo
 from tests.support.redis_server import RedisServer
 from tests.test_mirror import config_text, shadow_route
@@ -165,7 +165,7 @@ async def test_apply_config_renews_changed_pools_and_stops_removed_lanes() -> No
 
 def test_breaker_opens_after_failures_in_a_row_and_backs_off() -> None:
     """Five failures in a row pause a shadow; each reopening lasts twice as long."""
-    from router.mirror import BREAKER_FAILURES, BREAKER_MIN, Breaker
+    from router.shadow.mirror import BREAKER_FAILURES, BREAKER_MIN, Breaker
 
     b = Breaker()
     opened = [b.failed(100.0) for _ in range(BREAKER_FAILURES)]

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from router.compare import Answer, compare
-from router.compare_kinds import FieldSpec
-from router.jsonpath import MISSING
-from router.protocols import get
-from router.protocols.openai import completion, event_data
+from router.core.compare import Answer, compare
+from router.core.compare_kinds import FieldSpec
+from router.core.jsonpath import MISSING
+from router.core.protocols import get
+from router.core.protocols.openai import completion, event_data
 
 OPENAI = get("openai")
 

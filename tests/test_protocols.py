@@ -1,4 +1,4 @@
-"""Model protocols: bodies in, items out (router/protocols/), pure and faithful to
+"""Model protocols: bodies in, items out (router/core/protocols/), pure and faithful to
 what MLServer, Triton, TF Serving and plain JSON APIs send."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from router.config import parse
-from router.jsonpath import MISSING
-from router.protocols import PROTOCOLS, get
-from router.protocols.checks import errors, warnings
+from router.config.checks import errors, warnings
+from router.config.reader import parse
+from router.core.jsonpath import MISSING
+from router.core.protocols import PROTOCOLS, get
 
 V2 = get("v2")
 TFS = get("tfserving")
@@ -199,7 +199,7 @@ def route_yaml(protocol: str, compare: str, drift: str = "") -> str:
 
 def test_output_names_on_a_json_route_are_refused_with_their_path() -> None:
     """protocol json reads JSON paths: `output: predict` cannot work there."""
-    from router.confkit import ConfigError
+    from router.core.confkit import ConfigError
 
     with pytest.raises(ConfigError) as info:
         parse(route_yaml("json", "{output: predict, kind: label}"))
@@ -233,7 +233,7 @@ def test_validate_warns_when_a_name_reads_but_not_as_meant() -> None:
 
 
 def test_unknown_protocol_word_is_refused() -> None:
-    from router.confkit import ConfigError
+    from router.core.confkit import ConfigError
 
     with pytest.raises(ConfigError) as info:
         parse(route_yaml("grpc", "{field: $.label, kind: label}"))
@@ -246,7 +246,7 @@ def test_routerctl_validate_prints_ok_then_the_warnings(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A config that reads but not as meant: exit 0, OK, then each warning with its path."""
-    from router.cli import main
+    from router.ops.cli import main
 
     path = tmp_path / "c.yaml"
     path.write_text(route_yaml("json", "{field: '$.predictions[0]', kind: label}"))

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from router.spec import HeadersSpec
+from router.config.spec import HeadersSpec
 from tests.support.dataplane import (
     Plane,
     RawClient,

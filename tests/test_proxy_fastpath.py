@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 
-from router.accesslog import AccessLog
-from router.logs import Fanout
-from router.metrics import Metrics
-from router.proxy import MATCH_MEMO, DataPlane, bound_port
-from router.routing import CompiledRoute, RouteTable
-from router.spec import LimitsSpec, ListenSpec
+from router.config.spec import LimitsSpec, ListenSpec
+from router.dataplane.accesslog import AccessLog
+from router.dataplane.metrics import Metrics
+from router.dataplane.proxy import MATCH_MEMO, DataPlane, bound_port
+from router.dataplane.routing import CompiledRoute, RouteTable
+from router.ops.logs import Fanout
 from tests.support.dataplane import (
     ListRecorder,
     backend,

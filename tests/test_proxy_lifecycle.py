@@ -9,10 +9,10 @@ import subprocess
 
 import pytest
 
-from router.proxy import DataPlane
-from router.server import ClientConnection
-from router.spec import ListenSpec, TLSSpec
-from router.upstream import UpstreamConnection
+from router.config.spec import ListenSpec, TLSSpec
+from router.dataplane.proxy import DataPlane
+from router.dataplane.server import ClientConnection
+from router.dataplane.upstream import UpstreamConnection
 from tests.support.dataplane import (
     ListRecorder,
     RawClient,

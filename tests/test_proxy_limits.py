@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from router.spec import LimitsSpec
+from router.config.spec import LimitsSpec
 from tests.support.dataplane import Plane, RawClient, backend, get, make_runtime, running_plane
 from tests.support.rawbackend import RawBackend
 

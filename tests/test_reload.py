@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from router.config import parse
-from router.reload import ConfigWatcher, content_hash, diff_summary, parse_only
-from router.spec import Config
+from router.config.reader import parse
+from router.config.reload import ConfigWatcher, content_hash, diff_summary, parse_only
+from router.config.spec import Config
 from strategies.split import SplitSpec
 
 TEMPLATE = """\

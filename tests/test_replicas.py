@@ -12,7 +12,7 @@ import signal
 import time
 from pathlib import Path
 
-from router.metrics import read_window
+from router.dataplane.metrics import read_window
 from router.state.redis import RedisStore
 from tests.support.backends import named_backends
 from tests.support.redis_server import RedisServer

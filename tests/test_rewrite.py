@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from router.config import parse
-from router.confkit import ConfigError
-from router.rewrite import Rewrite
-from router.spec import MatchSpec, RouteSpec
-from router.state.model import Rollout
+from router.config.reader import parse
+from router.config.spec import MatchSpec, RouteSpec
+from router.core.confkit import ConfigError
+from router.core.rewrite import Rewrite
+from router.core.rollout import Rollout
 from strategies.base import Decision
 from tests.support.dataplane import RawClient, backend, make_runtime, running_plane
 from tests.support.rawbackend import RawBackend

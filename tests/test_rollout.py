@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.analysis import GateResult, Verdict
-from router.rollout import (
+from router.control.canary_machine import (
     PHASES,
     Event,
     InvalidCommand,
@@ -19,7 +18,8 @@ from router.rollout import (
     reconcile,
     step,
 )
-from router.state.model import Rollout
+from router.core.gates import GateResult, Verdict
+from router.core.rollout import Rollout
 from strategies.canary import CanarySpec, StepSpec
 
 SPEC = CanarySpec(

@@ -5,11 +5,11 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.config import parse
-from router.hashing import key_of
-from router.routing import CompiledRoute, RouteTable, build_table
-from router.spec import MatchSpec, RouteSpec, StickySpec
-from router.state.model import Rollout
+from router.config.reader import parse
+from router.config.spec import MatchSpec, RouteSpec, StickySpec
+from router.core.rollout import Rollout
+from router.dataplane.hashing import key_of
+from router.dataplane.routing import CompiledRoute, RouteTable, build_table
 from strategies.base import Decision
 from strategies.split import SplitSpec
 

@@ -15,8 +15,8 @@ import aiohttp
 from aiohttp import web
 
 from examples.model_server import ModelOptions
-from router.admin import build_admin_app, start_admin
-from router.metrics import Metrics
+from router.dataplane.metrics import Metrics
+from router.ops.admin import build_admin_app, start_admin
 from tests.test_mirror import FIELDS, Rig, model, models, post_many, rig, shadow_route
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +28,7 @@ async def routerctl(admin: str, *args: str) -> tuple[int, str, str]:
         k: v for k, v in os.environ.items() if k not in ("ROUTER_ADMIN_TOKEN", "ROUTERCTL_ADMIN")
     }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "router.cli", "--admin", admin, *args,
+        sys.executable, "-m", "router.ops.cli", "--admin", admin, *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=ROOT,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 30)

@@ -21,8 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from examples.model_server import ModelOptions, start_model_server
-from router.analysis import AgreementGate, ErrorRateGate, GateResult, Sample, Verdict
-from router.rollout import (
+from router.control.canary_machine import (
     PHASES,
     Event,
     InvalidCommand,
@@ -35,7 +34,8 @@ from router.rollout import (
     step,
     window,
 )
-from router.state.model import Rollout
+from router.core.gates import AgreementGate, ErrorRateGate, GateResult, Sample, Verdict
+from router.core.rollout import Rollout
 from strategies.canary import CanarySpec, ShadowFirstSpec, StepSpec
 from tests.support.routerproc import RouterProcess
 

@@ -9,10 +9,10 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.config import parse as parse_config
-from router.confkit import ConfigError, Node
-from router.hashing import key_of
-from router.state.model import Rollout
+from router.config.reader import parse as parse_config
+from router.core.confkit import ConfigError, Node
+from router.core.rollout import Rollout
+from router.dataplane.hashing import key_of
 from strategies.registry import REGISTRY
 from strategies.shadow import SHADOW, Shadow, ShadowSpec, mirror_bucket
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.confkit import Node
-from router.hashing import key_of
+from router.core.confkit import Node
+from router.dataplane.hashing import key_of
 from strategies.split import SPLIT, Split, SplitSpec
 
 KNOWN = frozenset({"a", "b", "c"})
@@ -138,7 +138,7 @@ def test_reordering_weights_in_yaml_moves_nobody() -> None:
 
 _CHILD = """
 import sys
-from router.hashing import key_of
+from router.dataplane.hashing import key_of
 from strategies.split import Split, SplitSpec
 split = Split(SplitSpec((("a", 3333), ("b", 3333), ("c", 3334))))
 print(",".join(split.decide(key_of(f"user-{i}".encode()), None, None).primary

@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from router.core.rollout import Rollout
 from router.state.base import RESYNC, StateStore, StoreUnavailable
 from router.state.factory import open_store
 from router.state.lease import Leadership
 from router.state.memory import MemoryStore
-from router.state.model import Rollout
 from router.state.redis import RedisStore, parse_sentinel_url
 
 WAIT = 2.0  # bound on any single await of a message; never reached when things work

@@ -10,10 +10,10 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
+from router.core.rollout import Rollout
 from router.state.base import RESYNC, StateStore
 from router.state.live import SEED_GRACE, ChangeHook, LiveState
 from router.state.memory import MemoryStore
-from router.state.model import Rollout
 from router.state.redis import RedisStore
 from tests.support.redis_server import RedisServer
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from router.core.rollout import Rollout
 from router.state.base import RESYNC, StoreUnavailable
 from router.state.live import LiveState
-from router.state.model import Rollout
 from router.state.redis import RedisStore, rollout_key
 from tests.support.redis_server import RedisServer, SentinelServer
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from router.analysis import GATES, LATENCY_BOUNDS, Sample
-from router.confkit import ConfigError, Node
-from router.metrics import bucket_of
-from router.stream_gate import TtftGate, parse_ttft
+from router.core.confkit import ConfigError, Node
+from router.core.gates import GATES, LATENCY_BOUNDS, Sample
+from router.core.gates_ttft import TtftGate, parse_ttft
+from router.dataplane.metrics import bucket_of
 
 NONE = Sample()
 
@@ -74,7 +74,7 @@ def test_config() -> None:
 
 
 def test_a_canary_lists_the_gate_beside_latency() -> None:
-    from router.config import parse
+    from router.config.reader import parse
 
     text = (
         "backends:\n  a: {url: http://127.0.0.1:1}\n  b: {url: http://127.0.0.1:2}\n"

@@ -11,11 +11,11 @@ import aiohttp
 import pytest
 
 from examples.openai_server import LLMOptions, start_openai_server
-from router.metrics import BOUNDS, bucket_of
-from router.spec import MatchSpec, RouteSpec
+from router.config.spec import MatchSpec, RouteSpec
+from router.dataplane.metrics import BOUNDS, bucket_of
+from router.dataplane.stream_timing import StreamStats, StreamTimer, carries_token, is_event_stream
+from router.shadow.streams import StreamMetrics, arm_figures, counter
 from router.state.memory import MemoryStore
-from router.stream_metrics import StreamMetrics, arm_figures, counter
-from router.stream_timing import StreamStats, StreamTimer, carries_token, is_event_stream
 from tests.support.dataplane import Fixed, backend, make_runtime, running_plane
 from tests.support.rawbackend import RawBackend, reset
 
@@ -222,7 +222,7 @@ async def test_before_the_head_the_client_gets_json_naming_the_backend(
 
 
 def test_routerctl_status_prints_stream_timing_per_arm() -> None:
-    from router.cli_views import stream_lines
+    from router.ops.cli_views import stream_lines
 
     fields = {"n": 4, "tok": 80, "ms": 8200}
     fields |= {f"f{bucket_of(0.1)}": 3, f"f{bucket_of(0.3)}": 1, f"g{bucket_of(0.1)}": 76}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from router.metrics import Metrics
-from router.workers import WorkerCounters
+from router.dataplane.metrics import Metrics
+from router.ops.workers import WorkerCounters
 
 
 def sample(page: str, prefix: str) -> float:

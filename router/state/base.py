@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from router.state.model import Rollout
+from router.core.rollout import Rollout
 
 CHANGES_CHANNEL = "dr:changes"
 # Yielded by `subscribe()` once the subscription is live (first item, and again

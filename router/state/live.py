@@ -43,8 +43,8 @@ from typing import Any
 
 import structlog
 
+from router.core.rollout import Rollout
 from router.state.base import RESYNC, StateStore, StoreIdentity, StoreUnavailable
-from router.state.model import Rollout
 
 log = structlog.get_logger("router.state")
 

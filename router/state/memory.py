@@ -24,8 +24,8 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from itertools import islice
 from typing import Any
 
+from router.core.rollout import Rollout
 from router.state.base import RESYNC, StoreIdentity
-from router.state.model import Rollout
 
 Clock = Callable[[], float]
 

@@ -44,8 +44,8 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
+from router.core.rollout import Rollout
 from router.state.base import CHANGES_CHANNEL, RESYNC, StoreIdentity, StoreUnavailable
-from router.state.model import Rollout
 
 log = structlog.get_logger("router.state")
 

@@ -14,11 +14,7 @@ import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from router.proxy import DataPlane, bound_port
-from router.routing import CompiledRoute, RouteTable
-from router.runtime import Runtime
-from router.shadow_copy import MirrorCopy
-from router.spec import (
+from router.config.spec import (
     BackendSpec,
     Config,
     HeadersSpec,
@@ -27,7 +23,11 @@ from router.spec import (
     MatchSpec,
     RouteSpec,
 )
-from router.state.model import Rollout
+from router.core.rollout import Rollout
+from router.dataplane.proxy import DataPlane, bound_port
+from router.dataplane.routing import CompiledRoute, RouteTable
+from router.dataplane.shadow_copy import MirrorCopy
+from router.runtime import Runtime
 from strategies.base import Decision
 from tests.support.rawbackend import RawBackend
 

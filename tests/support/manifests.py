@@ -20,8 +20,8 @@ from typing import Any
 import kubernetes_validate
 import yaml
 
-from router.config import parse
-from router.spec import Config
+from router.config.reader import parse
+from router.config.spec import Config
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 KUSTOMIZE = ROOT / "deploy" / "kubernetes"
