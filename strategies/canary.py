@@ -71,7 +71,7 @@ from router.core.gates import (
     parse_analysis,
 )
 from router.core.rewrite import Rewrite, parse_rewrites, rewrite_for
-from router.dataplane.hashing import BASIS_POINTS
+from router.core.rollout import BASIS_POINTS
 from strategies.base import Decision, StrategyKind, StrategySpec, check_backend
 from strategies.shadow import ShadowSpec, mirror_bucket
 

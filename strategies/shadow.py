@@ -43,7 +43,7 @@ from router.core.compare_config import parse_compare, read_real
 from router.core.compare_kinds import FieldSpec
 from router.core.confkit import basis_points
 from router.core.rewrite import Rewrite, parse_rewrites, rewrite_for
-from router.dataplane.hashing import BASIS_POINTS
+from router.core.rollout import BASIS_POINTS
 from strategies.base import Decision, StrategyKind, StrategySpec, check_backend
 
 if TYPE_CHECKING:

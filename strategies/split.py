@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from router.core.confkit import basis_points
-from router.dataplane.hashing import BASIS_POINTS
+from router.core.rollout import BASIS_POINTS
 from strategies.base import Decision, StrategyKind, StrategySpec
 
 if TYPE_CHECKING:

@@ -64,19 +64,3 @@ def warnings(config: Config, raw: Mapping[str, Any]) -> list[str]:
             if advice := protocol.advice(name, role):
                 out.append(f"{path}: {advice}")
     return out
-
-
-def check_file(path: str) -> tuple[list[str], list[str]]:
-    """(errors, warnings) of a config file, for `routerctl validate`."""
-    import yaml
-
-    from router.config.reader import load_file  # late: config imports this module
-    from router.core.confkit import ConfigError
-
-    try:
-        config = load_file(path)
-    except ConfigError as exc:
-        return exc.errors, []
-    with open(path, "rb") as f:
-        raw = yaml.safe_load(f)  # it parsed just above
-    return [], warnings(config, raw if isinstance(raw, dict) else {})

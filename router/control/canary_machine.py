@@ -47,8 +47,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from router.core.gates import Gate, GateResult
-from router.core.rollout import Rollout
-from router.dataplane.hashing import BASIS_POINTS
+from router.core.rollout import BASIS_POINTS, Rollout
 from strategies.canary import CanarySpec, StepSpec
 
 WAITING = "waiting"

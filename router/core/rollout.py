@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Final
+
+# Shares are basis points: 10,000 = every request (0.01 % steps). A request goes to
+# the backend whose range holds its sticky key % BASIS_POINTS (router/dataplane/hashing).
+BASIS_POINTS: Final = 10_000
 
 
 @dataclass(frozen=True, slots=True)

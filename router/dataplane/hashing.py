@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import random
 from hashlib import blake2b
-from typing import Final
 
-BASIS_POINTS: Final = 10_000
+from router.core.rollout import BASIS_POINTS
 
 
 def key_of(identity: bytes) -> int:

@@ -205,7 +205,7 @@ def cmd_diffs(api: Api, args: argparse.Namespace) -> int:
 
 
 def cmd_validate(api: Api, args: argparse.Namespace) -> int:
-    from router.config.checks import check_file  # lazy: the CLI stays light for other verbs
+    from router.config.validate import check_file  # lazy: the CLI stays light for other verbs
 
     errors, warnings = check_file(args.file)
     for error in errors:
