@@ -19,8 +19,7 @@ from router.core.compare import Answer, compare
 from router.core.compare_config import parse_compare
 from router.core.confkit import Node
 from router.core.gates import AgreementGate, Sample, parse_analysis, rate_bounds
-from router.core.rollout import Rollout
-from router.core.rollout import BASIS_POINTS
+from router.core.rollout import BASIS_POINTS, Rollout
 from router.dataplane.hashing import key_of
 from router.dataplane.metrics import Metrics
 from router.dataplane.routing import build_table

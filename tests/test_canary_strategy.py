@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 
 from router.core.confkit import Node
 from router.core.gates import ErrorRateGate, LatencyGate
-from router.core.rollout import Rollout
-from router.core.rollout import BASIS_POINTS
+from router.core.rollout import BASIS_POINTS, Rollout
 from router.dataplane.hashing import key_of
 from strategies.canary import CANARY, Canary, CanarySpec, StepSpec
 from strategies.registry import REGISTRY
