@@ -44,7 +44,7 @@ from router.config.spec import (
 from router.core.confkit import ConfigError, Node, show
 from router.core.protocols import PROTOCOLS
 
-__all__ = ["ConfigError", "load_file", "parse", "validate_file"]
+__all__ = ["ConfigError", "from_document", "load_file", "parse", "validate_file"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9-]{1,63})*$")
@@ -408,7 +408,11 @@ def _routes(root: Node, known: frozenset[str]) -> tuple[RouteSpec, ...]:
 def parse(text: str | bytes, *, source: str = "config.yaml") -> Config:
     """Parse and validate a whole config; raises ConfigError listing every problem."""
     data = text.encode() if isinstance(text, str) else text
-    doc = _load_yaml(data, source)
+    return from_document(_load_yaml(data, source), data, source=source)
+
+
+def from_document(doc: object, data: bytes, *, source: str = "config.yaml") -> Config:
+    """A whole config from its YAML values (`data`, the file's bytes, names the version)."""
     if not isinstance(doc, dict):
         raise ConfigError([f"{source}: must be a YAML mapping of sections, got {show(doc)}"])
     root = Node(doc, "", [])

@@ -9,16 +9,27 @@ from __future__ import annotations
 
 from router.config import yamlload
 from router.config.checks import warnings
-from router.config.reader import load_file
+from router.config.reader import from_document
 from router.core.confkit import ConfigError
 
 
 def check_file(path: str) -> tuple[list[str], list[str]]:
-    """(errors, warnings) of a config file."""
+    """(errors, warnings) of a config file, read and parsed once."""
     try:
-        config = load_file(path)
+        data = read_file(path)
+        raw = yamlload.load(data, path)
+    except OSError as exc:
+        return [f"{path}: cannot read: {exc.strerror or exc}"], []
+    except yamlload.YAMLRefused as exc:
+        return [str(exc)], []
+    try:
+        config = from_document(raw, data, source=path)
     except ConfigError as exc:
         return exc.errors, []
-    with open(path, "rb") as f:
-        raw = yamlload.load(f.read(), path)  # it parsed just above, within the bounds
     return [], warnings(config, raw if isinstance(raw, dict) else {})
+
+
+def read_file(path: str) -> bytes:
+    """A config file's bytes, refused past the YAML size bound without reading them all."""
+    with open(path, "rb") as f:
+        return f.read(yamlload.MAX_BYTES + 1)

@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from router.config import yamlbuild
+
 MAX_BYTES = 8 * 1024 * 1024
 MAX_DEPTH = 64
 MAX_VALUES = 1_000_000  # a 10,000-route config has about 170,000
@@ -49,6 +51,10 @@ def _unique_mapping(loader: Any, node: yaml.MappingNode) -> dict[Any, Any]:
         if key_node.tag == "tag:yaml.org,2002:merge":
             continue  # `<<: *base` then overriding a key is intended
         key = loader.construct_object(key_node)
+        if isinstance(key, list | dict | set):
+            raise yaml.constructor.ConstructorError(
+                None, None, "found unhashable key", key_node.start_mark
+            )  # PyYAML's own message, instead of a TypeError below
         if isinstance(key, str | int | float | bool) and key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}"[:120], key_node.start_mark
@@ -139,9 +145,40 @@ def _check(source: str, node: yaml.Node | yaml.Event, size: int, height: int) ->
 
 
 def load(data: bytes, source: str) -> object:
-    """One YAML document as Python values, within the bounds; YAMLRefused otherwise."""
+    """One YAML document as Python values, within the bounds; YAMLRefused otherwise.
+
+    Built from the event stream in one pass (router/config/yamlbuild.py); the few
+    documents that builder leaves alone take PyYAML's path (`load_composed`)."""
     if len(data) > MAX_BYTES:
         raise YAMLRefused(f"{source}: {len(data):,} bytes, more than the {MAX_BYTES:,} allowed")
+    loader = _Loader(data)
+    try:
+        return yamlbuild.Builder(loader, MAX_VALUES, MAX_DEPTH).document()
+    except yamlbuild.Unhandled:
+        pass
+    except yamlbuild.Refused as exc:
+        raise _bound(source, exc) from None
+    except yaml.YAMLError as exc:
+        raise _refusal(source, exc) from None
+    finally:
+        loader.dispose()
+    return load_composed(data, source)
+
+
+def _bound(source: str, exc: yamlbuild.Refused) -> YAMLRefused:
+    where = _where(source, exc.event)
+    if exc.what == "itself":
+        return YAMLRefused(f"{where}: a YAML alias refers to itself")
+    if exc.what == "depth":
+        return YAMLRefused(f"{where}: nested deeper than {MAX_DEPTH} levels")
+    return YAMLRefused(
+        f"{where}: holds more than {MAX_VALUES:,} values, counting each repeat of a "
+        "YAML alias; the cap keeps a config from exhausting the router"
+    )
+
+
+def load_composed(data: bytes, source: str) -> object:
+    """PyYAML's path: count the events, compose the graph, measure it, construct."""
     try:
         aliases = survey(data, source)
         loader = _Loader(data)
