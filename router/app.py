@@ -66,10 +66,15 @@ def version_line() -> str:
 
 
 async def serve(
-    config_path: str, worker: int, workers: int, workers_dir: str | None = None
+    config_path: str,
+    worker: int,
+    workers: int,
+    workers_dir: str | None = None,
+    config: Config | None = None,
 ) -> None:
-    """Run one router process until SIGTERM or SIGINT."""
-    config = load_config(config_path)
+    """Run one router process until SIGTERM or SIGINT; `config`: the file, already read."""
+    if config is None:  # a worker reads the file as it is when it starts (or restarts)
+        config = load_config(config_path)
     parts = Parts(
         config_path, config, worker=worker, reuse_port=workers > 1, workers_dir=workers_dir
     )
@@ -99,8 +104,14 @@ def load_config(path: str) -> Config:
     return replace(config, state=replace(config.state, url=url))
 
 
-def _run_one(config_path: str, worker: int, workers: int, workers_dir: str | None = None) -> None:
-    uvloop.run(serve(config_path, worker, workers, workers_dir))
+def _run_one(
+    config_path: str,
+    worker: int,
+    workers: int,
+    workers_dir: str | None = None,
+    config: Config | None = None,
+) -> None:
+    uvloop.run(serve(config_path, worker, workers, workers_dir, config))
 
 
 def _supervise(config_path: str, workers: int) -> int:
@@ -134,6 +145,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             "(in-memory state lives in one process, so workers would disagree)"
         )
     if args.workers == 1:
-        _run_one(args.config, 0, 1)
+        _run_one(args.config, 0, 1, config=config)  # a 10,000-route file is read once
         return
     sys.exit(_supervise(args.config, args.workers))
