@@ -22,6 +22,9 @@ from typing import Any
 import yaml
 
 
+START_TIMEOUT = 30.0
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -29,9 +32,14 @@ def free_port() -> int:
         return port
 
 
-def wait_port(port: int, timeout: float = 10.0) -> None:
+def wait_port(
+    port: int, timeout: float = 10.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Until something listens on the port; TimeoutError, at once if `proc` has exited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            break
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
@@ -79,9 +87,9 @@ class RouterProcess:
                 stderr=subprocess.STDOUT,
                 env=full_env,
             )
-        try:
-            wait_port(self.admin_port)
-            wait_port(self.port)
+        try:  # generous: on a loaded 2-core machine a cold start (no .pyc) takes seconds
+            wait_port(self.admin_port, START_TIMEOUT, self.proc)
+            wait_port(self.port, START_TIMEOUT, self.proc)
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"router did not start:\n{self.log()}") from None
