@@ -21,7 +21,6 @@ from typing import Any
 
 import yaml
 
-
 START_TIMEOUT = 30.0
 
 
