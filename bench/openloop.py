@@ -27,6 +27,7 @@ class OpenLoopResult:
     failed: int
     p50_ms: float
     p99_ms: float
+    max_ms: float = 0.0
 
 
 def _request(port: int) -> bytes:
@@ -74,7 +75,9 @@ async def _run(port: int, rate: float, seconds: float, conns: int) -> OpenLoopRe
     tasks = [_connection(port, i, conns, rate, t0, count, latencies) for i in range(conns)]
     failed = sum(await asyncio.gather(*tasks))
     latencies.sort()
-    return OpenLoopResult(rate, len(latencies), failed, _ms(latencies, 0.5), _ms(latencies, 0.99))
+    return OpenLoopResult(
+        rate, len(latencies), failed, _ms(latencies, 0.5), _ms(latencies, 0.99), _ms(latencies, 1)
+    )
 
 
 def _ms(ordered: list[float], q: float) -> float:

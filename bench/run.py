@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import targets
-from bench.scenarios import SCENARIOS, Check, Context, Section, Settings
+from bench.scenarios import OPTIONAL, SCENARIOS, Check, Context, Section, Settings
 
 QUICK = Settings(
     duration=2, warmup=1, runs=1, latency_duration=2, memory_requests=20_000, memory_max_seconds=10
@@ -63,6 +63,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="",
         help="comma-separated scenario names to run (default: all: "
         + ", ".join(s.__name__ for s in SCENARIOS)
+        + "; only when named: "
+        + ", ".join(s.__name__ for s in OPTIONAL)
         + ")",
     )
     p.add_argument(
@@ -152,8 +154,8 @@ def check_line(check: Check) -> str:
 def run_scenarios(ctx: Context, only: str = "") -> list[Section]:
     wanted = {name for name in only.split(",") if name}
     sections = []
-    for scenario in SCENARIOS:
-        if wanted and scenario.__name__ not in wanted:
+    for scenario in [*SCENARIOS, *OPTIONAL]:
+        if (wanted or scenario in OPTIONAL) and scenario.__name__ not in wanted:
             continue
         started = time.monotonic()
         sec = scenario(ctx)

@@ -425,3 +425,8 @@ from bench.defaults import model_server_stand_in, workers_scale  # noqa: E402 (s
 
 SCENARIOS.insert(2, model_server_stand_in)
 SCENARIOS.insert(3, workers_scale)
+
+from bench.scale import scale  # noqa: E402 (same)
+
+# Run only when named (`--only scale`): minutes more than the rest of the run.
+OPTIONAL: list[Scenario] = [scale]
