@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
+import sys
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
 from router.config.reader import parse
 from router.config.reload import ConfigWatcher, content_hash, diff_summary, parse_only
 from router.config.spec import Config
+from router.core.confkit import ConfigError
+from router.parts import prepare
 from strategies.split import SplitSpec
 
 TEMPLATE = """\
@@ -199,3 +204,42 @@ def test_diff_summary_lists_routes_backends_and_sections() -> None:
         "route changed: r (strategy)",
     ]
     assert diff_summary(old, parse(text(90, 10))) == []
+
+
+def test_a_reload_builds_without_collections_and_turns_them_back_on() -> None:
+    """router/parts.py `prepare`: no cyclic GC while a big file is built (a full collection
+    holds the event loop's GIL); the collector is on again afterwards, refused file or not."""
+    collections: list[str] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        frame: FrameType | None = sys._getframe(1)
+        while frame is not None and phase == "start":
+            if frame.f_code is prepare.__code__:  # a collection inside prepare
+                collections.append(phase)
+                break
+            frame = frame.f_back
+
+    old = parse(text(100, 0))
+    gc.callbacks.append(count)
+    try:
+        config, table, changes = prepare(_big(400), "c.yaml", old)
+        during = len(collections)
+        assert gc.isenabled()
+        with pytest.raises(ConfigError):
+            prepare(b"routes: [", "c.yaml", old)
+        assert gc.isenabled()
+    finally:
+        gc.callbacks.remove(count)
+    assert during == 0  # 400 routes allocate enough for several collections otherwise
+    assert len(config.routes) == 401
+    assert "route changed: r (strategy)" in changes
+    assert table.by_name["r"].spec is config.routes[0]
+
+
+def _big(routes: int) -> bytes:
+    extra = "".join(
+        f"  - {{name: x{i}, match: {{path_prefix: /x{i}}}, "
+        f"strategy: {{split: {{weights: {{a: 100}}}}}}}}\n"
+        for i in range(routes)
+    )
+    return (text(0, 100) + extra).encode()
