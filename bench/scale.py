@@ -96,11 +96,13 @@ def _route(name: str, prefix: str, weights: str) -> str:
 
 
 def nginx_body(port: int, routes: int, backends: int, backend_port: int) -> str:
-    """nginx doing the same: `split_clients` over `backends` upstreams, `routes` locations."""
+    """nginx doing the same: `split_clients` over `backends` upstreams, `routes` locations;
+    each upstream keeps up to 1,024 idle connections, as the router's pools do (with the
+    128 of the main reference, 2,000 client connections make nginx reconnect per request)."""
     ups = [f"u{i}" for i in range(backends)]
     share = f"{100 / backends:.4g}%"
     lines = [f'  split_clients "$request_id" $pool {{ {" ".join(f"{share} {u};" for u in ups)} }}']
-    lines += [f"  upstream {u} {{ server 127.0.0.1:{backend_port}; keepalive 128; }}" for u in ups]
+    lines += [f"  upstream {u} {{ server 127.0.0.1:{backend_port}; keepalive 1024; }}" for u in ups]
     lines.append(f"  server {{\n    listen 127.0.0.1:{port} backlog=4096;")
     lines.append("    location /predict { proxy_pass http://$pool; }")
     lines += [f"    location /m{i}/v {{ proxy_pass http://u0; }}" for i in range(routes - 1)]
