@@ -6,9 +6,10 @@ decisions: each tick it reads every rollout from the store (never the snapshot:
 the store is the truth), reconciles it with config.yaml (a new candidate is a
 new revision, edited steps apply to the running one), reads the metric counts of
 the current step from every replica (router/dataplane/metrics.py, "step windows"), asks
-the gates (router/core/gates.py) and the pure state machine (router/control/canary_machine.py)
-what to do, and writes the result by compare-and-set. History gets one entry per
-event with the figures behind it. A write is announced by pub/sub, so every
+the gates (router/core/gates.py) and the kind's pure state machine
+(router/control/*_machine.py, tables of router/control/machine.py) what to
+do, and writes the result by compare-and-set. History gets one entry per event
+with the figures behind it. A write is announced by pub/sub, so every
 replica's data plane follows within milliseconds.
 
 Stopping is urgent, going forward is not. Every replica, leader or not, also
