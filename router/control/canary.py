@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
+from router.control import canary_machine as machine
 from router.control.base import (
     Counts,
     Entry,
@@ -40,16 +41,7 @@ from router.control.base import (
     strategy_of,
     window_id,
 )
-from router.control.canary_machine import (
-    ABORTED,
-    Observation,
-    command,
-    in_shadow_first,
-    initial,
-    judging_gates,
-    reconcile,
-    step,
-)
+from router.control.canary_machine import ABORTED, Observation, in_shadow_first, judging_gates
 from router.control.machine import InvalidCommand, gate_dicts
 from router.core.gates import GateResult, evaluate
 from router.core.gates_ttft import GATE as TTFT
@@ -84,15 +76,15 @@ class CanaryController(KindBase):
     async def tick(self, route: CompiledRoute, now: float) -> None:
         spec = spec_of(route)
         current = await self.judged(
-            route.name, spec.analysis.interval, now, lambda: initial(route.name, spec, now)
+            route.name, spec.analysis.interval, now, lambda: machine.initial(route.name, spec, now)
         )
         if current is None:
             return
-        r, events = reconcile(current, spec, now)
+        r, events = machine.reconcile(current, spec, now)
         cid = compare_id(route.spec.protocol, spec.compare)  # as router/shadow/mirror.py counts
         judged = window_id(r) is not None  # shadow first too: on its comparisons
         obs = await self.observe(route.name, r, spec, cid) if judged else Observation()
-        r, more = step(r, spec, obs, now)
+        r, more = machine.step(r, spec, obs, now)
         events += more
         if events or _moved(current, r):
             await self.writer.write(r, current.version, [e.entry() for e in events])
@@ -144,7 +136,7 @@ class CanaryController(KindBase):
         self, route: CompiledRoute, r: Rollout, failed: tuple[GateResult, ...], now: float
     ) -> tuple[Rollout, list[Entry]] | None:
         obs = Observation(failed, failed[0].candidate_n, failed[0].baseline_n)
-        new, events = step(r, spec_of(route), obs, now)
+        new, events = machine.step(r, spec_of(route), obs, now)
         return (new, [e.entry() for e in events]) if new.phase == ABORTED else None
 
     # -- routerctl ------------------------------------------------------------------
@@ -156,10 +148,10 @@ class CanaryController(KindBase):
 
         async def attempt(_: int) -> Reply | None:
             current = await self.live.read(route.name)
-            base = current or initial(route.name, spec, now)
-            base, events = reconcile(base, spec, now) if current else (base, [])
+            base = current or machine.initial(route.name, spec, now)
+            base, events = machine.reconcile(base, spec, now) if current else (base, [])
             try:
-                r, more = command(base, spec, verb, now, full=bool(body.get("full")))
+                r, more = machine.command(base, spec, verb, now, full=bool(body.get("full")))
             except InvalidCommand as exc:
                 return 409, {"error": str(exc), "rollout": asdict(base)}
             if not more and current is not None:
