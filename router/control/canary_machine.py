@@ -83,7 +83,7 @@ _MOVES: dict[str, dict[Phase, frozenset[Phase]]] = {
     "judging": _each(frozenset({PROGRESSING, WAITING_FOR_DATA}), PROGRESSING),
     "starved": _each(frozenset({PROGRESSING, WAITING_FOR_DATA}), WAITING_FOR_DATA),
     "edited": {WAITING: frozenset({PROGRESSING})},  # shadow first removed from the config
-    # an operator's verbs (routerctl), in the order `unknown command` lists them
+    # an operator's verbs (routerctl; TABLE.verbs lists them in the order refusals name them)
     "promote": _each(_RAMPING, PROGRESSING, PROMOTED),
     "pause": _each(frozenset({WAITING, PROGRESSING, WAITING_FOR_DATA}), PAUSED),
     "resume": {WAITING: frozenset({PROGRESSING}), PAUSED: frozenset({PROGRESSING, WAITING})},
