@@ -23,9 +23,10 @@ from router.config.reader import parse
 from router.config.reload import ConfigWatcher, diff_summary
 from router.config.spec import Config
 from router.control.automation import AutomationController
+from router.control.base import Writer, counted_window
 from router.control.bluegreen import BlueGreenController
 from router.control.canary import CanaryController
-from router.control.controller import Controller, KindController, Writer, window_id
+from router.control.controller import Controller, KindController
 from router.core.confkit import ConfigError
 from router.core.rollout import Rollout
 from router.dataplane.metrics import Metrics, MetricsFlusher
@@ -128,7 +129,7 @@ class Parts:
         canary = CanaryController(self.store, self.live, self.metrics, writer)
         bluegreen = BlueGreenController(self.runtime, self.store, self.live, self.metrics, writer)
         # every kind's judged period gets a metrics window (a canary's as before)
-        self.metrics.step_window = lambda route: window_id(self.runtime.live.get(route))
+        self.metrics.step_window = lambda route: counted_window(self.runtime.live.get(route))
         # the model's accuracy alarms (concept drift) step an `advance: auto` ladder down
         self.automation = AutomationController(
             self.store, writer, alarms=lambda route: self.concept.alarms(route)

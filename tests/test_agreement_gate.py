@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from examples.model_server import ModelOptions
 from router.config.reader import parse as parse_config
+from router.control.base import Writer
+from router.control.base import window_id as window
 from router.control.canary import CanaryController, spec_of
-from router.control.canary_machine import window
-from router.control.controller import Writer
 from router.core.compare import Answer, compare
 from router.core.compare_config import parse_compare
 from router.core.confkit import Node

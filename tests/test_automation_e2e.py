@@ -15,7 +15,7 @@ from aiohttp import web
 
 from examples.model_server import LinearModel, ModelOptions, start_model_server
 from router.control.automation import AutomationController
-from router.control.controller import Writer
+from router.control.base import Writer
 from router.dataplane.routing import build_table
 from router.state.live import LiveState
 from router.state.redis import RedisStore

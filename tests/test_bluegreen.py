@@ -14,15 +14,9 @@ import pytest
 import yaml
 
 from router.config.reader import parse
-from router.control.bluegreen import (
-    ABORTED,
-    ROLLED_BACK,
-    STEADY,
-    WATCHING,
-    BlueGreenController,
-)
-from router.control.canary import step_window
-from router.control.controller import Writer, window_id
+from router.control.base import Writer, counted_window, window_id
+from router.control.bluegreen import BlueGreenController
+from router.control.bluegreen_machine import ABORTED, ROLLED_BACK, STEADY, WATCHING
 from router.core.confkit import ConfigError
 from router.core.rollout import Rollout
 from router.dataplane.metrics import Metrics
@@ -121,10 +115,12 @@ def test_decides_the_active_colour_and_previews_the_idle_one() -> None:
 
 
 def test_window_id_is_the_canary_step_window_and_the_bluegreen_watch() -> None:
-    """The shared window id equals the canary's for every canary phase; blue/green only watching."""
+    """The one window id: a canary's ramp (metrics: not in shadow first); blue/green: watching."""
+    counted = ("progressing", "paused", "waiting_for_data")
     for phase in ("waiting", "progressing", "paused", "waiting_for_data", "promoted", "aborted"):
         r = Rollout("r", kind="canary", phase=phase, revision=4, step_started_at=12.5)
-        assert window_id(r) == step_window(r)
+        assert counted_window(r) == ("4-12500" if phase in counted else None)
+        assert window_id(r) == ("4-12500" if phase in (*counted, "waiting") else None)
     watching = Rollout("r", kind="bluegreen", phase=WATCHING, revision=2, step_started_at=3.25)
     assert window_id(watching) == "2-3250"
     assert window_id(watching.evolve(phase=STEADY)) is None
@@ -165,7 +161,7 @@ async def make_rig(**block: Any) -> AsyncIterator[Rig]:
         runtime = Runtime(config=config, table=build_table(config))
         store, metrics = MemoryStore(), Metrics()
         live = LiveState(store, routes=lambda: ["fraud"])
-        metrics.step_window = lambda route: window_id(live.snapshot.get(route))
+        metrics.step_window = lambda route: counted_window(live.snapshot.get(route))
         writer = Writer(store, live, actor="controller@test")
         ctl = BlueGreenController(runtime, store, live, metrics, writer)
         route = runtime.table.by_name["fraud"]

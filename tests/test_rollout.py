@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 from router.control.canary_machine import (
     PHASES,
     Event,
-    InvalidCommand,
     Observation,
     command,
     initial,
     reconcile,
     step,
 )
+from router.control.machine import InvalidCommand
 from router.core.gates import GateResult, Verdict
 from router.core.rollout import Rollout
 from strategies.canary import CanarySpec, StepSpec

@@ -21,10 +21,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from examples.model_server import ModelOptions, start_model_server
+from router.control.base import window_id as window
 from router.control.canary_machine import (
     PHASES,
     Event,
-    InvalidCommand,
     Observation,
     command,
     in_shadow_first,
@@ -32,8 +32,8 @@ from router.control.canary_machine import (
     judging_gates,
     reconcile,
     step,
-    window,
 )
+from router.control.machine import InvalidCommand
 from router.core.gates import AgreementGate, ErrorRateGate, GateResult, Sample, Verdict
 from router.core.rollout import Rollout
 from strategies.canary import CanarySpec, ShadowFirstSpec, StepSpec

@@ -2,7 +2,7 @@
 
 Theory of operation. An automation route's rollout holds the level in force
 (`Rollout.level`, "" meaning config.yaml's) and the start of the current
-level's window (`step_started_at`; router/control/controller.py `window_id`). Every
+level's window (`step_started_at`; router/control/base.py `window_id`). Every
 replica counts under that window: requests per backend (router/dataplane/metrics.py),
 the model's answers compared with the human's (router/shadow/mirror.py, mirrored at
 shadow, both legs of one request at assist and partial), delayed labels per
@@ -15,7 +15,9 @@ The leader's `tick` seeds the rollout of a route no replica holds (and opens a
 new window when config.yaml moves the level), reads the evidence, judges the
 next level's bar and the current one's (router/core/ladder.py), publishes it all
 for `routerctl status` and, with `advance: auto`, moves one level up or down
-(`plan`), writing from -> to, the actor and the figures to history.
+(`plan`), writing from -> to, the actor and the figures to history. The moves
+themselves, and what an operator may ask, are the pure machine of
+router/control/automation_machine.py.
 
 `routerctl automation ROUTE LEVEL` (`command`): down is instant; up is one
 level at a time and only with its bar passed, unless `force` with a `reason`,
@@ -31,9 +33,18 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from router.control.controller import CAS_ATTEMPTS, Reply, Writer, window_id
+from router.control.automation_machine import (
+    deferral,
+    evidence,
+    judgement,
+    moved,
+    refusal,
+    relevelled,
+    seeded,
+)
+from router.control.base import KindBase, Reply, Writer, strategy_of, window_id
 from router.control.follow import FALLBACKS
-from router.core.ladder import Evidence, Judgement, judge, next_level, plan, rank
+from router.core.ladder import judge, next_level, plan, rank
 from router.core.rollout import Rollout
 from router.dataplane.metrics import metric_lines, read_step_window
 from router.dataplane.routing import CompiledRoute
@@ -58,37 +69,32 @@ def _no_alarms(route: str) -> list[str]:
 
 
 def automation_of(route: CompiledRoute) -> Automation:
-    if not isinstance(route.strategy, Automation):
-        raise TypeError(f"route {route.name} is not an automation route")
-    return route.strategy
+    return strategy_of(route, Automation, "an automation route")
 
 
-class AutomationController:
+class AutomationController(KindBase):
     """KindController for `automation` routes (router/control/controller.py)."""
 
     kind = "automation"
     verbs = frozenset({"automation"})
 
     def __init__(self, store: StateStore, writer: Writer, alarms: Alarms = _no_alarms) -> None:
-        self.store = store
-        self.writer = writer
+        super().__init__(store, writer)
         self.alarms = alarms  # arms whose accuracy alarms (router/drift/concept_watch.py)
-        self._explained: dict[str, float] = {}
         self._flushed = 0.0
 
     # -- the leader's tick ------------------------------------------------------------
     async def tick(self, route: CompiledRoute, now: float) -> None:
-        if now - self._explained.get(route.name, 0.0) < EXPLAIN_INTERVAL:
+        if not self.due(route.name, EXPLAIN_INTERVAL, now):
             return
-        self._explained[route.name] = now
         r = await self._ensure(route, now)
         if r is None:
             return
         out = await self.figures(route, now, r)
         strategy = automation_of(route)
-        moved = plan(out["level"], strategy.spec.ladder, _evidence(out))
-        if moved is not None:
-            await self._move(route, r, moved[0], now, "controller", moved[1], out)
+        step = plan(out["level"], strategy.spec.ladder, evidence(out))
+        if step is not None:
+            await self._move(route, r, step[0], now, "controller", step[1], out)
             return  # the next tick explains the new level
         await self.writer.explain(route.name, out)
 
@@ -96,21 +102,13 @@ class AutomationController:
         """The route's rollout, seeded from config.yaml when no replica holds one; a
         level moved by an edit of config.yaml opens a new window."""
         strategy = automation_of(route)
-        current = await self.writer.live.read(route.name)
+        current = await self.live.read(route.name)
         level = strategy.level(current)
         if current is None:
-            if not await self.writer.live.may_seed(route.name, now):
-                return None
-            fresh = Rollout(route.name, kind="automation", phase="running", step_started_at=now)
-            fresh = fresh.evolve(updated_at=now, updated_by="config", extra={"window": level})
-            fresh = fresh.evolve(reason=f"level {level} (config.yaml)")
-            return await self.writer.write(fresh, 0, [{"event": "start", "to": level}], "config")
+            return await self.seed(route.name, now, *seeded(route.name, level, now), "config")
         if current.extra.get("window") == level:
             return current
-        old = current.extra.get("window")
-        new = current.evolve(step_started_at=now, extra={**current.extra, "window": level})
-        new = new.evolve(reason=f"level {level} (config.yaml)", updated_at=now)
-        events = [{"event": "automation_level", "from": old, "to": level}] if old else []
+        new, events = relevelled(current, level, now)
         return await self.writer.write(new, current.version, events, "config")
 
     async def watch(self, route: CompiledRoute, now: float) -> None:
@@ -121,7 +119,7 @@ class AutomationController:
         drained = FALLBACKS.drain()
         try:
             for name, words in drained.items():
-                live = self.writer.live.snapshot.get(name)
+                live = self.live.snapshot.get(name)
                 window = window_id(live)
                 hashes = {"fallback": dict(words)}
                 if window is not None:
@@ -137,7 +135,7 @@ class AutomationController:
         """The level in force and what its window has shown, with the bars judged."""
         strategy = automation_of(route)
         spec = strategy.spec
-        r = r or await self.writer.live.read(route.name)
+        r = r or await self.live.read(route.name)
         level, window = strategy.level(r), window_id(r)
         out: dict[str, Any] = {"at": now, "kind": "automation", "level": level}
         out.update(next_level=next_level(level), window=window, advance=spec.ladder.advance)
@@ -148,7 +146,7 @@ class AutomationController:
         stats = await read_step_window(self.store, route.name, [spec.model, spec.human], window)
         model, human = stats[spec.model], stats[spec.human]
         out["model_requests"], out["human_requests"] = model.requests, human.requests
-        out["deferral_rate"] = _deferral(level, model.requests, human.requests)
+        out["deferral_rate"] = deferral(level, model.requests, human.requests)
         out["model_error_rate"] = model.error_rate()
         cid = compare_id(route.spec.protocol, spec.compare)
         name = window_counter(spec.model, window, cid)
@@ -161,10 +159,10 @@ class AutomationController:
             "human": backend_counts({spec.human: arms.get(spec.human, {})}, spec.human),
         }
         out["alarms"] = [a for a in self.alarms(route.name) if a.partition("~")[0] == spec.model]
-        ev = _evidence(out)
+        ev = evidence(out)
         up = out["next_level"]
-        out["next"] = _judgement(judge(up, spec.ladder, ev)) if up else None
-        out["held"] = _judgement(judge(level, spec.ladder, ev)) if rank(level) > 0 else None
+        out["next"] = judgement(judge(up, spec.ladder, ev)) if up else None
+        out["held"] = judgement(judge(level, spec.ladder, ev)) if rank(level) > 0 else None
         return out
 
     async def _fallbacks(self, route: str, window: str | None) -> dict[str, dict[str, int]]:
@@ -188,7 +186,8 @@ class AutomationController:
         if level == "partial" and strategy.spec.confidence is None:
             return 409, {"error": "partial needs `confidence` (a JSON path) in config.yaml"}
         actor = str(body.get("actor") or "routerctl")
-        for _ in range(CAS_ATTEMPTS):
+
+        async def attempt(_: int) -> Reply | None:
             r = await self._ensure(route, now)
             if r is None:
                 return 503, {"error": "the route's state is being restored; try again"}
@@ -196,14 +195,18 @@ class AutomationController:
             if level == old:
                 return 200, {"message": f"already at {level}", "rollout": asdict(r)}
             out = await self.figures(route, now, r)
-            refused = _refusal(old, level, out, force)
+            refused = refusal(old, level, out, force)
             if refused is not None:
                 return 409, refused
             why = f"forced: {reason}" if force else ""
             stored = await self._move(route, r, level, now, actor, why, out)
-            if stored is not None:
-                return 200, {"message": stored.reason, "rollout": asdict(stored)}
-        return 409, {"error": "the rollout kept changing under this command; try again"}
+            return (
+                None
+                if stored is None
+                else (200, {"message": stored.reason, "rollout": asdict(stored)})
+            )
+
+        return await self.until_written(attempt)
 
     async def _move(
         self,
@@ -215,16 +218,10 @@ class AutomationController:
         why: str,
         out: Mapping[str, Any],
     ) -> Rollout | None:
-        old = automation_of(route).level(r)
-        said = f"{old} -> {level} by {actor}" + (f" ({why})" if why else "")
-        new = r.evolve(level=level, step_started_at=now, updated_at=now, updated_by=actor)
-        new = new.evolve(reason=said, extra={**r.extra, "window": level})
-        event: dict[str, Any] = {"event": "automation_level", "from": old, "to": level}
-        event["reason"] = said
-        event.update(forced=why.startswith("forced"), evidence=_summary(out))
+        new, event = moved(r, automation_of(route).level(r), level, now, actor, why, out)
         stored = await self.writer.write(new, r.version, [event], actor)
         if stored is not None:
-            log.warning("automation level", route=route.name, reason=said)
+            log.warning("automation level", route=route.name, reason=new.reason)
         return stored
 
     # -- admin extension: Prometheus -------------------------------------------------
@@ -242,84 +239,3 @@ class AutomationController:
             "Requests the human answered because the model failed, by reason (this process).",
             samples,
         )
-
-
-def _refusal(old: str, level: str, out: Mapping[str, Any], force: bool) -> dict[str, Any] | None:
-    """Why a step up may not happen now (None: it may). Down is never refused."""
-    if rank(level) < rank(old) or force:
-        return None
-    if rank(level) > rank(old) + 1:
-        return {
-            "error": f"{old} -> {level} skips a level: the ladder goes one step at a time "
-            f"(next: {next_level(old)}); --force --reason '...' to skip anyway",
-        }
-    found = out.get("next") or {}
-    if found.get("verdict") == "pass":
-        return None
-    return {
-        "error": f"not enough evidence for {level}: {found.get('text', 'no figures yet')}; "
-        "--force --reason '...' to step up anyway",
-        "next": found,
-    }
-
-
-def _judgement(j: Judgement) -> dict[str, Any]:
-    return {
-        "level": j.level,
-        "verdict": j.verdict,
-        "text": j.text(),
-        "checks": [{"name": c.name, "verdict": c.verdict, "text": c.text} for c in j.checks],
-    }
-
-
-def _evidence(out: Mapping[str, Any]) -> Evidence:
-    agreement = out.get("agreement") or {}
-    items = agreement.get("agreement") or {}
-    labels = out.get("labels") or {}
-    (mk, mn), (hk, hn) = labels.get("model", (0, 0)), labels.get("human", (0, 0))
-    model, human = out.get("model_requests", 0), out.get("human_requests", 0)
-    partial = out.get("level") == "partial"
-    # at partial only the doubtful answers meet the human: their agreement is no
-    # measure of the model, so it counts toward no bar there
-    return Evidence(
-        compared=0 if partial else int(items.get("n", 0)),
-        agreeing=0 if partial else int(items.get("k", 0)),
-        model_labels=mn,
-        model_correct=mk,
-        human_labels=hn,
-        human_correct=hk,
-        requests=model + human,
-        deferred=human if partial else 0,
-        seconds=float(out.get("seconds", 0.0)),
-        alarms=tuple(out.get("alarms") or ()),
-    )
-
-
-def _summary(out: Mapping[str, Any]) -> dict[str, Any]:
-    """The figures at the time of a move, for history (small: no per-field detail)."""
-    agreement = (out.get("agreement") or {}).get("agreement") or {}
-    labels = out.get("labels") or {}
-    return {
-        "agreement": agreement.get("rate"),
-        "compared": agreement.get("n", 0),
-        "model_accuracy": _ratio(labels.get("model")),
-        "human_accuracy": _ratio(labels.get("human")),
-        "labels": [list(labels.get("model", (0, 0))), list(labels.get("human", (0, 0)))],
-        "deferral_rate": out.get("deferral_rate"),
-        "requests": out.get("model_requests", 0) + out.get("human_requests", 0),
-        "fallbacks": sum((out.get("fallbacks") or {}).get("level", {}).values()),
-        "next": (out.get("next") or {}).get("text"),
-    }
-
-
-def _ratio(pair: Any) -> float | None:
-    if not pair or not pair[1]:
-        return None
-    return float(pair[0]) / float(pair[1])
-
-
-def _deferral(level: str, model: int, human: int) -> float | None:
-    """Under partial the model asks first; every answer from the human was deferred."""
-    if level != "partial" or model + human == 0:
-        return None
-    return human / (model + human)

@@ -5,7 +5,7 @@ router/core/gates.py for gate verdicts, passes them here with the time, and
 writes back whatever comes out (compare-and-set on `version`), appending the
 events to history. Commands from `routerctl` go through `command` the same way.
 
-Phases and what moves them (transitions are data: `_ALLOWED` below):
+Phases and what moves them (transitions are data: `TABLE` below, router/control/machine.py):
 
     waiting           shadow first: weight 0, the candidate only gets mirrored copies;
                       its agreement gate passing (or resume/promote) starts step 0
@@ -45,43 +45,71 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 
+from router.control.machine import Table
 from router.core.gates import Gate, GateResult
 from router.core.rollout import BASIS_POINTS, Rollout
 from strategies.canary import CanarySpec, StepSpec
 
-WAITING = "waiting"
-PROGRESSING = "progressing"
-PAUSED = "paused"
-WAITING_FOR_DATA = "waiting_for_data"
-PROMOTED = "promoted"
-ABORTED = "aborted"
-PHASES = (WAITING, PROGRESSING, PAUSED, WAITING_FOR_DATA, PROMOTED, ABORTED)
+
+class Phase(StrEnum):
+    WAITING = "waiting"
+    PROGRESSING = "progressing"
+    PAUSED = "paused"
+    WAITING_FOR_DATA = "waiting_for_data"
+    PROMOTED = "promoted"
+    ABORTED = "aborted"
+
+
+WAITING, PROGRESSING, PAUSED = Phase.WAITING, Phase.PROGRESSING, Phase.PAUSED
+WAITING_FOR_DATA, PROMOTED, ABORTED = Phase.WAITING_FOR_DATA, Phase.PROMOTED, Phase.ABORTED
+PHASES = tuple(Phase)
 _RAMPING = frozenset({WAITING, PROGRESSING, PAUSED, WAITING_FOR_DATA})
 
-# verb -> phases it is allowed in; anything else raises InvalidCommand
-_ALLOWED: dict[str, frozenset[str]] = {
-    "promote": _RAMPING,
-    "pause": frozenset({WAITING, PROGRESSING, WAITING_FOR_DATA}),
-    "resume": frozenset({WAITING, PAUSED}),
-    "abort": _RAMPING,
-    "retry": frozenset({ABORTED}),
-    "rollback": frozenset(PHASES),  # idempotent when already aborted: a panic button
+
+def _each(phases: frozenset[Phase], *to: Phase) -> dict[Phase, frozenset[Phase]]:
+    return dict.fromkeys(phases, frozenset(to))
+
+
+# trigger -> phase it may leave -> phases it may enter (Table.move refuses the rest)
+_MOVES: dict[str, dict[Phase, frozenset[Phase]]] = {
+    # automatic, from `step` and `reconcile`
+    "passed": {
+        WAITING: frozenset({PROGRESSING}),
+        **_each(frozenset({PROGRESSING, WAITING_FOR_DATA}), PROGRESSING, PROMOTED),
+    },
+    "failed": _each(_RAMPING, ABORTED),
+    "judging": _each(frozenset({PROGRESSING, WAITING_FOR_DATA}), PROGRESSING),
+    "starved": _each(frozenset({PROGRESSING, WAITING_FOR_DATA}), WAITING_FOR_DATA),
+    "edited": {WAITING: frozenset({PROGRESSING})},  # shadow first removed from the config
+    # an operator's verbs (routerctl; TABLE.verbs lists them in the order refusals name them)
+    "promote": _each(_RAMPING, PROGRESSING, PROMOTED),
+    "pause": _each(frozenset({WAITING, PROGRESSING, WAITING_FOR_DATA}), PAUSED),
+    "resume": {WAITING: frozenset({PROGRESSING}), PAUSED: frozenset({PROGRESSING, WAITING})},
+    "abort": _each(_RAMPING, ABORTED),
+    "retry": _each(frozenset({ABORTED}), WAITING, PROGRESSING),
+    # idempotent when already aborted (no move at all): a panic button
+    "rollback": {**_each(_RAMPING | {PROMOTED}, ABORTED), ABORTED: frozenset()},
 }
-_REFUSALS = {
-    WAITING: "it is in shadow first (promote to start step 1)",
-    PROMOTED: "it is already promoted (rollback to undo)",
-    ABORTED: "it is aborted (retry to start again)",
-    PAUSED: "it is already paused",
-    PROGRESSING: "it is progressing",
-    WAITING_FOR_DATA: "it is progressing",
-}
+TABLE = Table(
+    kind="canary",
+    phases=Phase,
+    moves=_MOVES,
+    verbs=("promote", "pause", "resume", "abort", "retry", "rollback"),
+    refusals={
+        WAITING: "it is in shadow first (promote to start step 1)",
+        PROMOTED: "it is already promoted (rollback to undo)",
+        ABORTED: "it is aborted (retry to start again)",
+        PAUSED: "it is already paused",
+        PROGRESSING: "it is progressing",
+        WAITING_FOR_DATA: "it is progressing",
+    },
+    windowed=_RAMPING,  # shadow first too: its comparisons are judged
+    uncounted=frozenset({WAITING}),  # ... but no user reaches the candidate there
+)
 
 Figure = float | int | str
-
-
-class InvalidCommand(Exception):
-    """A command that the rollout's phase does not allow; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,18 +175,6 @@ def judging_gates(r: Rollout, spec: CanarySpec) -> tuple[Gate, ...]:
     return (spec.shadow_first.gate,) if spec.shadow_first else ()
 
 
-def window(r: Rollout | None) -> str | None:
-    """The id of the rollout's current window: a step, or shadow first.
-
-    Metrics and mirrored comparisons are counted under it (router/shadow/mirror.py), so
-    each window is judged on its own data and a retry starts from zero. Equal to
-    controller.window_id for the ramp's phases; unlike it, shadow first has one
-    too (its comparisons are judged; its metrics have nothing to judge)."""
-    if r is None or r.kind != "canary" or r.phase not in _RAMPING:
-        return None
-    return f"{r.revision}-{int(r.step_started_at * 1000)}"
-
-
 def _first_words(spec: CanarySpec) -> str:
     if spec.shadow_first is None:
         return "started"
@@ -173,16 +189,19 @@ def _first_words(spec: CanarySpec) -> str:
 def initial(route: str, spec: CanarySpec, now: float, *, revision: int = 1) -> Rollout:
     """A new rollout: shadow first when configured, else step 0; its window opens now."""
     first = 0 if spec.shadow_first else spec.steps[0].weight_bp
-    phase = WAITING if spec.shadow_first else PROGRESSING
+    phase = (WAITING if spec.shadow_first else PROGRESSING).value
     fresh = Rollout(route=route, revision=revision, kind="canary", phase=phase)
     fresh = fresh.evolve(weight_bp=first, stable=spec.stable, candidate=spec.candidate)
     fresh = fresh.evolve(step_started_at=now, updated_at=now, updated_by="controller")
     return fresh.evolve(reason=f"{_where(fresh, spec)}: {_first_words(spec)}")
 
 
-def _open_ramp(r: Rollout, spec: CanarySpec, now: float, why: str) -> tuple[Rollout, list[Event]]:
+def _open_ramp(
+    r: Rollout, spec: CanarySpec, now: float, why: str, trigger: str
+) -> tuple[Rollout, list[Event]]:
     """From shadow first to step 0: user traffic begins, in a new window."""
-    moved = r.evolve(phase=PROGRESSING, step=0, weight_bp=spec.steps[0].weight_bp, extra={})
+    moved = TABLE.move(r, trigger, PROGRESSING, step=0, weight_bp=spec.steps[0].weight_bp)
+    moved = moved.evolve(extra={})
     moved = moved.evolve(step_started_at=now, updated_at=now)
     moved = moved.evolve(reason=f"{_where(moved, spec)}: started, {why}")
     figures: dict[str, Figure] = {"step": 0, "weight_bp": moved.weight_bp}
@@ -192,6 +211,7 @@ def _open_ramp(r: Rollout, spec: CanarySpec, now: float, why: str) -> tuple[Roll
 def _restart(r: Rollout, spec: CanarySpec, now: float) -> Rollout:
     """Back to step 0 of the same revision (retry)."""
     fresh = initial(r.route, spec, now, revision=r.revision)
+    TABLE.require(r, "retry", Phase(fresh.phase))
     return fresh.evolve(version=r.version)
 
 
@@ -206,7 +226,7 @@ def reconcile(r: Rollout, spec: CanarySpec, now: float) -> tuple[Rollout, list[E
         return r, []
     if in_shadow_first(r):
         if r.phase == WAITING and spec.shadow_first is None:
-            return _open_ramp(r, spec, now, "shadow first removed from the config")
+            return _open_ramp(r, spec, now, "shadow first removed from the config", "edited")
         return r, []
     index = min(r.step, spec.last_window)
     weight = spec.steps[index].weight_bp
@@ -243,13 +263,13 @@ def step(r: Rollout, spec: CanarySpec, obs: Observation, now: float) -> tuple[Ro
     paused_enough = now - r.step_started_at >= current.pause
     enough = obs.candidate_requests >= current.min_requests
     if paused_enough and enough and all(g.verdict == "pass" for g in acting):
-        moved, more = _advance(r, spec, now, "every gate passed")
+        moved, more = _advance(r, spec, now, "every gate passed", "passed")
         return moved, events + more
     if paused_enough:
         return _wait_for_data(r, spec, obs, now, current.min_requests, events)
     left = _duration(current.pause - (now - r.step_started_at))
     reason = f"{_where(r, spec)}: judging, {left} of the pause left — {_counts(obs, current)}"
-    return r.evolve(phase=PROGRESSING, reason=reason), events
+    return TABLE.move(r, "judging", PROGRESSING, reason=reason), events
 
 
 def _counts(obs: Observation, current: StepSpec) -> str:
@@ -263,7 +283,8 @@ def _shadow_first_step(
 ) -> tuple[Rollout, list[Event]]:
     """Open step 0 once every shadow-first gate passes; else say where it stands."""
     if acting and all(g.verdict == "pass" for g in acting):
-        moved, more = _open_ramp(r, spec, now, f"shadow first passed: {acting[0].detail}")
+        why = f"shadow first passed: {acting[0].detail}"
+        moved, more = _open_ramp(r, spec, now, why, "passed")
         return moved, events + more
     return r.evolve(reason=_shadow_first_reason(spec, acting)), events
 
@@ -284,7 +305,7 @@ def _abort_on(r: Rollout, gate: GateResult, now: float) -> tuple[Rollout, list[E
     if in_shadow_first(r):
         reason = f"aborted in shadow first: {gate.name} gate failed: {gate.detail}"
         reason += f"; {r.candidate} never got user traffic"
-    done = r.evolve(phase=ABORTED, weight_bp=0, reason=reason, updated_at=now, extra={})
+    done = TABLE.move(r, "failed", ABORTED, weight_bp=0, reason=reason, updated_at=now, extra={})
     return done, [Event("abort", reason, _gate_figures(gate))]
 
 
@@ -301,21 +322,25 @@ def _note_dry_runs(r: Rollout, gates: tuple[GateResult, ...]) -> tuple[Rollout, 
     return r.evolve(extra=extra), events
 
 
-def _advance(r: Rollout, spec: CanarySpec, now: float, why: str) -> tuple[Rollout, list[Event]]:
+def _advance(
+    r: Rollout, spec: CanarySpec, now: float, why: str, trigger: str
+) -> tuple[Rollout, list[Event]]:
     """The next step (a new window), or the promotion after the last one."""
     nxt = r.step + 1
     if nxt > spec.last_window or spec.steps[nxt].weight_bp >= BASIS_POINTS:
-        return _promote(r, spec, now, why)
-    moved = r.evolve(phase=PROGRESSING, step=nxt, weight_bp=spec.steps[nxt].weight_bp)
+        return _promote(r, spec, now, why, trigger)
+    moved = TABLE.move(r, trigger, PROGRESSING, step=nxt, weight_bp=spec.steps[nxt].weight_bp)
     moved = moved.evolve(step_started_at=now, updated_at=now, extra={})
     moved = moved.evolve(reason=f"{_where(moved, spec)}: started, {why} at step {r.step + 1}")
     figures: dict[str, Figure] = {"step": nxt, "weight_bp": moved.weight_bp}
     return moved, [Event("advance", moved.reason, figures)]
 
 
-def _promote(r: Rollout, spec: CanarySpec, now: float, why: str) -> tuple[Rollout, list[Event]]:
+def _promote(
+    r: Rollout, spec: CanarySpec, now: float, why: str, trigger: str
+) -> tuple[Rollout, list[Event]]:
     reason = f"promoted: {r.candidate} is now stable ({why}); {r.stable} is the rollback target"
-    done = r.evolve(phase=PROMOTED, step=len(spec.steps) - 1, weight_bp=BASIS_POINTS)
+    done = TABLE.move(r, trigger, PROMOTED, step=len(spec.steps) - 1, weight_bp=BASIS_POINTS)
     done = done.evolve(stable=r.candidate, previous_stable=r.stable, extra={})
     done = done.evolve(reason=reason, updated_at=now, step_started_at=now)
     return done, [Event("promote", reason, {"stable": r.candidate, "previous": r.stable})]
@@ -329,7 +354,7 @@ def _wait_for_data(
     # past min_requests, what holds the step is a gate's own sample size (in `missing`)
     counts = f"candidate {n}/{needed} requests" if n < needed else f"candidate {n} requests"
     reason = "; ".join([f"{_where(r, spec)}: waiting for data — {counts}", *missing])
-    waiting = r.evolve(phase=WAITING_FOR_DATA, reason=reason)
+    waiting = TABLE.move(r, "starved", WAITING_FOR_DATA, reason=reason)
     if r.phase != WAITING_FOR_DATA:
         figures: dict[str, Figure] = {"candidate_n": obs.candidate_requests, "needed": needed}
         events = [*events, Event("waiting", reason, figures)]
@@ -342,11 +367,7 @@ def command(
     r: Rollout, spec: CanarySpec, verb: str, now: float, *, full: bool = False
 ) -> tuple[Rollout, list[Event]]:
     """An operator's verb: promote [--full], pause, resume, abort, retry, rollback."""
-    allowed = _ALLOWED.get(verb)
-    if allowed is None:
-        raise InvalidCommand(f"unknown command {verb!r}; known: {', '.join(_ALLOWED)}")
-    if r.phase not in allowed:
-        raise InvalidCommand(f"cannot {verb} {r.route}: {_REFUSALS.get(r.phase, r.phase)}")
+    TABLE.check(r, verb)
     out, events = _COMMANDS[verb](r, spec, now, full)
     if not events:
         return r, events  # a no-op (rollback when already aborted) writes nothing
@@ -357,32 +378,35 @@ def _cmd_promote(
     r: Rollout, spec: CanarySpec, now: float, full: bool
 ) -> tuple[Rollout, list[Event]]:
     if full:
-        return _promote(r, spec, now, "promoted in full by operator")
+        return _promote(r, spec, now, "promoted in full by operator", "promote")
     if in_shadow_first(r):  # an operator's choice: user traffic starts now
-        return _open_ramp(r, spec, now, "shadow first skipped by operator")
-    return _advance(r, spec, now, "advanced by operator")
+        return _open_ramp(r, spec, now, "shadow first skipped by operator", "promote")
+    return _advance(r, spec, now, "advanced by operator", "promote")
 
 
 def _pause(r: Rollout, spec: CanarySpec, now: float, full: bool) -> tuple[Rollout, list[Event]]:
     extra = {**r.extra, "paused_in": WAITING} if r.phase == WAITING else r.extra
-    out = r.evolve(phase=PAUSED, extra=extra, reason=f"{_where(r, spec)}: paused by operator")
+    reason = f"{_where(r, spec)}: paused by operator"
+    out = TABLE.move(r, "pause", PAUSED, extra=extra, reason=reason)
     return out, [Event("pause", out.reason)]
 
 
 def _resume(r: Rollout, spec: CanarySpec, now: float, full: bool) -> tuple[Rollout, list[Event]]:
     if r.phase == WAITING:
-        out, _ = _open_ramp(r, spec, now, "resumed by operator")
+        out, _ = _open_ramp(r, spec, now, "resumed by operator", "resume")
         return out, [Event("resume", out.reason)]
     back = WAITING if in_shadow_first(r) else PROGRESSING
     extra = {k: v for k, v in r.extra.items() if k != "paused_in"}
-    out = r.evolve(phase=back, extra=extra)
+    out = TABLE.move(r, "resume", back, extra=extra)
     out = out.evolve(reason=f"{_where(out, spec)}: resumed by operator")
     return out, [Event("resume", out.reason)]
 
 
-def _abort(r: Rollout, spec: CanarySpec, now: float, full: bool) -> tuple[Rollout, list[Event]]:
+def _abort(
+    r: Rollout, spec: CanarySpec, now: float, full: bool, trigger: str = "abort"
+) -> tuple[Rollout, list[Event]]:
     reason = f"aborted by operator at {_where(r, spec)}: all traffic on {r.stable}"
-    out = r.evolve(phase=ABORTED, weight_bp=0, reason=reason, extra={})
+    out = TABLE.move(r, trigger, ABORTED, weight_bp=0, reason=reason, extra={})
     return out, [Event("abort", reason, {"step": r.step})]
 
 
@@ -396,10 +420,11 @@ def _rollback(r: Rollout, spec: CanarySpec, now: float, full: bool) -> tuple[Rol
     if r.phase == ABORTED:
         return r, []  # already on the stable backend
     if r.phase != PROMOTED:
-        return _abort(r, spec, now, full)
+        return _abort(r, spec, now, full, "rollback")
     back = r.previous_stable or spec.stable
     reason = f"rolled back by operator: {r.candidate} demoted, all traffic on {back}"
-    out = r.evolve(phase=ABORTED, stable=back, previous_stable="", weight_bp=0, reason=reason)
+    out = TABLE.move(r, "rollback", ABORTED, stable=back, previous_stable="", weight_bp=0)
+    out = out.evolve(reason=reason)
     return out, [Event("rollback", reason, {"stable": back, "demoted": r.candidate})]
 
 

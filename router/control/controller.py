@@ -6,9 +6,10 @@ decisions: each tick it reads every rollout from the store (never the snapshot:
 the store is the truth), reconciles it with config.yaml (a new candidate is a
 new revision, edited steps apply to the running one), reads the metric counts of
 the current step from every replica (router/dataplane/metrics.py, "step windows"), asks
-the gates (router/core/gates.py) and the pure state machine (router/control/canary_machine.py)
-what to do, and writes the result by compare-and-set. History gets one entry per
-event with the figures behind it. A write is announced by pub/sub, so every
+the gates (router/core/gates.py) and the kind's pure state machine
+(router/control/*_machine.py, tables of router/control/machine.py) what to
+do, and writes the result by compare-and-set. History gets one entry per event
+with the figures behind it. A write is announced by pub/sub, so every
 replica's data plane follows within milliseconds.
 
 Stopping is urgent, going forward is not. Every replica, leader or not, also
@@ -20,9 +21,10 @@ aggregated from every replica.
 When the store is unreachable nothing moves: no promotion, no abort on missing
 data; the data plane keeps routing on its last snapshot.
 
-Strategy kinds plug in as `KindController`s (canary here, blue/green in
-router/control/bluegreen.py): `tick` for the leader's regular pass, `command` for
-`routerctl` verbs, `watch` for the per-replica fast path.
+Strategy kinds plug in as `KindController`s (router/control/canary.py,
+bluegreen.py, automation.py, on the shared half in base.py): `tick` for the
+leader's regular pass, `command` for `routerctl` verbs, `watch` for the
+per-replica fast path.
 """
 
 from __future__ import annotations
@@ -37,21 +39,17 @@ from typing import Any, Protocol
 
 import structlog
 
+from router.control.base import ANALYSIS_SAMPLE, Reply
 from router.core.rollout import Rollout
 from router.dataplane.routing import CompiledRoute
 from router.runtime import Runtime
 from router.state.base import StateStore, StoreUnavailable
 from router.state.lease import Leadership
-from router.state.live import LiveState
 
 log = structlog.get_logger("router.control.controller")
 
-ANALYSIS_SAMPLE = "analysis"  # store sample kind: the latest verdicts of a route
-ANALYSIS_TTL = 24 * 3600.0
 WATCH_INTERVAL = 0.2  # seconds between local fast-abort checks
-CAS_ATTEMPTS = 5
 
-Reply = tuple[int, dict[str, Any]]
 # Commands are refused, not queued, while the store is down: a queued rollback
 # applied minutes later, after the operator moved on, would be a surprise.
 _STORE_DOWN = (
@@ -59,44 +57,6 @@ _STORE_DOWN = (
     "it was; run the command again once the store answers, or change the route's "
     "strategy in config.yaml, which every replica applies without the store"
 )
-
-
-class Writer:
-    """Compare-and-set writes of rollouts plus their history, shared by every kind."""
-
-    def __init__(self, store: StateStore, live: LiveState, actor: str) -> None:
-        self.store = store
-        self.live = live
-        self.actor = actor
-
-    async def write(
-        self,
-        new: Rollout,
-        expected_version: int,
-        events: Sequence[Mapping[str, Any]],
-        actor: str | None = None,
-    ) -> Rollout | None:
-        """Store `new` if nobody wrote since `expected_version`; then its history."""
-        stored = await self.store.cas_rollout(new, expected_version)
-        if stored is None:
-            return None
-        self.live.apply(stored)
-        for event in events:
-            entry = {
-                "actor": actor or self.actor,
-                "revision": stored.revision,
-                "phase": stored.phase,
-                "step": stored.step,
-                "weight_bp": stored.weight_bp,
-                **event,
-            }
-            await self.store.add_history(stored.route, entry)
-        return stored
-
-    async def explain(self, route: str, figures: Mapping[str, Any]) -> None:
-        """Keep the latest verdicts where every replica's `status` can read them."""
-        text = json.dumps(figures, separators=(",", ":"), default=str)
-        await self.store.push_sample(route, ANALYSIS_SAMPLE, text, 1, ANALYSIS_TTL)
 
 
 class KindController(Protocol):
@@ -210,26 +170,6 @@ class Controller:
 
 def _watch_interval() -> float:
     return WATCH_INTERVAL
-
-
-# kind -> phases whose requests are counted under a window of their own
-JUDGED_PHASES: dict[str, frozenset[str]] = {
-    "canary": frozenset({"progressing", "paused", "waiting_for_data"}),
-    "bluegreen": frozenset({"watching"}),  # the post-switch watch
-    "automation": frozenset({"running"}),  # each level: the evidence for the next step
-}
-
-
-def window_id(r: Rollout | None) -> str | None:
-    """The id under which the metrics of the rollout's judged period are counted.
-
-    One function for every kind, given to `Metrics.step_window`: a canary step,
-    a blue/green watch, an automation level. Each new period (step, switch, retry) gets a new id, so
-    it is judged on its own requests from every replica. For a canary it equals
-    canary_ctl.step_window."""
-    if r is None or r.phase not in JUDGED_PHASES.get(r.kind, frozenset()):
-        return None
-    return f"{r.revision}-{int(r.step_started_at * 1000)}"
 
 
 def rollout_dict(r: Rollout) -> dict[str, Any]:

@@ -13,7 +13,7 @@ and on an automation route the model's answer the human was asked after
 (`~assist`, `~deferred`). So every arm is scored on the same labels: at
 partial the model's confident answers are the served `model` arm and the ones
 it deferred `model~deferred`. `window` is the rollout window the request was
-served in (a canary step, an automation level: router/control/controller.py
+served in (a canary step, an automation level: router/control/base.py
 `window_id`). A `Memory` keeps these in insertion order, bounded by count
 (`max_entries`, 100k) and age (`ttl`, 1 h): the oldest go first. It lives in
 the memory of the replica that served the request.

@@ -42,7 +42,7 @@ Canary routes. A canary mirrors stable-served requests to its candidate when an
 answers are compared with the canary's `compare` settings (`settings_of`) and,
 besides `cmp:<backend>`, counted under the rollout window that is live when the
 copy is judged: `cmp:<backend>:<window>` (mirror_figures.window_counter, the
-window of router/control/canary_machine.py `window`). Each step and the shadow-first phase is
+window of router/control/base.py `window_id`). Each step and the shadow-first phase is
 thus judged on its own comparisons from every replica, and a retry starts from
 zero. A copy sent in one window and judged just after the next one opened counts
 in the new one: a handful at most, far below any gate's minimum sample.
@@ -62,8 +62,7 @@ from typing import Any, Final
 import structlog
 
 from router.config.spec import BackendSpec, Config
-from router.control.canary_machine import window
-from router.control.controller import window_id
+from router.control.base import window_id
 from router.core import protocols
 from router.core.compare import Answer, Comparison, compare
 from router.core.errors import UpstreamError
@@ -80,7 +79,6 @@ from router.shadow.records import disagreement_record
 from router.shadow.stored import DIFFS, EVENTS, read_summary, window_counter
 from router.shadow.streams import StreamMetrics
 from router.state.base import StateStore, StoreUnavailable
-from strategies.canary import Canary
 from strategies.shadow import SampleSpec, ShadowSpec
 
 log = structlog.get_logger("router.shadow.mirror")
@@ -226,16 +224,13 @@ def judging(runtime: Runtime, route: str) -> tuple[ShadowSpec, ModelProtocol, st
 
 
 def window_of(runtime: Runtime, route: str) -> str | None:
-    """The live rollout window of a canary route, or the level's of an automation
-    route (router/control/controller.py `window_id`); None for every other strategy."""
+    """The live rollout window of a canary route (shadow first too), or the level's
+    of an automation route (router/control/base.py `window_id`); None for every
+    other strategy."""
     compiled = runtime.table.by_name.get(route)
-    if compiled is None:
+    if compiled is None or compiled.spec.strategy_kind not in ("canary", "automation"):
         return None
-    if isinstance(compiled.strategy, Canary):
-        return window(runtime.live.get(route))
-    if compiled.spec.strategy_kind == "automation":
-        return window_id(runtime.live.get(route))
-    return None
+    return window_id(runtime.live.get(route))
 
 
 def _size(copy: MirrorCopy) -> int:
