@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.ladder import Scripted, automation_route, post_labels, send, serving, truth
+from tests.support.ladder import Hit, Scripted, automation_route, post_labels, send, serving, truth
 from tests.support.routerproc import RouterProcess, free_port, wait_port
 
 
@@ -67,8 +67,8 @@ def fallback_metrics(router: RouterProcess) -> dict[str, int]:
 async def test_model_killed_at_partial_under_load_fails_no_request(
     tmp_path: Path, state_url: str | None
 ) -> None:
-    """600 requests, 16 at a time; the model process is SIGKILLed while the last 400 are
-    being sent: every answer is 200, the human answers all the model could not, and each
+    """600 requests, 16 at a time; the model process is SIGKILLed once 20 of the last 400
+    were answered: every answer is 200, the human answers all the model could not, and each
     fallback is counted by reason (here and, summed over replicas, in the store)."""
     port = free_port()
     model = await asyncio.to_thread(
@@ -84,8 +84,10 @@ async def test_model_killed_at_partial_under_load_fails_no_request(
             router = RouterProcess(tmp_path, config).start()
             try:
                 first = await send(router.url, range(200))
-                later = asyncio.create_task(send(router.url, range(200, 600)))
-                await asyncio.sleep(0.05)
+                answered: asyncio.Queue[Hit] = asyncio.Queue()
+                later = asyncio.create_task(send(router.url, range(200, 600), answered=answered))
+                for _ in range(20):  # the kill lands early in the load, however fast it runs
+                    await answered.get()
                 model.send_signal(signal.SIGKILL)
                 hits = first + await later
                 reasons = await asyncio.to_thread(fallback_metrics, router)

@@ -88,8 +88,14 @@ class Hit:
     label: str | None
 
 
-async def send(url: str, ids: range | list[int], concurrency: int = 16) -> list[Hit]:
-    """POST {"id": i} for every id, `concurrency` at a time; every answer recorded."""
+async def send(
+    url: str,
+    ids: range | list[int],
+    concurrency: int = 16,
+    answered: asyncio.Queue[Hit] | None = None,
+) -> list[Hit]:
+    """POST {"id": i} for every id, `concurrency` at a time; every answer recorded (and
+    put on `answered` as it arrives, for a test that acts at a given point of the load)."""
     out: list[Hit] = []
     queue = list(ids)
 
@@ -100,7 +106,10 @@ async def send(url: str, ids: range | list[int], concurrency: int = 16) -> list[
                 body = await resp.json(content_type=None)
                 label = body.get("label") if isinstance(body, dict) else None
                 backend = resp.headers.get("X-Router-Backend", "")
-                out.append(Hit(i, resp.status, backend, resp.headers["X-Request-Id"], label))
+                hit = Hit(i, resp.status, backend, resp.headers["X-Request-Id"], label)
+                out.append(hit)
+                if answered is not None:
+                    answered.put_nowait(hit)
 
     async with aiohttp.ClientSession() as session:
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
