@@ -30,7 +30,7 @@ from bench.targets import router_yaml
 from router import native
 from router.config.reader import parse
 from router.dataplane.metrics import Metrics
-from router.dataplane.proxy import DataPlane
+from router.dataplane.plane import DataPlane
 from router.dataplane.routing import build_table
 from router.dataplane.server import ClientConnection
 from router.dataplane.upstream import UpstreamConnection

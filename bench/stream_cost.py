@@ -43,7 +43,7 @@ from router.core.compare import Answer, compare
 from router.core.compare_kinds import FieldSpec, compare_field
 from router.core.protocols import get
 from router.dataplane.metrics import Metrics
-from router.dataplane.proxy import DataPlane
+from router.dataplane.plane import DataPlane
 from router.dataplane.routing import build_table
 from router.dataplane.server import ClientConnection
 from router.dataplane.upstream import UpstreamConnection

@@ -30,7 +30,7 @@ from router.control.controller import Controller, KindController
 from router.core.confkit import ConfigError
 from router.core.rollout import Rollout
 from router.dataplane.metrics import Metrics, MetricsFlusher
-from router.dataplane.proxy import DataPlane
+from router.dataplane.plane import DataPlane
 from router.dataplane.routing import RouteTable, build_table
 from router.drift.concept_watch import ConceptIO
 from router.drift.labels import Feedback

@@ -173,7 +173,7 @@ class Automation:
             "shadow": Decision(human, "shadow", (model,)),
             "assist": Decision(model, "assist", follow_up=True),
             "partial": Decision(model, "partial", follow_up=True),
-            # with a fallback the model's leg keeps a copy of the request (router/control/follow.py)
+            # with a fallback the model's leg keeps a copy of the request (router/dataplane/follow.py)
             "full": Decision(model, "full", follow_up=spec.fallback),
         }
         # what router/shadow/mirror.py compares the model's answers with: the human's

@@ -14,7 +14,7 @@ import json
 from router.config.spec import LimitsSpec, ListenSpec
 from router.dataplane.accesslog import AccessLog
 from router.dataplane.metrics import Metrics
-from router.dataplane.proxy import MATCH_MEMO, DataPlane, bound_port
+from router.dataplane.plane import MATCH_MEMO, DataPlane, bound_port
 from router.dataplane.routing import CompiledRoute, RouteTable
 from router.ops.logs import Fanout
 from tests.support.dataplane import (

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from router.config.spec import ListenSpec, TLSSpec
-from router.dataplane.proxy import DataPlane
+from router.dataplane.plane import DataPlane
 from router.dataplane.server import ClientConnection
 from router.dataplane.upstream import UpstreamConnection
 from tests.support.dataplane import (

@@ -43,9 +43,9 @@ from router.control.automation_machine import (
     seeded,
 )
 from router.control.base import KindBase, Reply, Writer, strategy_of, window_id
-from router.control.follow import FALLBACKS
 from router.core.ladder import judge, next_level, plan, rank
 from router.core.rollout import Rollout
+from router.dataplane.follow import FALLBACKS
 from router.dataplane.metrics import metric_lines, read_step_window
 from router.dataplane.routing import CompiledRoute
 from router.drift.labels import backend_counts, figures, window_counts

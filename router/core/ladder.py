@@ -81,7 +81,7 @@ DEFAULT_LADDER: Final = LadderSpec()
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """What the current level has shown so far (router/control/follow.py reads it)."""
+    """What the current level has shown so far (router/dataplane/follow.py reads it)."""
 
     compared: int = 0  # items compared, model vs human
     agreeing: int = 0

@@ -45,87 +45,54 @@ Without mirrors none of this runs: the cost is one `is None` test per body piece
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import ssl
-from collections.abc import Sequence
 from time import perf_counter
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Final
 
-import httptools
-
-from router.config.spec import Config, ListenSpec, TLSSpec
-from router.control.follow import FollowLeg, begin
 from router.core.errors import (
-    BadRequest,
     ClientError,
     NoRoute,
     ProxyError,
-    ShuttingDown,
     UpstreamBusy,
     UpstreamConnectError,
     UpstreamError,
     UpstreamTimeout,
 )
-from router.dataplane.accesslog import AccessLog
+from router.dataplane.heads import NONE, origin_form, request_head, response_head
 from router.dataplane.http1 import (
     CONTINUE_100,
     IDEMPOTENT,
     LAST_CHUNK,
-    REQUEST_OWN,
-    RESPONSE_OWN,
     Header,
-    connection_tokens,
     error_response,
-    filtered,
     length_line,
     new_request_id,
     sane_request_id,
 )
-from router.dataplane.routing import CompiledRoute, RouteTable
-from router.dataplane.server import PAUSE_UPSTREAM, ClientConnection, Request, header_kinds
-from router.dataplane.shadow_copy import (
-    MIRROR_MAX_BODY,
-    STREAM_MAX_BODY,
-    MirrorCopy,
-    ShadowSink,
-    ShadowTap,
+from router.dataplane.legs import (
+    begin_follow,
+    follow_next,
+    hold_for_rewrite,
+    keep_for_retry,
+    lose_model,
+    retry,
+    send_rewritten,
 )
-from router.dataplane.sweeper import Sweeper
+from router.dataplane.server import PAUSE_UPSTREAM, ClientConnection, Request
+from router.dataplane.shadow_copy import MIRROR_MAX_BODY, STREAM_MAX_BODY, MirrorCopy, ShadowTap
 from router.dataplane.upstream import UpstreamConnection, UpstreamPool
-from router.ops.logs import Fanout
-from router.runtime import Recorder, Runtime
 
 if TYPE_CHECKING:
     from router.core.rewrite import Rewrite
-    from router.core.rollout import Rollout
-    from router.dataplane.stream_timing import StreamSink, StreamTimer
-    from router.drift.streams import DriftSink, Tap
-    from strategies.base import Decision
+    from router.dataplane.follow import FollowLeg
+    from router.dataplane.plane import DataPlane
+    from router.dataplane.stream_timing import StreamTimer
+    from router.drift.streams import Tap
 
-RETRY_MAX_BODY: Final = 64 * 1024  # requests kept for a retry, at most
 PENDING_MAX: Final = 256 * 1024  # request bytes buffered while a connect is in progress
 MODE_NONE: Final = 0
 MODE_LENGTH: Final = 1
 MODE_CHUNKED: Final = 2
 MODE_CLOSE: Final = 3
-MATCH_MEMO: Final = 1024  # (host, target) -> route answers remembered, at most
-_UNKNOWN: Final = object()
-_NONE: Final[frozenset[bytes]] = frozenset()
-_PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"Close"})
-HELD_ROLES: Final = frozenset({"assist", "deferred"})  # the human answers; the model did too
-
-
-def origin_form(target: bytes) -> bytes:
-    """`/path?query` from any request target (absolute-form included)."""
-    if target.startswith(b"/") or target == b"*":
-        return target
-    try:
-        url = httptools.parse_url(target)
-    except httptools.HttpParserInvalidURLError:
-        return target
-    path = url.path or b"/"
-    return path + b"?" + url.query if url.query else path
 
 
 class Exchange:
@@ -227,7 +194,7 @@ class Exchange:
         self.route_name = route.name
         d = route.decide(req.headers, self.conn.client_ip, runtime.live)
         if d.follow_up:
-            d = self._begin_follow(d, route.strategy, runtime.live.get(route.name))
+            d = begin_follow(self, d, route.strategy, runtime.live.get(route.name))
         self.backend, self.reason = d.primary, d.reason
         pool = self.pool = plane.pools.get(d.primary)
         if pool is None:
@@ -249,9 +216,9 @@ class Exchange:
         if up is not None and up.closed:
             up = pool.acquire()
         if up is None:
-            self._connect(pool)
+            self.connect(pool)
         else:
-            self._attach(up)
+            self.attach(up)
 
     def on_request_body(self, data: bytes) -> None:
         if self.finished:
@@ -281,10 +248,10 @@ class Exchange:
         self.request_done = True
         if self.follow is not None and self.follow.lost:
             self.follow.lost = False
-            self._follow_next(0)  # the model failed earlier: `after` picks who answers
+            follow_next(self, 0)  # the model failed earlier: `after` picks who answers
             return
         if self.held is not None:
-            self._send_rewritten()
+            send_rewritten(self)
             return
         if self.pool is not None and self.req.chunked:
             self.out.append(LAST_CHUNK)
@@ -306,11 +273,11 @@ class Exchange:
             if up.transport is not None:
                 up.transport.write(data)
             if self.retry is not None:
-                self._retry_add(self.retry, data)
+                keep_for_retry(self, self.retry, data)
         if self.request_done and not self.sent:
             self._sent()
 
-    def _connect(self, pool: UpstreamPool) -> None:
+    def connect(self, pool: UpstreamPool) -> None:
         if pool.connect(self.on_connected):  # queued behind max_connections
             self.deadline = perf_counter() + pool.spec.queue_timeout
 
@@ -322,9 +289,9 @@ class Exchange:
         if up is None:
             self.fail(error or UpstreamConnectError())
             return
-        self._attach(up)
+        self.attach(up)
 
-    def _attach(self, up: UpstreamConnection) -> None:
+    def attach(self, up: UpstreamConnection) -> None:
         self.upstream = up
         self.deadline = 0.0  # a queue's deadline is over; _sent() sets the backend's
         conn = self.conn
@@ -339,7 +306,7 @@ class Exchange:
     def _queue_head(self, pool: UpstreamPool) -> None:
         req = self.req
         if self.rewrite is not None:
-            self._hold_for_rewrite(pool)
+            hold_for_rewrite(self, pool)
             return
         if req.chunked:
             framing = b"transfer-encoding: chunked\r\n"
@@ -347,80 +314,22 @@ class Exchange:
             framing = length_line(req.content_length)
         else:
             framing = b""
-        self.out.append(self._request_head(pool, framing))
+        self.out.append(self.head_to(pool, framing))
         for piece in self.early or ():
             self.early = None
             self.on_request_body(piece)
         if self.request_done and req.chunked:
             self.out.append(LAST_CHUNK)
 
-    def _hold_for_rewrite(self, pool: UpstreamPool) -> None:
-        """The arm's own request: its head now when there is no body, else once the
-        body is all here (router/core/rewrite.py); the body is held until then."""
-        rw, req = self.rewrite, self.req
-        if rw is None:
-            return
-        if not (req.chunked or req.content_length):
-            framing = b"" if req.content_length is None else length_line(0)
-            self.out.append(self._request_head(pool, framing, rw.lines, rw.names))
-            return
-        self.held = []
-        for piece in self.early or ():
-            self.early = None
-            self.on_request_body(piece)
-        if self.request_done:
-            self._send_rewritten()
-
-    def _send_rewritten(self) -> None:
-        held, self.held = self.held, None
-        rw, pool = self.rewrite, self.pool
-        if held is None or rw is None or pool is None:
-            return
-        body = rw.body(b"".join(held))
-        if body is None:
-            self.fail(BadRequest(f"{self.backend} needs a JSON object to rewrite: not one"))
-            return
-        self.out.append(self._request_head(pool, length_line(len(body)), rw.lines, rw.names))
-        self.out.append(body)
-        self.out_len += len(body)
-        if self.upstream is not None and not self.conn.feeding:
-            self.flush_request()
-
-    def _request_head(
-        self, pool: UpstreamPool, framing: bytes, extra: bytes = b"", own: frozenset[bytes] = _NONE
+    def head_to(
+        self, pool: UpstreamPool, framing: bytes, extra: bytes = b"", own: frozenset[bytes] = NONE
     ) -> bytes:
         """The request's head toward `pool`'s backend; `extra`: more header lines;
         `own`: header names only the router may set (a client's are dropped)."""
-        req, conn = self.req, self.conn
         drop = self.plane.request_drop | own if own else self.plane.request_drop
-        if req.connection is not None:
-            drop = _with_tokens(drop, req.connection)
-        # One list, one join: cheaper than a formatted line per header. `parts.append`
-        # (a C call once compiled), not `parts += (...)`, which builds a tuple per line.
-        parts = [req.method, b" ", pool.base_path, self.target, b" HTTP/1.1\r\nhost: "]
-        parts.append(pool.host_header)
-        parts.append(b"\r\n")
-        for name, value in req.headers:
-            if name not in drop:
-                parts.append(name)
-                parts.append(b": ")
-                parts.append(value)
-                parts.append(b"\r\n")
-        if req.host:
-            parts.append(b"x-forwarded-host: ")
-            parts.append(req.host)
-            parts.append(b"\r\n")
-        ip, xff = conn.client_ip_bytes, req.forwarded_for
-        parts.append(b"x-forwarded-for: ")
-        parts.append(xff + b", " + ip if xff else ip)
-        parts.append(b"\r\nx-forwarded-proto: ")
-        parts.append(conn.scheme)
-        parts.append(b"\r\n")
-        parts.append(self.rid_line)
-        parts.append(extra)
-        parts.append(framing)
-        parts.append(b"\r\n")
-        return b"".join(parts)
+        return request_head(
+            self.req, self.conn, pool, self.target, drop, self.rid_line, extra, framing
+        )
 
     def _sent(self) -> None:
         """The whole request is on its way: start the backend's clock."""
@@ -429,69 +338,7 @@ class Exchange:
         conn = self.conn
         self.deadline = (conn.now if conn.feeding else perf_counter()) + timeout
 
-    # follow-up decisions (router/control/follow.py)
-
-    def _begin_follow(self, d: Decision, strategy: object, live: Rollout | None) -> Decision:
-        leg = begin(strategy, self.req, d, live, self.route_name)
-        if isinstance(leg, FollowLeg):
-            self.follow = leg
-            return d
-        return leg
-
-    def _follow_next(self, status: int) -> None:
-        """The model's leg is over: serve its answer, or ask the human."""
-        leg = self.follow
-        if leg is None:
-            return
-        d = leg.decide(status, self.plane.runtime.live.get(self.route_name))
-        if d is None or d.primary in ("", self.backend):
-            self.reason = d.reason if d is not None else self.reason
-            if not leg.replayable:
-                self.fail(UpstreamConnectError("the model gave no answer to serve"))
-                return
-            self.on_response_head(leg.status, leg.reason, leg.headers, leg.length)
-            body = leg.answer_body()
-            if body:
-                self.on_response_body(body)
-            self.on_response_end()
-            return
-        self._second_leg(d, leg)
-
-    def _lose_model(self, leg: FollowLeg) -> None:
-        """The model failed while the request was still coming in (a client that sends
-        its body after its head): keep reading it; on_request_end asks `after`."""
-        leg.lost = True
-        self.out.clear()
-        self.out_len = 0
-        self.deadline = 0.0
-        if self.conn.paused & PAUSE_UPSTREAM:
-            self.conn.resume_input(PAUSE_UPSTREAM)
-
-    def _second_leg(self, d: Decision, leg: FollowLeg) -> None:
-        model = self.backend
-        pool = self.pool = self.plane.pools.get(d.primary)
-        self.backend, self.reason = d.primary, d.reason
-        if pool is None:
-            self.fail(UpstreamConnectError(f"backend {d.primary!r} is not configured"))
-            return
-        body, extra, framing = leg.second(d, self.req.content_length is not None)
-        if self.plane.shadow_sink is not None and d.reason in HELD_ROLES and leg.replayable:
-            # both answers of one request: the model's is judged against the human's
-            held = (leg.status, leg.answer_body(), perf_counter() - self.t0)
-            self.shadow = ShadowTap((model,), MIRROR_MAX_BODY, held, d.reason)
-            self.shadow.add_body(b"".join(leg.req))
-        self.out = [self._request_head(pool, framing, extra, leg.own_headers()), body]
-        self.out_len = len(body)
-        self.sent = self.retried = False
-        self.retry = None
-        self.status = self.nbytes = 0
-        up = pool.acquire()
-        if up is None:
-            self._connect(pool)
-        else:
-            self._attach(up)
-
-    # mirrors and retries
+    # mirrors (router/dataplane/shadow_copy.py)
 
     def _keep_mirror(self, mirrors: tuple[str, ...], strategy: object) -> None:
         methods: frozenset[bytes] | None = getattr(strategy, "mirror_methods", None)
@@ -531,26 +378,6 @@ class Exchange:
             sink.offer(copy)
         except Exception:  # a broken sink must never fail the client's request
             self.plane.mirror_errors += 1
-
-    def _retry_add(self, retry: list[bytes], data: bytes) -> None:
-        self.retry_len += len(data)
-        if self.retry_len > RETRY_MAX_BODY:
-            self.retry = None  # too big to keep: this request won't be retried
-        else:
-            retry.append(data)
-
-    def _retry(self) -> bool:
-        """Resend on a fresh connection, if this request may be retried."""
-        if self.retried or self.retry is None or self.started or self.pool is None:
-            return False
-        self.retried = True
-        self.out[:0] = self.retry
-        self.out_len += self.retry_len
-        self.retry, self.retry_len = [], 0
-        self.sent = False
-        self.deadline = 0.0
-        self._connect(self.pool)
-        return True
 
     # response side (ResponseSink)
 
@@ -608,24 +435,8 @@ class Exchange:
     def _response_head(
         self, status: int, reason: bytes, headers: list[Header], framing: bytes
     ) -> bytes:
-        drop = self.plane.response_drop
-        parts = [b"HTTP/1.1 %d %b\r\n" % (status, reason)]
-        for name, value in headers:
-            if name not in drop:
-                parts.append(name)
-                parts.append(b": ")
-                parts.append(value)
-                parts.append(b"\r\n")
-            elif name == b"connection" and _with_tokens(drop, value) is not drop:
-                # It names more headers to drop (rare): filter again, knowing them all.
-                tokens = _response_tokens(headers)
-                parts[1:] = [filtered(headers, drop, tokens)]
-                break
-        parts.append(self.rid_line or self._rid_line())
-        parts.append(self._backend_line())
-        parts.append(framing)
-        parts.append(b"\r\n")
-        return b"".join(parts)
+        drop, rid_line = self.plane.response_drop, self.rid_line or self._rid_line()
+        return response_head(status, reason, headers, drop, rid_line, self._backend_line(), framing)
 
     def on_response_body(self, data: bytes) -> None:
         if self.follow is not None and self.follow.first:
@@ -655,7 +466,7 @@ class Exchange:
         self.upstream = None
         self.deadline = 0.0
         if self.follow is not None and self.follow.first:
-            self._follow_next(self.follow.status)
+            follow_next(self, self.follow.status)
             return
         cout = self.cout
         if self.mode == MODE_CHUNKED:
@@ -671,7 +482,7 @@ class Exchange:
 
     def on_upstream_lost(self, error: UpstreamError, received: bool, reused: bool) -> None:
         self.upstream = None
-        if not received and reused and self._retry():
+        if not received and reused and retry(self):
             return
         self.fail(error)
 
@@ -719,9 +530,9 @@ class Exchange:
         if follow is not None and follow.first and not isinstance(err, ClientError):
             follow.lose(err)
             if self.request_done:
-                self._follow_next(0)  # `after` decides who answers instead
+                follow_next(self, 0)  # `after` decides who answers instead
             else:
-                self._lose_model(follow)
+                lose_model(self, follow)
             return
         if self.shadow is not None and self.sent and not self.started:
             self._offer_answered(0)  # the primary never answered; the shadow still may
@@ -798,165 +609,3 @@ class Exchange:
             return b""
         line = self.plane.backend_lines.get(backend)
         return b"x-router-backend: %b\r\n" % backend.encode() if line is None else line
-
-
-def _response_tokens(headers: list[Header]) -> frozenset[bytes]:
-    for name, value in headers:
-        if name == b"connection":
-            return connection_tokens(value)
-    return frozenset()
-
-
-def _with_tokens(drop: frozenset[bytes], connection: bytes) -> frozenset[bytes]:
-    """`drop` plus the names a Connection header lists; `drop` itself when none is new."""
-    if connection in _PLAIN_CONNECTION:
-        return drop  # the usual values name nothing new: skip the split
-    tokens = connection_tokens(connection)
-    return drop if tokens <= drop else drop | tokens
-
-
-class DataPlane:
-    """Listeners, pools and the sweeper; the request path's owner."""
-
-    def __init__(
-        self, runtime: Runtime, recorder: Recorder, *, sweep_interval: float = 0.5
-    ) -> None:
-        self.runtime = runtime
-        self.recorder = recorder
-        # Called once per request each: a Fanout is flattened so it costs no extra call.
-        self.records = recorder.flat() if isinstance(recorder, Fanout) else (recorder.record,)
-        self.pools: dict[str, UpstreamPool] = {}
-        self.routes: dict[tuple[bytes | None, bytes], CompiledRoute | None] = {}
-        self.routes_of: RouteTable | None = None  # the table `routes` remembers answers of
-        self.connections: set[ClientConnection] = set()
-        self.servers: list[asyncio.Server] = []
-        self.shadow_sink: ShadowSink | None = None
-        self.stream_sink: StreamSink | None = None  # clocks for streamed answers
-        self.drift_sink: DriftSink | None = None  # bodies of drift-watched routes
-        self.access: AccessLog | None = None  # None: no access line (sample 0)
-        self.mirror_errors = 0  # offers that raised; the request went on regardless
-        self.stopping = False  # SIGTERM came: every answer closes its connection
-        self.draining = False  # no longer accepting: idle connections close
-        self.sweeper = Sweeper(self.connections, sweep_interval)
-        self._drained: asyncio.Event | None = None
-        self.apply_config(runtime.config)
-
-    def apply_config(self, config: Config) -> None:
-        """Pools per backend: unchanged specs keep theirs, others start afresh."""
-        self.rid_name = config.headers.request_id.lower().encode()
-        self.header_kinds = header_kinds(self.rid_name)
-        self.request_drop = REQUEST_OWN | {self.rid_name}
-        self.response_drop = RESPONSE_OWN | {self.rid_name, b"content-length"}
-        self.router_backend = config.headers.router_backend
-        self.backend_lines = {
-            name: b"x-router-backend: %b\r\n" % name.encode() for name in config.backends
-        }
-        pools: dict[str, UpstreamPool] = {}
-        for name, spec in config.backends.items():
-            old = self.pools.get(name)
-            pools[name] = old if old is not None and old.spec == spec else UpstreamPool(spec)
-        for name, old in self.pools.items():
-            if pools.get(name) is not old:
-                old.retire()
-        self.pools = pools
-
-    def new_exchange(self, conn: ClientConnection, req: Request) -> Exchange:
-        return Exchange(self, conn, req)
-
-    def match(self, table: RouteTable, host: bytes | None, path: bytes) -> CompiledRoute | None:
-        """`table.match`, remembered: a few distinct (host, path) pairs carry most traffic.
-
-        The answer is pure in (table, host, path without the query); a new table
-        (a reload) empties the memo, and so does passing MATCH_MEMO entries (paths
-        that vary per request, /items/<id>, would otherwise grow it without bound;
-        a miss costs a few dict lookups, router/dataplane/routing.py).
-        """
-        routes = self.routes
-        if table is not self.routes_of:
-            routes.clear()
-            self.routes_of = table
-        key = (host, path)
-        route = routes.get(key, _UNKNOWN)
-        if route is _UNKNOWN:
-            if len(routes) >= MATCH_MEMO:
-                routes.clear()
-            route = routes[key] = table.match(host, path)
-        return route  # type: ignore[return-value]
-
-    async def start(self) -> None:
-        self.sweeper.start()
-
-    async def serve(
-        self, listen: ListenSpec, *, reuse_port: bool = False, sock: socket.socket | None = None
-    ) -> asyncio.Server:
-        """Listen (TLS when `listen.tls`); `bound_port(server)` tells port 0's pick."""
-        loop = asyncio.get_running_loop()
-        ctx = server_ssl_context(listen.tls) if listen.tls else None
-        scheme = b"https" if ctx else b"http"
-
-        def factory() -> asyncio.Protocol:
-            return cast(asyncio.Protocol, ClientConnection(self, scheme))
-
-        if sock is not None:
-            server = await loop.create_server(factory, sock=sock, ssl=ctx, backlog=1024)
-        else:
-            server = await loop.create_server(
-                factory,
-                listen.host,
-                listen.port,
-                ssl=ctx,
-                reuse_port=reuse_port or None,
-                backlog=1024,
-            )
-        self.servers.append(server)
-        return server
-
-    def connection_closed(self, conn: ClientConnection) -> None:
-        self.connections.discard(conn)
-        if self._drained is not None and not self.connections:
-            self._drained.set()
-
-    def stop_soon(self) -> None:
-        """Keep accepting and serving, but close each connection after its next answer,
-        so that keep-alive clients reconnect (through their load balancer, elsewhere)."""
-        self.stopping = True
-        for conn in list(self.connections):
-            conn.drain()
-
-    async def shutdown(self, drain_timeout: float) -> None:
-        """Stop accepting, let in-flight answers finish, answer 503 to (or abort) the
-        rest at `drain_timeout`, close pools."""
-        self.stopping = self.draining = True
-        await asyncio.sleep(0)  # one more turn of the loop: accept what the kernel holds
-        for server in self.servers:
-            server.close()
-        self._drained = asyncio.Event()
-        now = perf_counter()
-        for conn in list(self.connections):
-            conn.shutdown(now)
-        if self.connections:
-            try:
-                await asyncio.wait_for(self._drained.wait(), drain_timeout)
-            except TimeoutError:
-                for conn in list(self.connections):
-                    conn.give_up(ShuttingDown(f"not answered within {drain_timeout:g}s"))
-        await self.sweeper.stop()
-        for server in self.servers:
-            await server.wait_closed()
-        for pool in self.pools.values():
-            await pool.close()
-
-
-def bound_port(server: asyncio.Server) -> int:
-    """The port a listener got (useful after asking for port 0)."""
-    # Read as an untyped attribute: uvloop's `sockets` is a list where typeshed says
-    # tuple, and mypyc-compiled code checks declared types at run time.
-    sockets: Sequence[socket.socket] = getattr(server, "sockets")  # noqa: B009
-    port: int = sockets[0].getsockname()[1]
-    return port
-
-
-def server_ssl_context(tls: TLSSpec) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(tls.cert, tls.key)
-    return ctx

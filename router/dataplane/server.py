@@ -63,7 +63,8 @@ from router.core.errors import (
 from router.dataplane.http1 import SPENT_REQUEST_PARSER, Header, error_response, new_request_id
 
 if TYPE_CHECKING:
-    from router.dataplane.proxy import DataPlane, Exchange
+    from router.dataplane.plane import DataPlane
+    from router.dataplane.proxy import Exchange
 
 IDLE: Final = 0
 HEAD: Final = 1

@@ -24,7 +24,7 @@ from router.config.spec import (
     RouteSpec,
 )
 from router.core.rollout import Rollout
-from router.dataplane.proxy import DataPlane, bound_port
+from router.dataplane.plane import DataPlane, bound_port
 from router.dataplane.routing import CompiledRoute, RouteTable
 from router.dataplane.shadow_copy import MirrorCopy
 from router.runtime import Runtime
