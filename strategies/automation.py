@@ -61,7 +61,7 @@ from router.core.compare_config import parse_compare
 from router.core.compare_kinds import FieldSpec
 from router.core.jsonpath import JsonPath, compile_path
 from router.core.ladder import DEFAULT_LADDER, LadderSpec, parse_ladder
-from strategies.base import Decision, StrategyKind, StrategySpec, check_backend
+from strategies.base import EVERY_COPY, Decision, StrategyKind, StrategySpec, check_backend
 from strategies.shadow import ShadowSpec
 
 if TYPE_CHECKING:
@@ -158,10 +158,12 @@ class Automation:
         "_path",
         "_plain_full",
         "compare_settings",
+        "copies",
         "spec",
     )
 
     def __init__(self, spec: AutomationSpec) -> None:
+        self.copies = EVERY_COPY
         self.spec = spec
         self._path = compile_path(spec.confidence) if spec.confidence else None
         model, human = spec.model, spec.human
@@ -173,7 +175,7 @@ class Automation:
             "shadow": Decision(human, "shadow", (model,)),
             "assist": Decision(model, "assist", follow_up=True),
             "partial": Decision(model, "partial", follow_up=True),
-            # with a fallback the model's leg keeps a copy of the request (router/dataplane/follow.py)
+            # with a fallback the model's leg keeps a copy of the request (dataplane/follow.py)
             "full": Decision(model, "full", follow_up=spec.fallback),
         }
         # what router/shadow/mirror.py compares the model's answers with: the human's

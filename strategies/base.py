@@ -36,8 +36,22 @@ class Decision:
     rewrite: Rewrite | None = None  # the primary's request is rewritten (router/core/rewrite.py)
 
 
+@dataclass(frozen=True, slots=True)
+class Copies:
+    """What a strategy's mirrors are sent: the methods copied (None: every one) and the
+    largest request body copied (a larger one is not mirrored, and counted)."""
+
+    methods: frozenset[bytes] | None = None
+    max_body: int = 1024 * 1024
+
+
+EVERY_COPY = Copies()  # strategies that mirror without limits of their own
+
+
 class Strategy(Protocol):
     """A route's decision function."""
+
+    copies: Copies  # what its decisions' mirrors get (the data plane reads it per copy)
 
     @property
     def override_header(self) -> bytes | None:

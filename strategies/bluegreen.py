@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from router.core.confkit import Node
 from router.core.gates import AnalysisSpec, parse_analysis
-from strategies.base import Decision, StrategyKind, StrategySpec, check_backend
+from strategies.base import EVERY_COPY, Decision, StrategyKind, StrategySpec, check_backend
 
 if TYPE_CHECKING:
     from router.core.rollout import Rollout
@@ -90,9 +90,10 @@ class BlueGreenSpec:
 class BlueGreen:
     """The built strategy: two colours, four possible decisions."""
 
-    __slots__ = ("_active", "_backends", "_header", "_preview", "spec")
+    __slots__ = ("_active", "_backends", "_header", "_preview", "copies", "spec")
 
     def __init__(self, spec: BlueGreenSpec) -> None:
+        self.copies = EVERY_COPY
         self.spec = spec
         self._backends = spec.backends()
         self._header = spec.preview_header.encode()

@@ -72,7 +72,7 @@ from router.core.gates import (
 )
 from router.core.rewrite import Rewrite, parse_rewrites, rewrite_for
 from router.core.rollout import BASIS_POINTS
-from strategies.base import Decision, StrategyKind, StrategySpec, check_backend
+from strategies.base import EVERY_COPY, Decision, StrategyKind, StrategySpec, check_backend
 from strategies.shadow import ShadowSpec, mirror_bucket
 
 if TYPE_CHECKING:
@@ -151,10 +151,12 @@ class Canary:
         "_ramp_bp",
         "_settled",
         "compare_settings",
+        "copies",
         "spec",
     )
 
     def __init__(self, spec: CanarySpec) -> None:
+        self.copies = EVERY_COPY
         self.spec = spec
         self._candidate = spec.candidate
         self._backends = spec.backends()

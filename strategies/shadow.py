@@ -44,7 +44,7 @@ from router.core.compare_kinds import FieldSpec
 from router.core.confkit import basis_points
 from router.core.rewrite import Rewrite, parse_rewrites, rewrite_for
 from router.core.rollout import BASIS_POINTS
-from strategies.base import Decision, StrategyKind, StrategySpec, check_backend
+from strategies.base import Copies, Decision, StrategyKind, StrategySpec, check_backend
 
 if TYPE_CHECKING:
     from router.core.confkit import Node
@@ -109,16 +109,14 @@ class Shadow:
         "_secondary",
         "_shadow_bp",
         "_shadows_only",
-        "max_body",
-        "mirror_methods",
+        "copies",
         "spec",
     )
 
     def __init__(self, spec: ShadowSpec) -> None:
         self.spec = spec
-        self.max_body = spec.max_body
-        methods = spec.methods
-        self.mirror_methods = frozenset(m.encode() for m in methods) if methods else None
+        methods = frozenset(m.encode() for m in spec.methods) if spec.methods else None
+        self.copies = Copies(methods, spec.max_body)
         self._shadow_bp = spec.percent_bp
         self._second_bp = spec.secondary_bp if spec.secondary else 0
         second = (spec.secondary,) if spec.secondary else ()

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from router.core.confkit import basis_points
 from router.core.rollout import BASIS_POINTS
-from strategies.base import Decision, StrategyKind, StrategySpec
+from strategies.base import EVERY_COPY, Decision, StrategyKind, StrategySpec
 
 if TYPE_CHECKING:
     from router.core.confkit import Node
@@ -43,9 +43,10 @@ class SplitSpec:
 class Split:
     """The built strategy: range ends and owners, ready for bisect."""
 
-    __slots__ = ("_backends", "_chosen", "_ends", "_forced_to", "_override", "_percent")
+    __slots__ = ("_backends", "_chosen", "_ends", "_forced_to", "_override", "_percent", "copies")
 
     def __init__(self, spec: SplitSpec) -> None:
+        self.copies = EVERY_COPY
         owners = [(name, bp) for name, bp in spec.weights if bp > 0]
         ends: list[int] = []
         total = 0

@@ -19,7 +19,7 @@ from router.ops.admin import Action, build_admin_app, load_token, route_weights
 from router.ops.dashboard import freshen_reasons
 from router.runtime import Runtime
 from router.state.base import StoreUnavailable
-from strategies.base import Decision
+from strategies.base import EVERY_COPY, Decision
 
 TOKEN = "s3cret-token"
 RELOAD_ERROR = "routes[0].strategy.canary.steps[2].weight: must be 0..100, got 140"
@@ -39,6 +39,7 @@ class Pair:
 
     def __init__(self, spec: PairSpec) -> None:
         self.spec = spec
+        self.copies = EVERY_COPY
 
     @property
     def override_header(self) -> bytes | None:

@@ -13,7 +13,7 @@ from router.config.spec import MatchSpec, RouteSpec
 from router.core.confkit import ConfigError
 from router.core.rewrite import Rewrite
 from router.core.rollout import Rollout
-from strategies.base import Decision
+from strategies.base import EVERY_COPY, Decision
 from tests.support.dataplane import RawClient, backend, make_runtime, running_plane
 from tests.support.rawbackend import RawBackend
 
@@ -24,6 +24,7 @@ class Rewritten:
     """A strategy that sends everything to one backend with a rewrite."""
 
     override_header: bytes | None = None
+    copies = EVERY_COPY
 
     def __init__(self, target: str, rewrite: Rewrite) -> None:
         self.decision = Decision(target, "canary", rewrite=rewrite)

@@ -10,7 +10,7 @@ from router.config.spec import MatchSpec, RouteSpec, StickySpec
 from router.core.rollout import Rollout
 from router.dataplane.hashing import key_of
 from router.dataplane.routing import CompiledRoute, RouteTable, build_table
-from strategies.base import Decision
+from strategies.base import EVERY_COPY, Decision
 from strategies.split import SplitSpec
 
 CONFIG = """
@@ -38,6 +38,7 @@ class KeyEcho:
     """A strategy that answers with the key and live state it was given."""
 
     override_header: bytes | None = None
+    copies = EVERY_COPY
 
     def backends(self) -> tuple[str, ...]:
         return ("a",)

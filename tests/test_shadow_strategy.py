@@ -70,8 +70,8 @@ def test_full_example_parses() -> None:
 def test_defaults() -> None:
     """Unset keys mirror everything, every method, 1 MiB bodies, no secondary."""
     strategy = built()
-    assert strategy.mirror_methods is None
-    assert strategy.max_body == 1024 * 1024
+    assert strategy.copies.methods is None
+    assert strategy.copies.max_body == 1024 * 1024
     assert strategy.secondary is None
     assert strategy.spec.compare == ()
     assert strategy.spec.samples.enabled
@@ -217,10 +217,10 @@ def test_paused_rollout_stops_mirroring() -> None:
 
 
 def test_methods_and_body_limit_are_exposed_as_bytes() -> None:
-    """The proxy reads mirror_methods as bytes (as parsed) and max_body in bytes."""
+    """The proxy reads the copied methods as bytes (as parsed) and max_body in bytes."""
     strategy = built(methods=["post", "PUT"], max_body="64KiB")
-    assert strategy.mirror_methods == frozenset({b"POST", b"PUT"})
-    assert strategy.max_body == 64 * 1024
+    assert strategy.copies.methods == frozenset({b"POST", b"PUT"})
+    assert strategy.copies.max_body == 64 * 1024
 
 
 @given(st.integers(0, 2**64 - 1), st.integers(0, 10_000), st.integers(0, 10_000))

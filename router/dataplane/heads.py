@@ -15,13 +15,19 @@ from typing import TYPE_CHECKING, Final
 
 import httptools
 
-from router.dataplane.http1 import Header, connection_tokens, filtered
+from router.dataplane.http1 import Header, connection_tokens, filtered, length_line
 
 if TYPE_CHECKING:
     from router.dataplane.server import ClientConnection, Request
     from router.dataplane.upstream import UpstreamPool
 
 NONE: Final[frozenset[bytes]] = frozenset()
+# How an answer's body reaches the client (RFC 9112 §6.3): no body, the backend's
+# length, chunks (an HTTP/1.1 client), or until the connection closes (HTTP/1.0).
+MODE_NONE: Final = 0
+MODE_LENGTH: Final = 1
+MODE_CHUNKED: Final = 2
+MODE_CLOSE: Final = 3
 _PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"Close"})
 
 
@@ -35,6 +41,21 @@ def origin_form(target: bytes) -> bytes:
         return target
     path = url.path or b"/"
     return path + b"?" + url.query if url.query else path
+
+
+def answer_framing(
+    method: bytes, version: str, status: int, length: int | None
+) -> tuple[int, bytes]:
+    """The answer's framing mode toward the client and the head line that says it."""
+    if method == b"HEAD" or status < 200 or status == 204 or status == 304:
+        if status == 204 or status < 200 or length is None:
+            return MODE_NONE, b""
+        return MODE_NONE, length_line(length)  # HEAD and 304 tell the length they would have
+    if length is not None:
+        return MODE_LENGTH, length_line(length)
+    if version == "1.1":
+        return MODE_CHUNKED, b"transfer-encoding: chunked\r\n"
+    return MODE_CLOSE, b""
 
 
 def request_head(

@@ -6,8 +6,8 @@ called where the path branches (an `is None` test when the feature is off):
 
 - *Follow-up* (router/dataplane/follow.py): the model's leg is held; at its end
   `follow_next` serves its answer, or sends a second leg to the human
-  (`second_leg`). A model that fails while the body is still arriving is
-  `lose_model`: the body keeps being read and `after` is asked at its end.
+  (`second_leg`). A model that fails (`model_failed`) while the body is still
+  arriving: the body keeps being read and `after` is asked at its end.
 - *Rewrite* (router/core/rewrite.py): an arm that needs its own request holds
   the body until its end, then sends the rewritten one with its own length.
 - *Retry*: an idempotent request that went out on a reused keep-alive
@@ -21,7 +21,7 @@ from __future__ import annotations
 from time import perf_counter
 from typing import TYPE_CHECKING, Final
 
-from router.core.errors import BadRequest, UpstreamConnectError
+from router.core.errors import BadRequest, ProxyError, UpstreamConnectError
 from router.dataplane.follow import FollowLeg, begin
 from router.dataplane.http1 import length_line
 from router.dataplane.server import PAUSE_UPSTREAM
@@ -68,9 +68,14 @@ def follow_next(ex: Exchange, status: int) -> None:
     second_leg(ex, d, leg)
 
 
-def lose_model(ex: Exchange, leg: FollowLeg) -> None:
-    """The model failed while the request was still coming in (a client that sends
-    its body after its head): keep reading it; on_request_end asks `after`."""
+def model_failed(ex: Exchange, leg: FollowLeg, err: ProxyError) -> None:
+    """The model's leg failed before an answer: `after` decides who answers instead,
+    now, or at the request's end when it is still coming in (a client that sends
+    its body after its head): the body keeps being read meanwhile."""
+    leg.lose(err)
+    if ex.request_done:
+        follow_next(ex, 0)
+        return
     leg.lost = True
     ex.out.clear()
     ex.out_len = 0

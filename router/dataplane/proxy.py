@@ -15,32 +15,21 @@ Framing toward the client: the backend's Content-Length when it sent one,
 chunked toward an HTTP/1.1 client otherwise, close-delimited toward HTTP/1.0.
 Failures before the response head become a JSON 502/504 (or the client error's
 own status); after it, the client connection is aborted so a truncated body
-never looks complete. An idempotent request that went out on a reused
-keep-alive connection which died before any response byte is retried once on
-a fresh connection (the backend may have closed it while we were writing).
-
-`seconds` given to the recorder runs from activation to the last byte handed to
-the client socket; `nbytes` counts response body bytes from the backend.
+never looks complete.
 
 Cost. Everything here runs once per request, so it is kept to what the
 request needs (measured with bench/inproc.py: about 6 µs of CPU a request with
 llhttp, compiled by mypyc as `make` does, 9.5 µs interpreted; the kernel's
 loopback send/recv costs about twice that). Route answers are remembered per
-(host, target) until the table changes (`DataPlane.match`); a `Fanout`
-recorder is flattened into the `record` methods it would call; the access
-log (router/dataplane/accesslog.py) is called only when it logs at all; each head is
+(host, path) until the table changes (`DataPlane.match`); each head is
 built as one list joined once; the request id line is formatted once and
 sent both ways; the clock is read about twice a request (the client read's
 `now`, and the answer's end).
 
-Mirrors. When the decision names mirrors and the data plane has a
-`shadow_sink` (router/shadow/mirror.py), the exchange keeps a `ShadowTap`
-(router/dataplane/shadow_copy.py): the request body up to the route's `max_body` (at most
-MIRROR_MAX_BODY; methods outside the route's `mirror_methods` are not copied at
-all) and the primary's answer up to ANSWER_MAX_BODY. Once the client's last byte
-was written it hands one `MirrorCopy` to the sink: the comparison needs the
-primary's answer, and the client never waits for anything that happens after.
-Without mirrors none of this runs: the cost is one `is None` test per body piece.
+Around that path: the follow-up leg, rewritten requests and retries
+(router/dataplane/legs.py); the shadows' copy and the stream clock
+(router/dataplane/taps.py); the listeners, pools and route memo (router/dataplane/plane.py);
+the heads (router/dataplane/heads.py).
 """
 
 from __future__ import annotations
@@ -49,36 +38,44 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Final
 
 from router.core.errors import (
-    ClientError,
-    NoRoute,
     ProxyError,
-    UpstreamBusy,
     UpstreamConnectError,
     UpstreamError,
-    UpstreamTimeout,
 )
-from router.dataplane.heads import NONE, origin_form, request_head, response_head
+from router.dataplane.decide import decide
+from router.dataplane.endings import backend_line, client_left, failed, overdue, rid_line_of
+from router.dataplane.heads import (
+    MODE_CHUNKED,
+    MODE_CLOSE,
+    MODE_NONE,
+    NONE,
+    answer_framing,
+    origin_form,
+    request_head,
+    response_head,
+)
 from router.dataplane.http1 import (
     CONTINUE_100,
-    IDEMPOTENT,
     LAST_CHUNK,
     Header,
-    error_response,
     length_line,
-    new_request_id,
-    sane_request_id,
 )
 from router.dataplane.legs import (
-    begin_follow,
     follow_next,
     hold_for_rewrite,
     keep_for_retry,
-    lose_model,
     retry,
     send_rewritten,
 )
 from router.dataplane.server import PAUSE_UPSTREAM, ClientConnection, Request
-from router.dataplane.shadow_copy import MIRROR_MAX_BODY, STREAM_MAX_BODY, MirrorCopy, ShadowTap
+from router.dataplane.shadow_copy import ShadowTap
+from router.dataplane.taps import (
+    mirror_too_big,
+    offer_answered,
+    record,
+    stream_read,
+    time_stream,
+)
 from router.dataplane.upstream import UpstreamConnection, UpstreamPool
 
 if TYPE_CHECKING:
@@ -89,10 +86,6 @@ if TYPE_CHECKING:
     from router.drift.streams import Tap
 
 PENDING_MAX: Final = 256 * 1024  # request bytes buffered while a connect is in progress
-MODE_NONE: Final = 0
-MODE_LENGTH: Final = 1
-MODE_CHUNKED: Final = 2
-MODE_CLOSE: Final = 3
 
 
 class Exchange:
@@ -135,6 +128,10 @@ class Exchange:
         "upstream",
     )
 
+    # Set with the buffer it counts (router/dataplane/decide.py) and read only while
+    # that exists: most requests never pay for it.
+    retry_len: int
+
     def __init__(self, plane: DataPlane, conn: ClientConnection, req: Request) -> None:
         self.plane = plane
         self.conn = conn
@@ -152,8 +149,6 @@ class Exchange:
         self.out: list[bytes] = []  # bytes due to the backend
         self.out_len = 0
         self.cout: list[bytes] = []  # bytes due to the client, one write per backend read
-        # retry_len is set with the buffer it counts (activate) and read only while it
-        # exists: most requests never pay for it.
         self.shadow: ShadowTap | None = None  # mirrored: the body and answer for shadows
         self.retry: list[bytes] | None = None
         self.retried = self.request_done = self.sent = self.started = self.finished = False
@@ -174,40 +169,10 @@ class Exchange:
     def activate(self, now: float = 0.0) -> None:
         """First in line (at `now`, perf_counter): route, decide, pick a connection, send."""
         self.t0 = now or perf_counter()
-        req, plane = self.req, self.plane
-        given = req.request_id
-        self.rid = (given is not None and sane_request_id(given)) or new_request_id()
-        self.rid_line = b"%b: %b\r\n" % (plane.rid_name, self.rid.encode())  # _rid_line()
-        runtime = plane.runtime
-        # plane.match()'s hit, inlined: once per request (a remembered None goes the long way)
-        table, path = runtime.table, self.target
-        if (q := path.find(b"?")) >= 0:  # matching never reads the query: keep it out of the memo
-            path = path[:q]
-        route = plane.routes.get((req.host, path)) if plane.routes_of is table else None
-        if route is None:
-            route = plane.match(table, req.host, path)
-        if route is None or req.error is not None:
-            if route is not None and req.version:  # not a refused head (server.reject)
-                self.route_name = route.name
-            self.fail(req.error or NoRoute())
-            return
-        self.route_name = route.name
-        d = route.decide(req.headers, self.conn.client_ip, runtime.live)
-        if d.follow_up:
-            d = begin_follow(self, d, route.strategy, runtime.live.get(route.name))
-        self.backend, self.reason = d.primary, d.reason
-        pool = self.pool = plane.pools.get(d.primary)
+        pool = decide(self)
         if pool is None:
-            self.fail(UpstreamConnectError(f"backend {d.primary!r} is not configured"))
-            return
-        if d.mirrors and plane.shadow_sink is not None:
-            self._keep_mirror(d.mirrors, route.strategy)
-        if d.rewrite is not None:
-            self.rewrite = d.rewrite
-        if route.spec.drift is not None and plane.drift_sink is not None:
-            self.tap = plane.drift_sink.tap(req.method, self.target)  # None: pass is behind
-        if req.method in IDEMPOTENT:
-            self.retry, self.retry_len = [], 0
+            return  # refused, unrouted or misconfigured: the exchange has failed
+        req = self.req
         self._queue_head(pool)
         if req.expect_continue and not self.request_done and req.has_body:
             self.conn.write(CONTINUE_100)
@@ -224,7 +189,7 @@ class Exchange:
         if self.finished:
             return
         if self.shadow is not None and not self.shadow.add_body(data):
-            self._mirror_too_big()
+            mirror_too_big(self)
         if self.tap is not None:
             self.tap.add_request(data)
         if self.follow is not None:
@@ -338,47 +303,6 @@ class Exchange:
         conn = self.conn
         self.deadline = (conn.now if conn.feeding else perf_counter()) + timeout
 
-    # mirrors (router/dataplane/shadow_copy.py)
-
-    def _keep_mirror(self, mirrors: tuple[str, ...], strategy: object) -> None:
-        methods: frozenset[bytes] | None = getattr(strategy, "mirror_methods", None)
-        if methods is not None and self.req.method not in methods:
-            return  # the route mirrors other methods only
-        cap = min(getattr(strategy, "max_body", MIRROR_MAX_BODY), MIRROR_MAX_BODY)
-        # Body read before activation (`early`) reaches the tap when _queue_head
-        # replays it through on_request_body; adding it here too would double it.
-        self.shadow = ShadowTap(mirrors, cap)
-        length = self.req.content_length
-        if length is not None and length > cap:
-            self._mirror_too_big()
-
-    def _mirror_too_big(self) -> None:
-        """Tell the shadow sink at once (it counts the skip); keep nothing more."""
-        shadow, self.shadow = self.shadow, None
-        if shadow is not None:
-            req = self.req
-            self._to_shadow_sink(shadow.skipped(self.route_name, req.method, self.target, self.rid))
-
-    def _offer_answered(self, status: int) -> None:
-        """The primary is done (status 0: it never answered): hand over the pair."""
-        shadow, self.shadow = self.shadow, None
-        if shadow is None or not self.request_done:
-            return  # an answer before the whole request came in: no faithful copy
-        req, latency = self.req, perf_counter() - self.t0
-        copy = shadow.answered(
-            self.route_name, req.method, self.target, req.headers, self.rid, status, latency
-        )
-        self._to_shadow_sink(copy)
-
-    def _to_shadow_sink(self, copy: MirrorCopy) -> None:
-        sink = self.plane.shadow_sink
-        if sink is None:
-            return
-        try:
-            sink.offer(copy)
-        except Exception:  # a broken sink must never fail the client's request
-            self.plane.mirror_errors += 1
-
     # response side (ResponseSink)
 
     def on_response_head(
@@ -391,17 +315,7 @@ class Exchange:
                 return
             self.follow = None  # full: the model's answer streams as it comes
         req = self.req
-        if req.method == b"HEAD" or status < 200 or status == 204 or status == 304:
-            mode = MODE_NONE
-            framing = length_line(length) if length is not None else b""
-            if status == 204 or status < 200:
-                framing = b""
-        elif length is not None:
-            mode, framing = MODE_LENGTH, length_line(length)
-        elif req.version == "1.1":
-            mode, framing = MODE_CHUNKED, b"transfer-encoding: chunked\r\n"
-        else:
-            mode, framing = MODE_CLOSE, b""
+        mode, framing = answer_framing(req.method, req.version, status, length)
         keep = req.keep_alive and self.request_done and mode != MODE_CLOSE
         conn = self.conn
         self.keep_alive = keep = keep and not (conn.closing and conn.last_answer())
@@ -411,32 +325,14 @@ class Exchange:
             framing += b"connection: keep-alive\r\n"
         self.mode, self.status, self.started = mode, status, True
         if length is None and mode != MODE_NONE and self.plane.stream_sink is not None:
-            self._time_stream(headers)
+            time_stream(self, headers)
         self.cout.append(self._response_head(status, reason, headers, framing))
-
-    def _stream_read(self) -> None:
-        """One read of an event stream: its time; and the stream must go on, each next
-        read within the backend's timeout (the sweeper aborts a silent one)."""
-        if self.timer is not None and self.pool is not None:
-            self.timer.read()
-            self.deadline = perf_counter() + self.pool.spec.timeout
-
-    def _time_stream(self, headers: list[Header]) -> None:
-        """An event stream gets a clock; its copy for shadows may be longer (SSE is verbose)."""
-        sink = self.plane.stream_sink
-        timer = sink.timer(self.route_name, self.backend, headers, self.t0) if sink else None
-        if timer is not None:
-            self.timer = timer
-            if self.shadow is not None:
-                self.shadow.answer_cap = STREAM_MAX_BODY
-            if self.pool is not None:
-                self.deadline = perf_counter() + self.pool.spec.timeout
 
     def _response_head(
         self, status: int, reason: bytes, headers: list[Header], framing: bytes
     ) -> bytes:
-        drop, rid_line = self.plane.response_drop, self.rid_line or self._rid_line()
-        return response_head(status, reason, headers, drop, rid_line, self._backend_line(), framing)
+        drop, rid_line = self.plane.response_drop, self.rid_line or rid_line_of(self)
+        return response_head(status, reason, headers, drop, rid_line, backend_line(self), framing)
 
     def on_response_body(self, data: bytes) -> None:
         if self.follow is not None and self.follow.first:
@@ -456,7 +352,7 @@ class Exchange:
 
     def flush_response(self) -> None:
         if self.timer is not None:
-            self._stream_read()
+            stream_read(self)
         cout = self.cout
         if cout:
             self.conn.write(cout[0] if len(cout) == 1 else b"".join(cout))
@@ -477,8 +373,8 @@ class Exchange:
                 transport.write(cout[0] if len(cout) == 1 else b"".join(cout))
             cout.clear()
         if self.shadow is not None:
-            self._offer_answered(self.status)
-        self._finish(self.status, self.keep_alive)
+            offer_answered(self, self.status)
+        self.finish(self.status, self.keep_alive)
 
     def on_upstream_lost(self, error: UpstreamError, received: bool, reused: bool) -> None:
         self.upstream = None
@@ -510,102 +406,24 @@ class Exchange:
             up.transport.resume_reading()
 
     def check(self, now: float) -> None:
-        """Sweeper: a backend that has not answered by the deadline gets a 504; a
-        request still waiting for a connection (max_connections) gets a 503."""
+        """Sweeper: past its deadline, the exchange fails (router/dataplane/endings.py)."""
         if self.deadline and now >= self.deadline and not self.finished:
-            if self.upstream is None and self.pool is not None:
-                spec = self.pool.spec
-                self.fail(UpstreamBusy(f"all {spec.max_connections} connections busy"))
-            else:
-                self.fail(UpstreamTimeout())
+            overdue(self)
 
     def fail(self, err: ProxyError) -> None:
         """End the request with `err`: a JSON answer, or an abort once streaming."""
-        if self.finished:
-            return
-        up, self.upstream = self.upstream, None
-        if up is not None:
-            up.abandon()
-        follow = self.follow
-        if follow is not None and follow.first and not isinstance(err, ClientError):
-            follow.lose(err)
-            if self.request_done:
-                follow_next(self, 0)  # `after` decides who answers instead
-            else:
-                lose_model(self, follow)
-            return
-        if self.shadow is not None and self.sent and not self.started:
-            self._offer_answered(0)  # the primary never answered; the shadow still may
-        if self.started:
-            self.conn.abort()
-            self._finish(err.status, False)
-            return
-        client_side = isinstance(err, ClientError)
-        keep = self.req.keep_alive and self.request_done and not client_side
-        conn = self.conn
-        keep = keep and not (conn.closing and conn.last_answer())
-        body = {"error": err.detail if client_side else err.code, "request_id": self.rid}
-        if self.backend and not client_side:
-            body["backend"] = self.backend
-        self.conn.write(error_response(err.status, body, keep_alive=keep, extra=self._ids()))
-        self._finish(err.status, keep)
+        if not self.finished:
+            failed(self, err)
 
     def client_gone(self) -> None:
         """The client hung up (or was aborted): drop the backend side too."""
-        if self.finished:
-            return
-        self.finished = True
-        up, self.upstream = self.upstream, None
-        if up is not None:
-            up.abandon()
-        if self.t0:
-            self._record(502 if self.started else 499)  # 499: client left first (nginx's word)
+        if not self.finished:
+            client_left(self)
 
-    def _finish(self, status: int, keep_alive: bool) -> None:
+    def finish(self, status: int, keep_alive: bool) -> None:
         if self.finished:
             return
         self.finished = True
         now = perf_counter()
-        self._record(status, now)
+        record(self, status, now)
         self.conn.exchange_done(self, keep_alive, now)
-
-    def _record(self, status: int, now: float = 0.0) -> None:
-        plane = self.plane
-        backend = self.backend if self.pool is not None else ""
-        seconds = (now or perf_counter()) - self.t0
-        for record in plane.records:
-            record(self.route_name, backend, status, seconds, self.reason, self.rid, self.nbytes)
-        access = plane.access
-        if access is not None:
-            req = self.req
-            access.log(
-                req.method,
-                self.target,
-                self.route_name,
-                backend,
-                status,
-                seconds,
-                self.reason,
-                self.rid,
-                self.nbytes,
-            )
-        if self.tap is not None:
-            self.tap.finish(self.route_name, self.backend, self.rid, status)
-            self.tap = None
-        if self.timer is not None:
-            self.timer.finish(status == self.status)  # an abort records its error status
-            self.timer = None
-
-    def _ids(self) -> bytes:
-        """The request id and backend headers every response carries."""
-        return (self.rid_line or self._rid_line()) + self._backend_line()
-
-    def _rid_line(self) -> bytes:
-        return b"%b: %b\r\n" % (self.plane.rid_name, self.rid.encode())
-
-    def _backend_line(self) -> bytes:
-        backend = self.backend
-        if not (self.plane.router_backend and backend):
-            return b""
-        line = self.plane.backend_lines.get(backend)
-        return b"x-router-backend: %b\r\n" % backend.encode() if line is None else line

@@ -28,7 +28,7 @@ from router.dataplane.plane import DataPlane, bound_port
 from router.dataplane.routing import CompiledRoute, RouteTable
 from router.dataplane.shadow_copy import MirrorCopy
 from router.runtime import Runtime
-from strategies.base import Decision
+from strategies.base import EVERY_COPY, Decision
 from tests.support.rawbackend import RawBackend
 
 
@@ -36,6 +36,7 @@ class Fixed:
     """A strategy (and its spec) that always picks one backend, maybe mirrored."""
 
     override_header: bytes | None = None
+    copies = EVERY_COPY
 
     def __init__(self, backend: str, mirrors: tuple[str, ...] = ()) -> None:
         self.backend = backend
