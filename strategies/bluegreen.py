@@ -33,8 +33,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from router.core.analysis import AnalysisSpec, parse_analysis
 from router.core.confkit import Node
-from router.core.gates import AnalysisSpec, parse_analysis
 from strategies.base import EVERY_COPY, Decision, StrategyKind, StrategySpec, check_backend
 
 if TYPE_CHECKING:

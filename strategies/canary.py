@@ -60,16 +60,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Final
 
+from router.core.analysis import AnalysisSpec, parse_analysis
 from router.core.compare_config import parse_compare
 from router.core.compare_kinds import FieldSpec
 from router.core.confkit import Node, basis_points
-from router.core.gates import (
-    WHOLE_ANSWER,
-    AgreementGate,
-    AnalysisSpec,
-    agreement_field,
-    parse_analysis,
-)
+from router.core.gates import WHOLE_ANSWER, AgreementGate, agreement_field
 from router.core.rewrite import Rewrite, parse_rewrites, rewrite_for
 from router.core.rollout import BASIS_POINTS
 from strategies.base import EVERY_COPY, Decision, StrategyKind, StrategySpec, check_backend

@@ -15,11 +15,13 @@ from router.config.reader import parse as parse_config
 from router.control.base import Writer
 from router.control.base import window_id as window
 from router.control.canary import CanaryController, spec_of
+from router.core.analysis import parse_analysis
 from router.core.compare import Answer, compare
 from router.core.compare_config import parse_compare
 from router.core.confkit import Node
-from router.core.gates import AgreementGate, Sample, parse_analysis, rate_bounds
+from router.core.gates import AgreementGate, Sample
 from router.core.rollout import BASIS_POINTS, Rollout
+from router.core.stats import rate_bounds
 from router.dataplane.hashing import key_of
 from router.dataplane.metrics import Metrics
 from router.dataplane.routing import build_table

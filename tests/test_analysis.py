@@ -7,22 +7,10 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 import pytest
 
+from router.core.analysis import GATES, AnalysisSpec, evaluate, parse_analysis
 from router.core.confkit import Node
-from router.core.gates import (
-    GATES,
-    LATENCY_BOUNDS,
-    AnalysisSpec,
-    ErrorRateGate,
-    Gate,
-    GateResult,
-    LatencyGate,
-    Sample,
-    evaluate,
-    excludes,
-    parse_analysis,
-    quantile_bounds,
-    rate_bounds,
-)
+from router.core.gates import ErrorRateGate, Gate, GateResult, LatencyGate, Sample
+from router.core.stats import LATENCY_BOUNDS, excludes, quantile_bounds, rate_bounds
 
 NO_EXTRA: Mapping[str, object] = {}
 

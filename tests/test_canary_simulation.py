@@ -13,15 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from router.control.canary_machine import Event, Observation, initial, step
-from router.core.gates import (
-    LATENCY_BOUNDS,
-    AnalysisSpec,
-    ErrorRateGate,
-    LatencyGate,
-    Sample,
-    evaluate,
-)
+from router.core.analysis import AnalysisSpec, evaluate
+from router.core.gates import ErrorRateGate, LatencyGate, Sample
 from router.core.rollout import Rollout
+from router.core.stats import LATENCY_BOUNDS
 from strategies.canary import Canary, CanarySpec, StepSpec
 
 BOUNDS = np.asarray(LATENCY_BOUNDS)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from router.core.compare import OTHER, Answer, compare, diff_paths
 from router.core.compare_config import parse_compare
 from router.core.compare_kinds import KINDS, FieldSpec, cosine, total_variation
+from router.core.stats import wilson
 from router.shadow.figures import (
     Tally,
     counter_name,
@@ -22,7 +23,6 @@ from router.shadow.figures import (
     quantile,
     summarize,
     tally_fields,
-    wilson,
 )
 from router.shadow.records import disagreement_record
 from router.state.base import StateStore

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from router.core.analysis import parse_analysis
 from router.core.confkit import Node
-from router.core.gates import Sample, parse_analysis
+from router.core.gates import Sample
 from router.core.gates_accuracy import AccuracyGate
 from router.core.ladder import DEFAULT_LADDER, Bar, Evidence, LadderSpec, judge, parse_ladder, plan
 

@@ -11,13 +11,13 @@ from itertools import pairwise
 
 import pytest
 
+from router.core.stats import quantile
 from router.dataplane.metrics import (
     BOUNDS,
     NBUCKETS,
     Metrics,
     MetricsFlusher,
     WindowStats,
-    quantile_from_hist,
     read_window,
     window_start,
 )
@@ -88,13 +88,13 @@ def test_quantile_accurate_to_one_bucket(q: float) -> None:
 def test_quantile_edge_cases() -> None:
     """Empty histograms give None; overflow reports the top bound; q=0 the bottom."""
     empty = [0] * NBUCKETS
-    assert quantile_from_hist(empty, BOUNDS, 0.5) is None
+    assert quantile(empty, 0.5, BOUNDS) is None
     overflow = [0] * NBUCKETS
     overflow[-1] = 5
-    assert quantile_from_hist(overflow, BOUNDS, 0.99) == BOUNDS[-1]
+    assert quantile(overflow, 0.99, BOUNDS) == BOUNDS[-1]
     first = [0] * NBUCKETS
     first[0] = 4
-    assert quantile_from_hist(first, BOUNDS, 0.5) == pytest.approx(BOUNDS[0] / 2)
+    assert quantile(first, 0.5, BOUNDS) == pytest.approx(BOUNDS[0] / 2)
 
 
 def test_window_stats_need_minimum_count() -> None:

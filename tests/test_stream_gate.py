@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from router.core.analysis import GATES
 from router.core.confkit import ConfigError, Node
-from router.core.gates import GATES, LATENCY_BOUNDS, Sample
+from router.core.gates import Sample
 from router.core.gates_ttft import TtftGate, parse_ttft
+from router.core.stats import LATENCY_BOUNDS
 from router.dataplane.metrics import bucket_of
 
 NONE = Sample()

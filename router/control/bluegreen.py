@@ -71,7 +71,8 @@ from router.control.bluegreen_machine import (
 )
 from router.control.checks import check_backend
 from router.control.machine import gate_dicts
-from router.core.gates import GateResult, evaluate
+from router.core.analysis import evaluate
+from router.core.gates import GateResult
 from router.core.rollout import Rollout
 from router.dataplane.metrics import Metrics, read_step_window, read_window
 from router.dataplane.routing import CompiledRoute

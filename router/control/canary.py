@@ -43,7 +43,8 @@ from router.control.base import (
 )
 from router.control.canary_machine import ABORTED, Observation, in_shadow_first, judging_gates
 from router.control.machine import InvalidCommand, gate_dicts
-from router.core.gates import GateResult, evaluate
+from router.core.analysis import evaluate
+from router.core.gates import GateResult
 from router.core.gates_ttft import GATE as TTFT
 from router.core.rollout import Rollout
 from router.dataplane.metrics import Metrics, read_step_window

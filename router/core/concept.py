@@ -34,7 +34,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
-from router.shadow.figures import wilson
+from router.core.stats import wilson
 
 REFERENCE: Final = 500  # labels in the reference window
 DROP: Final = 0.1  # the accuracy drop the test is tuned for

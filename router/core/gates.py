@@ -57,7 +57,7 @@ the same always-valid confidence sequence around the agreement rate:
 A candidate that does not answer, or answers without the field, disagrees. The
 canary's shadow-first phase is the same gate judged before any user traffic.
 
-The gate set is open: GATES maps a config word to a parser returning a `Gate`;
+The gate set is open: GATES (router/core/analysis.py) maps a config word to a parser;
 `prediction_drift` and `agreement` read their inputs from `extra`.
 """
 
@@ -68,20 +68,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-import numpy as np
-
 from router.core.confkit import Node
+from router.core.stats import (
+    LATENCY_BOUNDS,
+    quantile_bounds,
+    quantile_bucket,
+    rate_bounds,
+)
 
 Verdict = Literal["pass", "fail", "wait"]
-
-
-def _log_bounds(lo: float, hi: float, count: int) -> tuple[float, ...]:
-    return tuple(float(f"{b:.3g}") for b in np.geomspace(lo, hi, count))
-
-
-# Upper bounds (seconds) of the latency buckets, ~1.3x apart; one more bucket
-# past the last bound holds everything slower. The only definition: import it.
-LATENCY_BOUNDS: tuple[float, ...] = _log_bounds(0.0005, 60.0, 45)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,50 +115,6 @@ class Gate(Protocol):
 
 
 GateFactory = Callable[[Node], Gate]
-
-
-# -- the confidence sequence -------------------------------------------------
-_A = _B = 0.5  # Jeffreys prior: puts mass near 0, where error rates live
-
-
-def _log_mixture(k: int, n: int) -> float:
-    """log of the Beta(½, ½) marginal likelihood of one sequence with k of n."""
-    lbeta = math.lgamma(_A + k) + math.lgamma(_B + n - k) - math.lgamma(_A + _B + n)
-    return lbeta - (math.lgamma(_A) + math.lgamma(_B) - math.lgamma(_A + _B))
-
-
-def _log_ratio(log_mix: float, k: int, n: int, p: float) -> float:
-    """log M_n(p): evidence against p; the sequence excludes p beyond log(1/a)."""
-    loglik = (k * math.log(p) if k else 0.0) + ((n - k) * math.log1p(-p) if n - k else 0.0)
-    return log_mix - loglik
-
-
-def excludes(k: int, n: int, p: float, alpha: float) -> bool:
-    """True when the confidence sequence for k of n leaves out rate p."""
-    if n == 0 or not 0.0 < p < 1.0:
-        return n > 0 and ((p <= 0.0 and k > 0) or (p >= 1.0 and k < n))
-    return _log_ratio(_log_mixture(k, n), k, n, p) >= math.log(1.0 / alpha)
-
-
-def rate_bounds(k: int, n: int, alpha: float) -> tuple[float, float]:
-    """(lower, upper) of the always-valid confidence sequence for a rate."""
-    if n == 0:
-        return 0.0, 1.0
-    log_mix, limit, mid = _log_mixture(k, n), math.log(1.0 / alpha), k / n
-    lower = 0.0 if k == 0 else _edge(log_mix, k, n, limit, 0.0, mid)
-    upper = 1.0 if k == n else _edge(log_mix, k, n, limit, 1.0, mid)
-    return lower, upper
-
-
-def _edge(log_mix: float, k: int, n: int, limit: float, out: float, inside: float) -> float:
-    """Bisect between a point outside the sequence and one inside (log M is convex)."""
-    for _ in range(50):
-        probe = (out + inside) / 2
-        if _log_ratio(log_mix, k, n, probe) >= limit:
-            out = probe
-        else:
-            inside = probe
-    return out
 
 
 # -- error rate --------------------------------------------------------------
@@ -226,7 +177,7 @@ class ErrorRateGate:
         return "pass", f"increase <= {_pct(high)} at {conf} confidence"
 
 
-def _parse_error_rate(node: Node) -> Gate:
+def parse_error_rate(node: Node) -> Gate:
     gate = ErrorRateGate(
         max_increase=node.number("max_increase", 0.01, 0.0, 1.0),
         alpha=node.number("alpha", 0.01, 1e-9, 0.5),
@@ -243,33 +194,6 @@ def _opt_number(node: Node, key: str, lo: float, hi: float) -> float | None:
 
 
 # -- latency -----------------------------------------------------------------
-def _cumulative(hist: Sequence[int]) -> tuple[list[int], int]:
-    cum = np.cumsum(np.asarray(hist, dtype=np.int64))
-    return [int(x) for x in cum[:-1]], int(cum[-1])
-
-
-def quantile_bucket(hist: Sequence[int], q: float) -> tuple[float, float]:
-    """(lower edge, upper edge) of the bucket holding the q-quantile."""
-    cum, n = _cumulative(hist)
-    for j, k in enumerate(cum):
-        if k >= q * n:
-            return (LATENCY_BOUNDS[j - 1] if j else 0.0), LATENCY_BOUNDS[j]
-    return LATENCY_BOUNDS[-1], math.inf
-
-
-def quantile_bounds(hist: Sequence[int], q: float, alpha: float) -> tuple[float, float]:
-    """Always-valid (lower, upper) bucket edges around the q-quantile."""
-    cum, n = _cumulative(hist)
-    lower, upper = 0.0, math.inf
-    for j, k in enumerate(cum):
-        if k < q * n and excludes(k, n, q, alpha):
-            lower = LATENCY_BOUNDS[j]  # F(edge) < q for sure: the quantile is above
-        elif k > q * n and excludes(k, n, q, alpha):
-            upper = LATENCY_BOUNDS[j]  # F(edge) > q for sure: the quantile is at most here
-            break
-    return lower, upper
-
-
 def _ms(seconds: float) -> str:
     return "inf" if math.isinf(seconds) else f"{seconds * 1000:.4g} ms"
 
@@ -363,7 +287,7 @@ def _ceiling_check(cand: Sequence[int], limit: float, alpha: float) -> _Check:
     return _Check("max_p99", verdict, high_edge, limit, figures)
 
 
-def _parse_latency(node: Node) -> Gate:
+def parse_latency(node: Node) -> Gate:
     gate = LatencyGate(
         p50_ratio=node.number("p50_ratio", 1.5, 1.0, 1000.0),
         p99_ratio=node.number("p99_ratio", 1.5, 1.0, 1000.0),
@@ -408,7 +332,7 @@ class PredictionDriftGate:
         return GateResult(self.name, verdict, value, self.threshold, nc, nb, self.dry_run, detail)
 
 
-def _parse_prediction_drift(node: Node) -> Gate:
+def parse_prediction_drift(node: Node) -> Gate:
     gate = PredictionDriftGate(
         threshold=node.number("threshold", 0.2, 0.0, 100.0),
         min_requests=node.integer("min_requests", 200, 1, 10**9),
@@ -467,7 +391,7 @@ class AgreementGate:
         return "wait", f"could still be below {floor} (at least {_pct(lo)}); need more"
 
 
-def _parse_agreement(node: Node) -> Gate:
+def parse_agreement(node: Node) -> Gate:
     gate = AgreementGate(
         field=agreement_field(node),
         min=node.number("min", 0.95, 0.0, 1.0),
@@ -489,64 +413,3 @@ def agreement_field(node: Node) -> str:
     if node.has("compare"):
         return node.string("compare", required=True)
     return compared_name(node)
-
-
-def _parse_accuracy(node: Node) -> Gate:
-    from router.core.gates_accuracy import parse_accuracy  # late: it builds on this module
-
-    return parse_accuracy(node)
-
-
-def _parse_ttft(node: Node) -> Gate:
-    from router.core.gates_ttft import parse_ttft  # late: it builds on this module
-
-    return parse_ttft(node)
-
-
-# -- the open set of gates -----------------------------------------------------
-GATES: dict[str, GateFactory] = {
-    "error_rate": _parse_error_rate,
-    "latency": _parse_latency,
-    "ttft": _parse_ttft,  # time to first token of streamed answers (router/core/gates_ttft.py)
-    "prediction_drift": _parse_prediction_drift,
-    "agreement": _parse_agreement,
-    "accuracy": _parse_accuracy,  # delayed labels: router/core/gates_accuracy.py
-}
-
-
-@dataclass(frozen=True, slots=True)
-class AnalysisSpec:
-    """How often the controller judges, and with which gates."""
-
-    interval: float = 2.0
-    gates: tuple[Gate, ...] = (ErrorRateGate(),)
-
-
-def parse_analysis(node: Node) -> AnalysisSpec:
-    """Read the `analysis` block; with no gate listed a rollout still has error_rate.
-
-    To watch a gate without letting it act, give it `dry_run: true`."""
-    if not node.ok:
-        return AnalysisSpec()
-    interval = node.duration("interval", 2.0)
-    gates: list[Gate] = []
-    for word in list(node.keys()):
-        if word == "interval":
-            continue
-        factory = GATES.get(word)
-        if factory is None:
-            node.raw(word)
-            node.error(node.sub(word), f"unknown gate; known: {', '.join(sorted(GATES))}")
-            continue
-        gates.append(factory(node.mapping(word)))
-    node.done()
-    if not gates:  # listing no gate must not mean "judge nothing": keep the default
-        gates.append(ErrorRateGate())
-    return AnalysisSpec(interval=interval, gates=tuple(gates))
-
-
-def evaluate(
-    spec: AnalysisSpec, candidate: Sample, baseline: Sample, extra: Mapping[str, object]
-) -> list[GateResult]:
-    """Every gate's verdict on one window."""
-    return [gate.judge(candidate, baseline, extra) for gate in spec.gates]

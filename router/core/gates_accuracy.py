@@ -27,7 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from router.core.confkit import Node
-from router.core.gates import GateResult, Sample, Verdict, rate_bounds
+from router.core.gates import GateResult, Sample, Verdict
+from router.core.stats import rate_bounds
 
 
 def _arm(extra: Mapping[str, object], name: str) -> tuple[int, int]:

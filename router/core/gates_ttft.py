@@ -26,19 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from router.core.confkit import Node
-from router.core.gates import (
-    LATENCY_BOUNDS,
-    Gate,
-    GateResult,
-    Sample,
-    Verdict,
-    _Check,
-    _ms,
-    _ratio_check,
-    _worst,
-    quantile_bounds,
-    quantile_bucket,
-)
+from router.core.gates import Gate, GateResult, Sample, Verdict, _Check, _ms, _ratio_check, _worst
+from router.core.stats import LATENCY_BOUNDS, quantile_bounds, quantile_bucket
 
 GATE = "ttft"
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal
 
-from router.core.gates import rate_bounds
+from router.core.stats import rate_bounds
 
 if TYPE_CHECKING:
     from router.core.confkit import Node

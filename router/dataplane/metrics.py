@@ -38,7 +38,7 @@ from typing import Any, Final, Protocol
 
 import structlog
 
-from router.core.gates import LATENCY_BOUNDS
+from router.core.stats import LATENCY_BOUNDS, quantile
 from router.state.base import StoreUnavailable
 
 log = structlog.get_logger("router.dataplane.metrics")
@@ -79,27 +79,6 @@ def window_name(backend: str, start: int) -> str:
     return f"m:{backend}:{start}"
 
 
-def quantile_from_hist(counts: Sequence[int], bounds: Sequence[float], q: float) -> float | None:
-    """The q-quantile (0..1) of a bucketed distribution, interpolated inside its bucket.
-
-    `counts` has len(bounds) + 1 entries (the last is the overflow, reported as
-    the highest bound). None when there are no counts.
-    """
-    total = sum(counts)
-    if total <= 0:
-        return None
-    rank = min(max(q, 0.0), 1.0) * total
-    seen = 0
-    for i, c in enumerate(counts):
-        if c and seen + c >= rank:
-            if i >= len(bounds):
-                return bounds[-1]
-            lower = bounds[i - 1] if i > 0 else 0.0
-            return lower + (bounds[i] - lower) * max(rank - seen, 0.0) / c
-        seen += c
-    return bounds[-1]
-
-
 @dataclass(frozen=True, slots=True)
 class WindowStats:
     """Summed counts of one backend of one route over a time range."""
@@ -114,7 +93,7 @@ class WindowStats:
         """Latency q-quantile in seconds, or None with fewer than `min_count` samples."""
         if sum(self.hist) < max(min_count, 1):
             return None
-        return quantile_from_hist(self.hist, self.bounds, q)
+        return quantile(self.hist, q, self.bounds)
 
     def error_rate(self, min_count: int = 1) -> float | None:
         """errors / requests, or None with fewer than `min_count` requests."""

@@ -50,8 +50,9 @@ counts once); a plain `label` fits a request of one row. A label that does not
 fit its request's rows is counted as `mismatched`, never guessed.
 
 *Figures.* Classification: a label equal to the prediction (texts compared;
-numbers as numbers) is correct; `accuracy` = correct / n per arm, with its
-95 % Wilson interval. Regression (`value` instead of `label`): `mae`, the mean
+numbers as numbers) is correct; `accuracy` = correct / n per arm, with the
+bounds the accuracy gate decides on (router/core/stats.py `shown_bounds`, 99 %).
+Regression (`value` instead of `label`): `mae`, the mean
 absolute error. `report` gives the totals over the last `HORIZON` minutes, a
 sliding window of the last WINDOW minutes, and the series per minute, so
 falling accuracy beside flat input drift reads as concept drift (and
@@ -72,10 +73,10 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from router.core.stats import shown_bounds
 from router.dataplane.metrics import metric_lines
 from router.drift.label_items import MICRO, Entry, Memory, arm_name, outcome, parse_items, rows_of
 from router.ops.admin import Refusal
-from router.shadow.figures import wilson
 from router.state.base import StateStore, StoreUnavailable
 
 log = structlog.get_logger("router.drift.labels")
@@ -378,12 +379,12 @@ def by_arm(fields: dict[str, int]) -> dict[str, dict[str, int]]:
 
 
 def figures(per: dict[str, dict[str, int]]) -> dict[str, dict[str, Any]]:
-    """Accuracy with its 95 % Wilson interval (or mean abs error) per arm."""
+    """Accuracy with its gate's 99 % bounds (or mean abs error) per arm."""
     out: dict[str, dict[str, Any]] = {}
     for arm, f in sorted(per.items()):
         entry: dict[str, Any] = {}
         if f.get("n"):
-            lo, hi = wilson(f.get("ok", 0), f["n"])
+            lo, hi = shown_bounds(f.get("ok", 0), f["n"])
             entry.update(n=f["n"], correct=f.get("ok", 0), accuracy=f.get("ok", 0) / f["n"])
             entry.update(lo=lo, hi=hi)
         if f.get("mismatched"):

@@ -425,7 +425,8 @@ def _add_drift(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     text = (
         "Accuracy (or mean absolute error) of ROUTE from delayed labels, per arm (a "
         "backend as served; `B~mirror`, `B~assist`, `B~deferred`: answers nobody was "
-        "served, scored too) with 95 %% intervals: the last hour, the last 10 minutes, the "
+        "served, scored too) with the 99 %% bounds the gates use: the last hour, the last 10 "
+        "minutes, the "
         "series per minute, and each arm's accuracy test (concept drift). "
         "--reset-reference: each arm's next labels become its reference (admin token)."
     )

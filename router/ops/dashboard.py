@@ -585,7 +585,7 @@ function agreement(route, t) {
     const a = ag[name];
     shown.append(el("div", "muted", name + ": " + a.items + " items in " + a.n + " requests" +
       (typeof a.lo === "number" ?
-        ", 95 % interval " + fmt(100 * a.lo, 1) + "-" + fmt(100 * a.hi, 1) + " %" : "")));
+        ", 99 % bounds " + fmt(100 * a.lo, 1) + "-" + fmt(100 * a.hi, 1) + " %" : "")));
     (a.problems || []).forEach(why => shown.append(el("div", "warn", why)));
   }
   return shown;

@@ -3,7 +3,7 @@
 `router/core/compare.py` judges one pair of answers; this module turns many such
 judgements into integer counters for the state store's counter hashes
 (`tally_fields`, `Tally`: HINCRBY adds every replica's counts), and turns the
-summed counters back into figures: agreement per field with a Wilson interval,
+summed counters back into figures: agreement per field with its bounds (router/core/stats.py),
 mean distances, a confusion matrix, latency quantiles (`summarize`); the noise
 floor from a second copy of the primary (`noise_report`); and the bounded
 sample of disagreements (`disagreement_record`). The counter layout is drawn in
@@ -23,6 +23,7 @@ from router.core.compare import MICRO, OTHER, Comparison
 from router.core.compare_kinds import FieldResult, FieldSpec
 from router.core.jsonpath import MISSING
 from router.core.protocols.base import kind_name
+from router.core.stats import shown_bounds
 
 # -- counters that add up across replicas ---------------------------------------
 
@@ -174,21 +175,9 @@ class Tally:
 # -- reading the sums back --------------------------------------------------------
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for k successes in n trials; (0, 1) when n = 0."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = k / n
-    z2 = z * z
-    denom = 1.0 + z2 / n
-    center = (p + z2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-    return max(0.0, center - half), min(1.0, center + half)
-
-
 @dataclass(frozen=True, slots=True)
 class Rate:
-    """k out of n, with its Wilson 95 % interval."""
+    """k out of n, with the bounds a gate decides on (router/core/stats.py `shown_bounds`)."""
 
     k: int
     n: int
@@ -199,7 +188,7 @@ class Rate:
 
     @property
     def interval(self) -> tuple[float, float]:
-        return wilson(self.k, self.n)
+        return shown_bounds(self.k, self.n)
 
     def complement(self) -> Rate:
         return Rate(self.n - self.k, self.n)
@@ -410,7 +399,7 @@ class NoiseReport:
 def noise_report(shadow: Summary, secondary: Summary) -> NoiseReport:
     """Compare primary-vs-shadow disagreement with primary-vs-secondary.
 
-    A field is noisy when the lower Wilson bound of the shadow's disagreement
+    A field is noisy when the lower bound of the shadow's disagreement
     does not exceed the upper bound of the secondary's: the difference could be
     the primary's own nondeterminism. With no secondary data its interval is
     (0, 1), so everything reads noisy until there is evidence.

@@ -3,7 +3,7 @@
 Theory of operation. Every replica's mirror workers add their integer counters
 to the same hashes (router/shadow/mirror.py), so one `read_counters` call gives the
 sum over replicas: `cmp:<backend>` per mirrored backend (compare.py's layout)
-and `mirror` with the route's mirror events. Rates, Wilson intervals and
+and `mirror` with the route's mirror events. Rates, their bounds and
 latency quantiles come from `compare_figures.summarize`; with a `secondary` (a second
 copy of the primary's version) each shadow also gets `compare.noise_report`:
 disagreement beyond the primary's own nondeterminism, and which fields are

@@ -32,7 +32,8 @@ from typing import Any, Final
 import structlog
 from aiohttp import web
 
-from router.dataplane.metrics import BOUNDS, NBUCKETS, metric_lines, quantile_from_hist
+from router.core.stats import LATENCY_BOUNDS, quantile
+from router.dataplane.metrics import NBUCKETS, metric_lines
 from router.dataplane.stream_timing import StreamStats, StreamTimer, is_event_stream
 from router.runtime import Runtime
 from router.state.base import StateStore, StoreUnavailable
@@ -204,10 +205,10 @@ def arm_figures(fields: Mapping[str, int]) -> dict[str, Any]:
     first, gaps = _hist(fields, "f"), _hist(fields, "g")
     return {
         "streams": n,
-        "ttft_p50": quantile_from_hist(first, BOUNDS, 0.5),
-        "ttft_p95": quantile_from_hist(first, BOUNDS, 0.95),
-        "inter_token_p50": quantile_from_hist(gaps, BOUNDS, 0.5),
-        "inter_token_p95": quantile_from_hist(gaps, BOUNDS, 0.95),
+        "ttft_p50": quantile(first, 0.5),
+        "ttft_p95": quantile(first, 0.95),
+        "inter_token_p50": quantile(gaps, 0.5),
+        "inter_token_p95": quantile(gaps, 0.95),
         "tokens_per_stream": tokens / n if n else None,
         "tokens_per_second": tokens / (ms / 1000) if ms else None,
         "total_mean": ms / 1000 / n if n else None,
@@ -220,7 +221,7 @@ def _esc(value: str) -> str:
 
 def _histogram(name: str, labels: str, counts: Sequence[int], total: float) -> list[str]:
     lines, running = [], 0
-    for bound, count in zip((*BOUNDS, math.inf), counts, strict=True):
+    for bound, count in zip((*LATENCY_BOUNDS, math.inf), counts, strict=True):
         running += count
         le = "+Inf" if math.isinf(bound) else repr(bound)
         lines.append(f'{name}_bucket{{{labels},le="{le}"}} {running}')
