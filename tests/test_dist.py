@@ -67,6 +67,7 @@ def test_without_a_compiler_the_wheel_is_interpreted_and_says_why(tmp_path: Path
     assert wheel.name.endswith("-py3-none-any.whl")  # pure: nothing platform-specific in it
     names = zipfile.ZipFile(wheel).namelist()
     assert "router/dataplane/server.py" in names
+    assert "router/ops/page/dashboard.js" in names  # package data: the dashboard page
     assert not [n for n in names if n.endswith(".so")]
     said = done.stdout + done.stderr
     assert "could not compile the data plane with mypyc" in said
