@@ -290,9 +290,7 @@ async def test_page_plots_agreement_of_real_summaries(tmp_path: Path) -> None:
     dash = Dashboard(make_runtime(), Metrics(), Shadow(), Drift(), weights=route_weights)
     shown = await render_page(tmp_path, dash)
     assert "\u25a0 iris-v2 95.0 %" in shown["text"]  # the legend's latest value
-    assert any(
-        t.startswith("iris-v2: 40 items in 40 requests, 99 % bounds") for t in shown["text"]
-    )
+    assert any(t.startswith("iris-v2: 40 items in 40 requests, 99 % bounds") for t in shown["text"])
 
 
 async def test_page_charts_span_their_history(tmp_path: Path) -> None:

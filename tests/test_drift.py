@@ -17,13 +17,10 @@ from router.core.drift import (
     counter_fields,
     counts_from_fields,
     extractor,
-    js_distance,
     measure_observe_cost,
-    prediction_gate,
-    psi,
-    scores,
 )
 from router.core.drift_matrix import MatrixBins
+from router.core.drift_scores import js_distance, prediction_gate, psi, scores
 from router.core.jsonpath import MISSING
 
 VEC = FeatureSpec("features", "$.features", "vector")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from router.config.spec import DriftSpec
-from router.core.drift import scores
+from router.core.drift_scores import scores
 from router.drift.streams import RouteDrift, Stream
 
 DIMS, SHIFTED = 4, 2

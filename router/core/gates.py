@@ -315,7 +315,9 @@ class PredictionDriftGate:
     name: str = "prediction_drift"
 
     def judge(self, candidate: Sample, baseline: Sample, extra: Mapping[str, object]) -> GateResult:
-        from router.core.drift import prediction_gate  # late: numpy-heavy module, drift users only
+        from router.core.drift_scores import (
+            prediction_gate,  # late: numpy-heavy module, drift users only
+        )
 
         arms = extra.get("prediction_drift")
         if not isinstance(arms, Mapping) or not arms.get("candidate"):

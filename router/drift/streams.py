@@ -26,7 +26,8 @@ from collections.abc import Sequence
 from typing import Final
 
 from router.config.spec import DriftSpec
-from router.core.drift import DriftTracker, FeatureScore, FeatureSpec, Reference, Window
+from router.core.drift import DriftTracker, FeatureSpec, Reference, Window
+from router.core.drift_scores import FeatureScore
 from router.core.protocols import ModelProtocol
 from router.core.protocols import get as protocol_named
 

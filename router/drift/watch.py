@@ -52,13 +52,8 @@ import structlog
 from aiohttp import web
 
 from router.config.spec import Config
-from router.core.drift import (
-    FeatureScore,
-    Reference,
-    counter_fields,
-    counts_from_fields,
-    scores,
-)
+from router.core.drift import Reference, counter_fields, counts_from_fields
+from router.core.drift_scores import FeatureScore, scores
 from router.dataplane.metrics import metric_lines
 from router.drift.streams import DriftSink, Item, RouteDrift, Stream, ref_id
 from router.ops.admin import Refusal
