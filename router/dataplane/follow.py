@@ -35,7 +35,7 @@ from typing import Final, Protocol
 
 from router.core.errors import ProxyError, UpstreamBusy, UpstreamConnectError, UpstreamTimeout
 from router.core.rollout import Rollout
-from router.dataplane.server import Request
+from router.dataplane.request import Request
 from strategies.automation import Automation, FollowUp
 from strategies.base import Decision
 

@@ -18,7 +18,8 @@ import httptools
 from router.dataplane.http1 import Header, connection_tokens, filtered, length_line
 
 if TYPE_CHECKING:
-    from router.dataplane.server import ClientConnection, Request
+    from router.dataplane.request import Request
+    from router.dataplane.server import ClientConnection
     from router.dataplane.upstream import UpstreamPool
 
 NONE: Final[frozenset[bytes]] = frozenset()

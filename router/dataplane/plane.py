@@ -23,8 +23,9 @@ from router.core.errors import ShuttingDown
 from router.dataplane.accesslog import AccessLog
 from router.dataplane.http1 import REQUEST_OWN, RESPONSE_OWN
 from router.dataplane.proxy import Exchange
+from router.dataplane.request import Request, header_kinds
 from router.dataplane.routing import CompiledRoute, RouteTable
-from router.dataplane.server import ClientConnection, Request, header_kinds
+from router.dataplane.server import ClientConnection
 from router.dataplane.shadow_copy import ShadowSink
 from router.dataplane.sweeper import Sweeper
 from router.dataplane.upstream import UpstreamPool

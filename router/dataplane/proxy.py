@@ -67,7 +67,8 @@ from router.dataplane.legs import (
     retry,
     send_rewritten,
 )
-from router.dataplane.server import PAUSE_UPSTREAM, ClientConnection, Request
+from router.dataplane.request import Request
+from router.dataplane.server import PAUSE_UPSTREAM, ClientConnection
 from router.dataplane.shadow_copy import ShadowTap
 from router.dataplane.taps import (
     mirror_too_big,
