@@ -7,8 +7,10 @@ Theory of operation
 -------------------
 Every verb is one HTTP call to the admin API (router/ops/admin.py) with the
 standard library's urllib and a 5 s timeout, so routerctl starts fast and needs
-nothing beyond Python. Route actions are data: `ACTIONS` lists each verb, its
-help and its flags; a new verb that the admin API knows is one more entry.
+nothing beyond Python. The verbs, their arguments and help are in
+router/ops/cli_args.py; route actions are data there: `ACTIONS` lists each
+verb, its help and its flags; a new verb that the admin API knows is one more
+entry.
 
 Exit codes are for scripts: 0 all is well; 1 the router refused or failed the
 command, or a shown rollout is aborted; 2 usage errors and an unreachable admin
@@ -26,9 +28,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from router.ops.cli_args import ActionVerb, Command, build_parser
 from router.ops.cli_rollout import rollout_lines
 from router.ops.cli_views import (
     aborted,
@@ -43,50 +45,12 @@ from router.ops.cli_views import (
     stream_lines,
 )
 
-DEFAULT_ADMIN = "http://127.0.0.1:9901"
 TIMEOUT = 5.0
 OK, FAILED, USAGE = 0, 1, 2
 
 
 class Unreachable(Exception):
     """The admin API did not answer (connection refused, timeout, bad URL)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ActionVerb:
-    name: str
-    help: str
-    flag: str | None = None  # an optional --flag sent as {"<flag>": true}
-    flag_help: str = ""
-
-
-ACTIONS: tuple[ActionVerb, ...] = (
-    ActionVerb(
-        "promote",
-        "Move ROUTE's rollout to its next step now, without waiting for the step's pause.",
-        "full",
-        "skip the remaining steps: make the candidate the stable backend at 100 %%",
-    ),
-    ActionVerb("pause", "Hold ROUTE's rollout at its current step and weight until resume."),
-    ActionVerb("resume", "Let a paused rollout of ROUTE continue from where it was held."),
-    ActionVerb(
-        "abort",
-        "Stop ROUTE's rollout: all traffic back to the stable backend on every replica; "
-        "stays aborted until a new revision or `retry`.",
-    ),
-    ActionVerb("retry", "Restart an aborted rollout of ROUTE from its first step."),
-    ActionVerb(
-        "rollback",
-        "Undo ROUTE's last change: a running rollout is aborted, a promoted one returns "
-        "to the previous stable backend, blue/green returns to the previous colour.",
-    ),
-    ActionVerb(
-        "switch",
-        "Blue/green: send all of ROUTE's traffic to the idle colour at once.",
-        "force",
-        "switch even if the idle colour's health check is failing",
-    ),
-)
 
 
 class Api:
@@ -325,147 +289,20 @@ def cmd_automation(api: Api, args: argparse.Namespace) -> int:
 # -- argument parsing -------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="routerctl",
-        description="Inspect and steer a running deploy-router through its admin API.",
-    )
-    parser.add_argument(
-        "--admin",
-        default=os.environ.get("ROUTERCTL_ADMIN", DEFAULT_ADMIN),
-        help="admin API base URL (env ROUTERCTL_ADMIN; default %(default)s)",
-    )
-    parser.add_argument(
-        "--token",
-        default=os.environ.get("ROUTER_ADMIN_TOKEN"),
-        help="bearer token for changes (env ROUTER_ADMIN_TOKEN)",
-    )
-    verbs = parser.add_subparsers(dest="command", required=True, metavar="VERB")
-    _add_status(verbs)
-    _add_validate(verbs)
-    _add_history(verbs)
-    _add_diffs(verbs)
-    _add_drift(verbs)
-    _add_automation(verbs)
-    for verb in ACTIONS:
-        _add_action(verbs, verb)
-    return parser
-
-
-def _add_status(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    text = (
-        "Show every route (or ROUTE): strategy, share of traffic per backend, rollout "
-        "phase/step/weight; the config hash and load time, the last refused reload in "
-        "full, and the state store. For one canary ROUTE also the ramp as a progress "
-        "bar, each gate with its figures and verdict, and in plain words why the "
-        "rollout is where it is; for a mirrored ROUTE, agreement per field and drops; "
-        "for a ROUTE with streamed answers (SSE), time to first token and inter-token "
-        "p50/p95, tokens and total time per arm (primary and shadow). "
-        "Exits 1 if a shown rollout is aborted."
-    )
-    p = verbs.add_parser("status", help=text, description=text)
-    p.add_argument("route", nargs="?", metavar="ROUTE", help="only this route")
-    p.add_argument("--json", action="store_true", help="print the admin API's JSON as is")
-    p.add_argument(
-        "--watch",
-        nargs="?",
-        type=float,
-        const=2.0,
-        default=0.0,
-        metavar="SECONDS",
-        help="redraw every SECONDS (default 2) until Ctrl-C",
-    )
-    p.set_defaults(func=cmd_status)
-
-
-def _add_validate(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    text = (
-        "Check a config file locally (no router needed): print 'OK: FILE', or each error "
-        "with its exact path and exit 1. Warns (exit 0) when a route's compared or watched "
-        "names do not fit its protocol, e.g. a V2 answer read by JSON path."
-    )
-    p = verbs.add_parser("validate", help=text, description=text)
-    p.add_argument("file", metavar="FILE", help="path of the config.yaml to check")
-    p.set_defaults(func=cmd_validate)
-
-
-def _add_history(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    text = "Show ROUTE's rollout history, oldest first: time, actor, event, reason."
-    p = verbs.add_parser("history", help=text, description=text)
-    p.add_argument("route", metavar="ROUTE")
-    p.add_argument("-n", type=int, default=20, help="how many newest entries (default 20)")
-    p.add_argument("--json", action="store_true", help="print the entries as JSON")
-    p.set_defaults(func=cmd_history)
-
-
-def _add_diffs(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    text = (
-        "Show ROUTE's sampled disagreements between the primary and its shadows, newest "
-        "first: request id, status and latency of both, the differing fields, both answers."
-    )
-    p = verbs.add_parser("diffs", help=text, description=text)
-    p.add_argument("route", metavar="ROUTE")
-    p.add_argument("-n", type=int, default=20, help="how many newest samples (default 20)")
-    p.add_argument("--json", action="store_true", help="print the samples as JSON")
-    p.set_defaults(func=cmd_diffs)
-
-
-def _add_drift(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    text = (
-        "Show ROUTE's drift: per feature the PSI against the reference, the alarm "
-        "threshold and a bar (half full = at the threshold), JS distance, KS and the "
-        "window's count; outputs per backend. --reset-reference starts a new reference "
-        "from the next requests (needs the admin token)."
-    )
-    p = verbs.add_parser("drift", help=text, description=text)
-    p.add_argument("route", metavar="ROUTE")
-    p.add_argument("--reset-reference", action="store_true", help="collect a new reference")
-    p.add_argument("--json", action="store_true", help="print the admin API's JSON as is")
-    p.set_defaults(func=cmd_drift)
-    text = (
-        "Accuracy (or mean absolute error) of ROUTE from delayed labels, per arm (a "
-        "backend as served; `B~mirror`, `B~assist`, `B~deferred`: answers nobody was "
-        "served, scored too) with the 99 %% bounds the gates use: the last hour, the last 10 "
-        "minutes, the "
-        "series per minute, and each arm's accuracy test (concept drift). "
-        "--reset-reference: each arm's next labels become its reference (admin token)."
-    )
-    p = verbs.add_parser("feedback", help=text, description=text)
-    p.add_argument("route", metavar="ROUTE")
-    p.add_argument("--reset-reference", action="store_true", help="start new references")
-    p.add_argument("--json", action="store_true", help="print the admin API's JSON as is")
-    p.set_defaults(func=cmd_feedback)
-
-
-def _add_automation(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    text = (
-        "Move an automation route along the ladder human, shadow, assist, partial, full "
-        "(on every replica at once; needs the admin token). Down is instant; up is one "
-        "level at a time and only with the evidence its bar asks (agreement with the "
-        "human, accuracy from labels, deferral rate), or with --force --reason, which "
-        "history keeps. `status ROUTE` shows the next step and what it waits for."
-    )
-    p = verbs.add_parser("automation", help=text, description=text)
-    p.add_argument("route", metavar="ROUTE")
-    p.add_argument("level", choices=("human", "shadow", "assist", "partial", "full"))
-    p.add_argument("--force", action="store_true", help="step up without the evidence")
-    p.add_argument("--reason", default="", help="why (required with --force; kept in history)")
-    p.set_defaults(func=cmd_automation)
-
-
-def _add_action(
-    verbs: argparse._SubParsersAction[argparse.ArgumentParser], verb: ActionVerb
-) -> None:
-    text = verb.help + " Needs the admin token; exits 1 if the router refuses."
-    p = verbs.add_parser(verb.name, help=text, description=text)
-    p.add_argument("route", metavar="ROUTE")
-    if verb.flag:
-        p.add_argument(f"--{verb.flag}", action="store_true", help=verb.flag_help)
-    p.set_defaults(func=cmd_action, verb=verb)
+COMMANDS: dict[str, Command] = {
+    "status": cmd_status,
+    "validate": cmd_validate,
+    "history": cmd_history,
+    "diffs": cmd_diffs,
+    "drift": cmd_drift,
+    "feedback": cmd_feedback,
+    "automation": cmd_automation,
+    "action": cmd_action,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)  # exits 2 on usage errors
+    args = build_parser(COMMANDS).parse_args(argv)  # exits 2 on usage errors
     api = Api(args.admin, args.token)
     try:
         code: int = args.func(api, args)
