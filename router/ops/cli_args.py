@@ -13,12 +13,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from router.ops.cli import Api
-
     Verbs = argparse._SubParsersAction[argparse.ArgumentParser]  # subscriptable for mypy only
 
 DEFAULT_ADMIN = "http://127.0.0.1:9901"
-Command = Callable[["Api", argparse.Namespace], int]
+Command = Callable[..., int]  # (Api, the parsed arguments) -> exit code: router/ops/cli.py
 
 
 @dataclass(frozen=True, slots=True)
