@@ -27,7 +27,8 @@ from router.dataplane.metrics import Metrics
 from router.dataplane.routing import build_table
 from router.runtime import Runtime
 from router.shadow.figures import Tally, compare_id
-from router.shadow.mirror import RouteFigures, judging
+from router.shadow.judging import judging
+from router.shadow.lanes import RouteFigures
 from router.shadow.stored import agreement_counts, read_agreement, window_counter
 from router.state.live import LiveState
 from router.state.memory import MemoryStore

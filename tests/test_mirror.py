@@ -22,7 +22,8 @@ from examples.model_server import ModelOptions, ModelService, parse_features, st
 from router.config.reader import parse
 from router.dataplane.routing import build_table
 from router.runtime import Runtime
-from router.shadow.mirror import BREAKER_FAILURES, Mirrors
+from router.shadow.lanes import BREAKER_FAILURES
+from router.shadow.mirror import Mirrors
 from router.state.base import StateStore
 from router.state.memory import MemoryStore
 from tests.support.dataplane import Plane, running_plane

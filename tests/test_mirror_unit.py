@@ -165,7 +165,7 @@ async def test_apply_config_renews_changed_pools_and_stops_removed_lanes() -> No
 
 def test_breaker_opens_after_failures_in_a_row_and_backs_off() -> None:
     """Five failures in a row pause a shadow; each reopening lasts twice as long."""
-    from router.shadow.mirror import BREAKER_FAILURES, BREAKER_MIN, Breaker
+    from router.shadow.lanes import BREAKER_FAILURES, BREAKER_MIN, Breaker
 
     b = Breaker()
     opened = [b.failed(100.0) for _ in range(BREAKER_FAILURES)]

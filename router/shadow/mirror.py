@@ -37,15 +37,9 @@ backend, and `mirror` with `offered`, `oversize_body`, `oversize_answer`,
 arm's `rewrite` could not apply to: router/core/rewrite.py; names escaped with
 compare_figures.escape).
 
-Canary routes. A canary mirrors stable-served requests to its candidate when an
-`agreement` gate or `shadow_first` asks for it (strategies/canary.py). Their
-answers are compared with the canary's `compare` settings (`settings_of`) and,
-besides `cmp:<backend>`, counted under the rollout window that is live when the
-copy is judged: `cmp:<backend>:<window>` (mirror_figures.window_counter, the
-window of router/control/base.py `window_id`). Each step and the shadow-first phase is
-thus judged on its own comparisons from every replica, and a retry starts from
-zero. A copy sent in one window and judged just after the next one opened counts
-in the new one: a handful at most, far below any gate's minimum sample.
+What a route's config says about judging its copies (compare settings, protocol,
+rollout window): router/shadow/judging.py; lanes, breakers and per-route
+figures: router/shadow/lanes.py.
 """
 
 from __future__ import annotations
@@ -53,184 +47,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from time import monotonic, perf_counter
 from typing import Any, Final
 
 import structlog
 
 from router.config.spec import BackendSpec, Config
-from router.control.base import window_id
-from router.core import protocols
 from router.core.compare import Answer, Comparison, compare
 from router.core.errors import UpstreamError
-from router.core.protocols import ModelProtocol
 from router.dataplane.http1 import Header
 from router.dataplane.shadow_copy import ANSWER_MAX_BODY, MirrorCopy
 from router.dataplane.stream_timing import StreamTimer
 from router.dataplane.upstream import UpstreamPool
 from router.runtime import Runtime
 from router.shadow.client import Clock, fetch, request_bytes
-from router.shadow.figures import Tally, compare_id, counter_name, escape
+from router.shadow.figures import counter_name, escape
 from router.shadow.hints import add_hints
+from router.shadow.judging import judging, protocol_of, settings_of, window_of
+from router.shadow.lanes import Lane, RouteFigures
 from router.shadow.records import disagreement_record
-from router.shadow.stored import DIFFS, EVENTS, read_summary, window_counter
+from router.shadow.stored import DIFFS, read_summary, window_counter
 from router.shadow.streams import StreamMetrics
 from router.state.base import StateStore, StoreUnavailable
-from strategies.shadow import SampleSpec, ShadowSpec
+from strategies.shadow import SampleSpec
 
 log = structlog.get_logger("router.shadow.mirror")
 
-BREAKER_FAILURES: Final = 5  # failures in a row before a shadow is left alone
-BREAKER_MIN: Final = 0.5  # seconds the first time; doubles up to BREAKER_MAX
-BREAKER_MAX: Final = 30.0
-SAMPLES_PER_FLUSH: Final = 10  # per route: a flood of disagreements costs few round trips
 COUNTER_TTL: Final = 7 * 24 * 3600.0  # figures outlive a quiet weekend
-_DEFAULT_SETTINGS: Final = ShadowSpec(primary="", shadows=())
 Answered = Callable[[str, str, str, str, bytes], None]
-
-
-@dataclass(slots=True)
-class Breaker:
-    """Stops sending copies to a shadow that keeps failing, for a growing while.
-
-    A dead or resetting shadow fails fast, so without this the workers would
-    spin through the queue opening a connection per copy, spending the CPU the
-    clients' requests need. After BREAKER_FAILURES failures in a row the lane
-    skips copies (counted as `down`, and as dropped) for `backoff` seconds,
-    doubling up to BREAKER_MAX; the first copy after that is a probe: an answer
-    closes the breaker, a failure opens it again for longer.
-    """
-
-    failures: int = 0
-    open_until: float = 0.0
-    backoff: float = BREAKER_MIN
-
-    def is_open(self, now: float) -> bool:
-        return now < self.open_until
-
-    def answered(self) -> None:
-        self.failures, self.backoff = 0, BREAKER_MIN
-
-    def failed(self, now: float) -> bool:
-        """Count one failure; True when this one opened the breaker."""
-        self.failures += 1
-        if self.failures < BREAKER_FAILURES:
-            return False
-        self.open_until = now + self.backoff
-        self.backoff = min(self.backoff * 2, BREAKER_MAX)
-        return True
-
-
-@dataclass(slots=True)
-class Lane:
-    """One mirrored backend: its own pool, bounded queue and worker tasks."""
-
-    name: str
-    pool: UpstreamPool
-    queue: asyncio.Queue[MirrorCopy]
-    workers: set[asyncio.Task[None]] = field(default_factory=set)
-    busy: int = 0  # copies being sent now (at most the worker count)
-    sent_key: str = ""  # event counter names, built once: not per copy
-    dropped_key: str = ""
-    errors_key: str = ""
-    down_key: str = ""
-    rewrite_key: str = ""
-    breaker: Breaker = field(default_factory=Breaker)
-
-    def __post_init__(self) -> None:
-        key = escape(self.name)
-        self.sent_key, self.dropped_key, self.errors_key, self.down_key = (
-            f"sent|{key}",
-            f"dropped|{key}",
-            f"errors|{key}",
-            f"down|{key}",
-        )
-        self.rewrite_key = f"rewrite_failed|{key}"
-
-
-@dataclass(slots=True)
-class RouteFigures:
-    """In-process figures of one route between two flushes."""
-
-    tallies: dict[str, Tally] = field(default_factory=dict)  # counter name -> Tally
-    windows: dict[str, Tally] = field(default_factory=dict)  # counter name -> Tally
-    events: dict[str, int] = field(default_factory=dict)
-    samples: deque[str] = field(default_factory=lambda: deque(maxlen=SAMPLES_PER_FLUSH))
-
-    def count(self, event: str, by: int = 1) -> None:
-        self.events[event] = self.events.get(event, 0) + by
-
-    def tally(self, name: str) -> Tally:
-        """The tally of one counter hash (`counter_name`: backend and compare id)."""
-        found = self.tallies.get(name)
-        if found is None:
-            found = self.tallies[name] = Tally(name)
-        return found
-
-    def window_tally(self, name: str) -> Tally:
-        found = self.windows.get(name)
-        if found is None:
-            found = self.windows[name] = Tally(name)
-        return found
-
-    def drain(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
-        for tally in self.tallies.values():
-            out.update(tally.drain())
-        for name, tally in list(self.windows.items()):
-            drained = tally.drain()
-            out.update(drained)
-            if not drained:  # a past window: nothing more will come
-                del self.windows[name]
-        if self.events:
-            out[EVENTS], self.events = self.events, {}
-        return out
-
-    def restore(self, drained: Mapping[str, Mapping[str, int]]) -> None:
-        for tally in self.tallies.values():
-            tally.restore(drained)
-        plain = {tally.name for tally in self.tallies.values()}
-        for name in drained.keys() - plain - {EVENTS}:  # the windows' hashes
-            self.window_tally(name).restore(drained)
-        for key, value in drained.get(EVENTS, {}).items():
-            self.count(key, value)
-
-
-def settings_of(runtime: Runtime, route: str) -> ShadowSpec:
-    """The route's compare settings: a shadow's own, a canary's or an automation
-    route's `compare` list; defaults (whole-JSON compare) for other strategies."""
-    compiled = runtime.table.by_name.get(route)
-    strategy = compiled.strategy if compiled is not None else None
-    own = getattr(strategy, "compare_settings", None)
-    if isinstance(own, ShadowSpec):
-        return own
-    spec = getattr(strategy, "spec", None)
-    return spec if isinstance(spec, ShadowSpec) else _DEFAULT_SETTINGS
-
-
-def protocol_of(runtime: Runtime, route: str) -> ModelProtocol:
-    """The route's model protocol (router/core/protocols/): how answers become items."""
-    compiled = runtime.table.by_name.get(route)
-    return protocols.get(compiled.spec.protocol if compiled is not None else protocols.DEFAULT)
-
-
-def judging(runtime: Runtime, route: str) -> tuple[ShadowSpec, ModelProtocol, str]:
-    """What a comparison of the route needs: settings, protocol, and their compare id."""
-    settings, protocol = settings_of(runtime, route), protocol_of(runtime, route)
-    return settings, protocol, compare_id(protocol.word, settings.compare)
-
-
-def window_of(runtime: Runtime, route: str) -> str | None:
-    """The live rollout window of a canary route (shadow first too), or the level's
-    of an automation route (router/control/base.py `window_id`); None for every
-    other strategy."""
-    compiled = runtime.table.by_name.get(route)
-    if compiled is None or compiled.spec.strategy_kind not in ("canary", "automation"):
-        return None
-    return window_id(runtime.live.get(route))
 
 
 def _size(copy: MirrorCopy) -> int:
