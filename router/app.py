@@ -42,7 +42,7 @@ from router.config.reader import _STATE_SCHEMES, load_file
 from router.config.spec import Config
 from router.core.confkit import ConfigError
 from router.ops.supervisor import Supervisor
-from router.parts import Parts
+from router.wiring import Parts
 
 log = structlog.get_logger("router")
 

@@ -15,7 +15,7 @@ from router.config.reader import parse
 from router.config.reload import ConfigWatcher, content_hash, diff_summary, parse_only
 from router.config.spec import Config
 from router.core.confkit import ConfigError
-from router.parts import prepare
+from router.wiring import prepare
 from strategies.split import SplitSpec
 
 TEMPLATE = """\
@@ -207,7 +207,7 @@ def test_diff_summary_lists_routes_backends_and_sections() -> None:
 
 
 def test_a_reload_builds_without_collections_and_turns_them_back_on() -> None:
-    """router/parts.py `prepare`: no cyclic GC while a big file is built (a full collection
+    """router/wiring.py `prepare`: no cyclic GC while a big file is built (a full collection
     holds the event loop's GIL); the collector is on again afterwards, refused file or not."""
     collections: list[str] = []
 
