@@ -180,3 +180,23 @@ def test_gzip_answers_are_read_as_items_like_mlserver_sends_them() -> None:
     )
     assert len(const.items) == 8
     assert sum(const.items) == classes.count(1)
+
+
+def test_a_sampled_disagreement_shows_gzip_answers_as_text_and_names_the_row() -> None:
+    """`routerctl diffs` of a gzipped MLServer answer printed its compressed bytes
+    ('\\x1f\\ufffd\\x08...'), and a batched field's disagreement did not say which row."""
+    import gzip
+
+    from router.ops.cli_views import diff_lines
+    from router.shadow.records import disagreement_record
+
+    p, s = v2([0, 2, 1]), v2([0, 1, 1])
+    packed = gzip.compress(p.body)
+    c = compare([PREDICT], Answer(200, packed, 0.01), s, protocol=V2)
+    record = json.loads(disagreement_record("r-1", c, packed, s.body))
+    assert json.loads(record["primary"])["outputs"][0]["data"] == [0, 2, 1]
+    lines = diff_lines([{**record, "backend": "iris-v2"}])
+    assert any(
+        line.strip().startswith("predict row 1: differs  primary 2  shadow 1") for line in lines
+    )
+    assert "items 3 compared, 2 agree" in lines[0]
