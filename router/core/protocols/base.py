@@ -106,15 +106,15 @@ def path_column(doc: object, name: str) -> list[object]:
     return json_path(name).items(doc) if doc is not MISSING else []
 
 
-def inflate(body: bytes) -> bytes:
+def inflate(body: bytes, limit: int = MAX_INFLATED) -> bytes:
     """A gzip or zlib (HTTP "deflate") body decompressed; any other body as it is.
 
     Model servers compress answers for clients that accept it (MLServer gzips every
     answer of 500 bytes or more, and `requests` always accepts gzip), and clients may
     compress requests (tritonclient's request_compression_algorithm). The captured
     bytes carry no headers, so the format is told by its magic: no JSON document
-    starts with 0x1f or 'x'. A body that would inflate past MAX_INFLATED is left as
-    it is (and reads as not JSON)."""
+    starts with 0x1f or 'x'. A body that would inflate past `limit` is left as it
+    is (and reads as not JSON)."""
     if body[:2] == b"\x1f\x8b":
         wbits = 16 + zlib.MAX_WBITS
     elif body[:1] == b"x" and int.from_bytes(body[:2], "big") % 31 == 0:
@@ -123,7 +123,7 @@ def inflate(body: bytes) -> bytes:
         return body
     try:
         unpack = zlib.decompressobj(wbits)
-        out = unpack.decompress(body, MAX_INFLATED)
+        out = unpack.decompress(body, limit)
     except zlib.error:
         return body
     return body if unpack.unconsumed_tail else out
