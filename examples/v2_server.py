@@ -12,7 +12,9 @@ runtime answers) and `predict_proba` (FP64, [N, 3]). The model is
 examples/model_server.py's linear softmax, row by row, so two servers of the
 same `--version` agree on every row. `--constant-class K` makes a broken
 candidate: it answers class K for every row. Bad requests get 400 with
-`{"error": ...}`, like the real servers.
+`{"error": ...}`, like the real servers. Like MLServer (Starlette's GZipMiddleware,
+on by default) answers of 500 bytes or more are gzipped for a client that accepts
+gzip, as `requests` and aiohttp do by default (`gzip_min=None`: never).
 
 Run: `python -m examples.v2_server --port 8103 --version v1`.
 """
@@ -43,6 +45,7 @@ class V2Options:
     port: int = 8103
     constant_class: int | None = None
     name: str = MODEL
+    gzip_min: int | None = 500  # MLServer's GZipMiddleware default
 
 
 class BadRequest(ValueError):
@@ -118,7 +121,12 @@ class V2Service:
             rows = input_matrix(doc, tail)
         except BadRequest as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response(self.answer(rows, str(doc.get("id", ""))))
+        payload = json.dumps(self.answer(rows, str(doc.get("id", "")))).encode()
+        response = web.Response(body=payload, content_type="application/json")
+        if self.opts.gzip_min is not None and len(payload) >= self.opts.gzip_min:
+            if "gzip" in request.headers.get("Accept-Encoding", ""):
+                response.enable_compression(web.ContentCoding.gzip)
+        return response
 
     async def model_metadata(self, request: web.Request) -> web.Response:
         return web.json_response(

@@ -237,3 +237,61 @@ async def _figures_when(ctl: AutomationController, route: Any, n: int) -> dict[s
             return figures
         await asyncio.sleep(0.2)
     return figures
+
+
+async def _gzip_model() -> tuple[web.AppRunner, str]:
+    """A model that compresses its answers for clients that accept gzip, as a FastAPI
+    app with GZipMiddleware or MLServer does (for answers of 500 bytes or more)."""
+
+    async def predict(request: web.Request) -> web.Response:
+        await request.read()
+        answer = {"label": "fox", "confidence": 0.95, "explanation": "x" * 600}
+        response = web.json_response(answer)
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            response.enable_compression(web.ContentCoding.gzip)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", predict)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+@pytest.mark.parametrize("level", ["assist", "partial"])
+async def test_a_model_that_gzips_its_answers_is_read(
+    tmp_path: Path, redis_url: str, level: str
+) -> None:
+    """The client accepts gzip (aiohttp and requests always do) and the model compresses:
+    its confident answers are served at partial and suggested at assist (before, every
+    one was a `not_json` fallback to the human, never served, never suggested)."""
+    runner, url = await _gzip_model()
+    seen: list[str] = []
+
+    async def desk_answer(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("X-Model-Suggestion", ""))
+        await request.read()
+        return web.json_response({"backend": "desk"})
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", desk_answer)
+    desk_runner = web.AppRunner(app, access_log=None)
+    await desk_runner.setup()
+    await web.TCPSite(desk_runner, "127.0.0.1", 0).start()
+    desk = NamedBackend("desk", desk_runner.addresses[0][1])
+    router = RouterProcess(tmp_path, automation_config(url, desk, level, redis_url)).start()
+    try:
+        answers = await post_all(router.url, np.zeros((10, 4)))
+    finally:
+        router.stop()
+        await runner.cleanup()
+        await desk_runner.cleanup()
+    if level == "partial":
+        assert [b for b, _ in answers] == ["model"] * 10
+        assert all(body["label"] == "fox" for _, body in answers)
+    else:
+        assert [b for b, _ in answers] == ["desk"] * 10
+        assert len(seen) == 10
+        assert all('"label":"fox"' in s for s in seen), seen

@@ -156,3 +156,47 @@ def test_a_shadow_that_lacks_the_field_gets_a_hint() -> None:
         "the shadow's answers lack predict in 10 of 10 items while the other side has it: "
         "do both answer in the same format?"
     )
+
+
+def test_gzip_answers_are_read_as_items_like_mlserver_sends_them() -> None:
+    """MLServer (Starlette's GZipMiddleware, on by default) gzips answers of 500 bytes and
+    more whenever the client accepts it, as `requests` always does: both sides are then
+    gzip bytes. Found against real MLServer 1.7.1: 21 of 60 requests counted no item
+    (iris-v2 172 of 295 rows; the constant candidate's rows 'missing' on the primary)."""
+    import gzip
+    import zlib
+
+    classes = [0, 2, 1, 1, 0, 2, 2, 0]
+    plain = v2(classes)
+    for packed in (gzip.compress(plain.body), zlib.compress(plain.body)):  # gzip, deflate
+        c = compare([PREDICT, PROBA], v2(classes), Answer(200, packed, 0.01), protocol=V2)
+        assert c.items == (True,) * 8
+        assert c.agree
+        assert not c.errors
+        both = compare([PREDICT], Answer(200, packed, 0.01), Answer(200, packed, 0.01), protocol=V2)
+        assert both.items == (True,) * 8
+    const = compare(
+        [PREDICT], Answer(200, gzip.compress(plain.body), 0.01), v2([1] * 8), protocol=V2
+    )
+    assert len(const.items) == 8
+    assert sum(const.items) == classes.count(1)
+
+
+def test_a_sampled_disagreement_shows_gzip_answers_as_text_and_names_the_row() -> None:
+    """`routerctl diffs` of a gzipped MLServer answer printed its compressed bytes
+    ('\\x1f\\ufffd\\x08...'), and a batched field's disagreement did not say which row."""
+    import gzip
+
+    from router.ops.cli_views import diff_lines
+    from router.shadow.records import disagreement_record
+
+    p, s = v2([0, 2, 1]), v2([0, 1, 1])
+    packed = gzip.compress(p.body)
+    c = compare([PREDICT], Answer(200, packed, 0.01), s, protocol=V2)
+    record = json.loads(disagreement_record("r-1", c, packed, s.body))
+    assert json.loads(record["primary"])["outputs"][0]["data"] == [0, 2, 1]
+    lines = diff_lines([{**record, "backend": "iris-v2"}])
+    assert any(
+        line.strip().startswith("predict row 1: differs  primary 2  shadow 1") for line in lines
+    )
+    assert "items 3 compared, 2 agree" in lines[0]

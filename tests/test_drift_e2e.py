@@ -130,6 +130,14 @@ async def test_unshifted_inputs_stay_quiet_and_a_shift_alarms_by_name(
         out = capsys.readouterr().out
         assert "ALARM" in out
         assert f"features[{SHIFTED}]" in out
+        # history says which feature alarmed and on what figures (it printed only
+        # "drift  drift_alarm", found with real MLServer)
+        assert routerctl(["--admin", router.admin_url, "history", "scores"]) == 0
+        alarm = [ln for ln in capsys.readouterr().out.splitlines() if "drift_alarm" in ln]
+        assert alarm, "no drift_alarm line in routerctl history"
+        assert re.search(
+            rf"inputs/features\[{SHIFTED}\]: PSI \d\.\d{{3}} >= 0\.2 over \d+ ", alarm[0]
+        )
     finally:
         router.stop()
 

@@ -231,3 +231,28 @@ def test_batch_labels_are_validated() -> None:
         "index must be a row number (0, 1, ...)",
         "value must be a finite number",
     ]
+
+
+async def test_an_arm_that_answers_after_the_label_is_scored_too() -> None:
+    """The label came between two arms' answers: the served answer was remembered (or
+    the mirrored one) and the other arm arrived after it. Every arm is still scored on
+    the labelled rows, once. Found at shadow: labels posted right after the answers
+    scored 10,000 mirrored answers but 8,664 of the human's (the drift pass had not yet
+    remembered them when the mirror's answer and the label came)."""
+    fb = Feedback(MemoryStore(), clock=lambda: 1000.0)
+    fb.remember("r1", "inspect", "model", ("cat",), role="mirror")  # the mirror came first
+    fb.remember("r2", "inspect", "desk", ("dog", "fox"))  # a batch: row 0 labelled first
+    await fb.submit([{"request_id": "r1", "label": "cat"}, {"request_id": "r2", "index": 0,
+                                                           "label": "dog"}])  # fmt: skip
+    assert await fb.poll() == 2
+    fb.remember("r1", "inspect", "desk", ("dog",))  # the served answer, late: wrong
+    fb.remember("r1", "inspect", "desk", ("dog",))  # the same arm again: not twice
+    fb.remember("r2", "inspect", "model", ("dog", "cat"), role="mirror")  # late, right on row 0
+    await fb.poll()
+    arms = (await fb.report("inspect"))["backends"]
+    assert (arms["model~mirror"]["n"], arms["model~mirror"]["correct"]) == (2, 2)
+    assert (arms["desk"]["n"], arms["desk"]["correct"]) == (2, 1)
+    await fb.submit([{"request_id": "r2", "index": 1, "label": "fox"}])
+    assert await fb.poll() == 1  # row 1: both arms are in hand now
+    arms = (await fb.report("inspect"))["backends"]
+    assert (arms["desk"]["n"], arms["model~mirror"]["n"]) == (3, 3)

@@ -255,3 +255,28 @@ def test_routerctl_validate_prints_ok_then_the_warnings(
     assert out[0] == f"OK: {path}"
     assert out[1].startswith("warning: routes[0].strategy.shadow.compare[0].field: ")
     assert "protocol: tfserving" in out[1]
+
+
+def test_gzip_and_deflate_bodies_are_inflated_for_every_protocol() -> None:
+    """A body compressed by the server (Content-Encoding: gzip or deflate, as MLServer
+    answers a client that accepts it) or by the client (tritonclient's
+    request_compression_algorithm) reads as the same items; a body that inflates
+    beyond the bound is not JSON, never a memory blow-up."""
+    import gzip
+    import zlib
+
+    from router.core.protocols.base import MAX_INFLATED, inflate
+
+    answer = v2_answer({"name": "p", "shape": [3, 1], "datatype": "INT64", "data": [0, 2, 1]})
+    request = body({"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP64",
+                                "data": [1, 2, 3, 4]}]})  # fmt: skip
+    tfs = body({"predictions": [{"classes": 1}, {"classes": 0}]})
+    for pack in (gzip.compress, zlib.compress):
+        assert V2.answer_items(pack(answer), ["p"]).columns == {"p": [0, 2, 1]}
+        assert V2.request_items(pack(request), ["x"]).columns == {"x": [[1, 2], [3, 4]]}
+        assert TFS.answer_items(pack(tfs), ["classes"]).columns == {"classes": [1, 0]}
+        assert JSON.answer_items(pack(tfs), ["$.predictions[*].classes"]).count == 2
+    bomb = gzip.compress(b" " * (MAX_INFLATED + 1))
+    assert inflate(bomb) == bomb
+    assert V2.answer_items(bomb, ["p"]).problem
+    assert inflate(b'{"a": 1}') == b'{"a": 1}'

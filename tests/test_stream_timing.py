@@ -65,8 +65,44 @@ def test_role_event_done_and_usage_are_not_tokens() -> None:
     )
     timer.finish(True)
     assert sum(stats.first) == 1
-    assert sum(stats.gaps) == 2  # the b-c-d read and the usage read
+    assert sum(stats.gaps) == 1  # the b-c-d read; the usage read carries no token
     assert (stats.streams, stats.tokens) == (1, 17)
+
+
+FINISH = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+TEXT_FINISH = b'data: {"choices":[{"index":0,"text":"","finish_reason":"length"}]}\n\n'
+
+
+def test_the_finish_and_usage_events_are_neither_tokens_nor_gaps() -> None:
+    """OpenAI, vLLM and LiteLLM end a stream with an event of finish_reason alone (an empty
+    delta; `"text": ""` on /v1/completions), then the usage event: neither is a token.
+    Found with the openai client: 20-token streams read 21 tokens per stream without
+    usage (6 for a 5-word refusal), and each of those reads was timed as an
+    inter-token gap of ~0 ms."""
+    chat, completions, same_read = StreamStats(), StreamStats(), StreamStats()
+    timer = StreamTimer(chat, time.perf_counter(), llm=True)
+    feed(timer, ROLE, token("a"), token("b"), FINISH, b"data: [DONE]\n\n")
+    timer.finish(True)
+    text = b'data: {"choices":[{"index":0,"text":"%b","finish_reason":null}]}\n\n'
+    timer = StreamTimer(completions, time.perf_counter(), llm=True)
+    feed(timer, text % b"a", text % b" b", text % b" c", TEXT_FINISH, b"data: [DONE]\n\n")
+    timer.finish(True)
+    timer = StreamTimer(same_read, time.perf_counter(), llm=True)
+    feed(timer, ROLE, token("a"), [token("b"), FINISH, USAGE.replace(b"17", b"2")])
+    timer.finish(True)
+    assert (chat.tokens, sum(chat.gaps)) == (2, 1)
+    assert (completions.tokens, sum(completions.gaps)) == (3, 2)
+    assert (same_read.tokens, sum(same_read.gaps)) == (2, 1)
+    cut, whole = StreamStats(), token("c")  # the last token's event cut between two reads
+    timer = StreamTimer(cut, time.perf_counter(), llm=True)
+    feed(timer, [ROLE, token("a"), token("b")], token("b2"), whole[:30], whole[30:] + FINISH)
+    timer.finish(True)
+    assert (cut.tokens, sum(cut.gaps)) == (4, 2)
+    last = StreamStats()  # TGI: the last token carries the finish reason: still a token
+    timer = StreamTimer(last, time.perf_counter(), llm=True)
+    feed(timer, token("a"), token("b", "stop"))
+    timer.finish(True)
+    assert (last.tokens, sum(last.gaps)) == (2, 1)
 
 
 def test_without_usage_tokens_are_the_events_from_the_first_token_on() -> None:

@@ -14,7 +14,8 @@ member of the JSON body). Bounds: a request body above FOLLOW_MAX_BODY cannot
 be sent twice, so when its length is announced the request is decided without
 the model (`begin` asks `after` with no answer: the human, "deferred"); one
 that grows past it while streaming keeps the model's answer ("unbuffered").
-An answer above FOLLOW_MAX_BODY is not decoded (no confidence: deferred).
+An answer above FOLLOW_MAX_BODY is not decoded (no confidence: deferred); a gzip or
+deflate answer is inflated first, up to the same bound.
 
 *Fallbacks.* A model that fails (FAILURES of strategies/automation.py) sends
 the request to the human; the proxy tells the leg the transport's word
@@ -34,6 +35,7 @@ from collections.abc import Mapping
 from typing import Final, Protocol
 
 from router.core.errors import ProxyError, UpstreamBusy, UpstreamConnectError, UpstreamTimeout
+from router.core.protocols.base import inflate
 from router.core.rollout import Rollout
 from router.dataplane.request import Request
 from strategies.automation import Automation, FollowUp
@@ -175,7 +177,8 @@ class FollowLeg:
             failure = "too_large"
         elif status:
             try:
-                answer = json.loads(self.answer_body())
+                # a gzipped answer (for a client that accepts gzip) is read too
+                answer = json.loads(inflate(self.answer_body(), FOLLOW_MAX_BODY))
             except ValueError:  # not JSON: no confidence, no suggestion
                 answer = None
         d = self.strategy.after(answer, status, live, failure)

@@ -15,9 +15,12 @@ shadow's) hold a `StreamTimer`; every read of the backend's stream calls
     inter-token   the time between two reads carrying events after the first
                   token (events that arrive in one read reach the client
                   together: one gap, as LLM benchmarks count it); a read of
-                  nothing but `data: [DONE]` is not a token
+                  nothing but `data: [DONE]` is not a token, nor on an `openai`
+                  route the reads that end a stream with the finish-only event
+                  and the usage event (the last two reads are held until the
+                  end, then decoded)
     tokens        the answer's usage.completion_tokens when its last read has
-                  it, else its events from the first token on
+                  it, else its token events from the first token on
     total         request to the stream's last byte
 
 A read costs a clock read, a `bytes.count` per piece and a bucket increment;
@@ -84,7 +87,24 @@ class StreamTimer:
     `chunk` sees every piece of the body (several per read when the backend
     frames each event as its own HTTP chunk); `read` closes one backend read."""
 
-    __slots__ = ("events", "first", "last", "llm", "pending", "start", "stats", "tail", "token")
+    __slots__ = (
+        "cur",
+        "events",
+        "first",
+        "last",
+        "llm",
+        "new_data",
+        "new_events",
+        "new_gap",
+        "old_data",
+        "old_events",
+        "old_gap",
+        "pending",
+        "start",
+        "stats",
+        "tail",
+        "token",
+    )
 
     def __init__(self, stats: StreamStats, start: float, llm: bool) -> None:
         self.stats = stats
@@ -96,6 +116,13 @@ class StreamTimer:
         self.pending = 0  # events of the current read
         self.token = False  # a token was seen (the first one is timed at its read's end)
         self.tail = b""  # the last piece with an event: usage lives there
+        # openai: the last two reads after the first token are held, not yet counted:
+        # a stream ends with the finish-only event and the usage event, which are no
+        # tokens and no gaps; only `finish` can tell (it decodes them, once a stream)
+        self.cur = b""  # the current read's pieces (joined only when a read has several)
+        self.old_gap = self.new_gap = 0.0  # the held reads: the older and the newer
+        self.old_events = self.new_events = 0  # 0: none held
+        self.old_data = self.new_data = b""
 
     def chunk(self, data: bytes) -> None:
         n = data.count(b"\ndata:") + (1 if data.startswith(b"data:") else 0)
@@ -104,34 +131,72 @@ class StreamTimer:
         n -= data.count(DONE_READ)
         if n <= 0:
             return
-        self.pending += n
         self.tail = data
         if not self.token:
-            self.token = carries_token(data) if self.llm else True
+            if self.llm:  # decoded: the role-only event of a chat stream is no token
+                n = token_events(data)
+                if not n:
+                    return
+            self.token = True
+        elif self.llm:
+            self.cur = self.cur + data if self.cur else data
+        self.pending += n
 
     def read(self) -> None:
         pending = self.pending
         if not pending:
             return
         self.pending = 0
-        if self.first == 0.0 and not self.token:
-            return  # role-only events: no token yet
         now = perf_counter()
         stats = self.stats
         if self.first == 0.0:
             self.first = now
             stats.first[bucket_of(now - self.start)] += 1
             stats.first_sum += now - self.start
+            self.events += pending
+            self.cur = b""
+        elif self.llm:
+            if self.old_events:
+                self._count(self.old_gap, self.old_events)
+            self.old_gap, self.old_events, self.old_data = (
+                self.new_gap,
+                self.new_events,
+                self.new_data,
+            )
+            self.new_gap, self.new_events, self.new_data = now - self.last, pending, self.cur
+            self.cur = b""
         else:
-            gap = now - self.last
-            stats.gaps[bucket_of(gap)] += 1
-            stats.gap_sum += gap
+            self._count(now - self.last, pending)
         self.last = now
-        self.events += pending
+
+    def _count(self, gap: float, events: int) -> None:
+        stats = self.stats
+        stats.gaps[bucket_of(gap)] += 1
+        stats.gap_sum += gap
+        self.events += events
+
+    def _settle(self) -> None:
+        """Count the held reads: a newest read with no token (the finish-only and
+        usage events) is dropped, and then the older one too if it has none; the
+        last read with one counts its token events exactly. The older is decoded
+        joined to the newer, so an event cut between the two reads is whole."""
+        new = (self.new_gap, self.new_events)
+        old = (self.old_gap, self.old_events)
+        new_tokens = token_events(self.new_data) if new[1] else 0
+        old_tokens = 0
+        if old[1] and not new_tokens:
+            old_tokens = token_events(self.old_data + self.new_data)
+        self.old_events = self.new_events = 0
+        self.old_data = self.new_data = b""
+        if old[1] and (new_tokens or old_tokens):
+            self._count(old[0], old[1] if new_tokens else old_tokens)
+        if new_tokens:
+            self._count(new[0], new_tokens)
 
     def finish(self, complete: bool) -> None:
         """The stream ended (`complete`: as the backend meant it to)."""
         self.read()
+        self._settle()
         stats, tail = self.stats, self.tail
         self.tail = b""
         if not complete or self.first == 0.0:
@@ -155,12 +220,19 @@ def _events(data: bytes) -> list[object]:
 
 def carries_token(data: bytes) -> bool:
     """An OpenAI event of this read whose choice carries text, a tool call or reasoning."""
+    return token_events(data) > 0
+
+
+def token_events(data: bytes) -> int:
+    """The OpenAI events of this piece whose choice carries a token."""
+    n = 0
     for event in _events(data):
         choices = event.get("choices") if isinstance(event, dict) else None
         for choice in choices if isinstance(choices, list) else ():
             if isinstance(choice, dict) and _has_token(choice):
-                return True
-    return False
+                n += 1
+                break
+    return n
 
 
 def _has_token(choice: dict[str, object]) -> bool:

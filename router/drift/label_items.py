@@ -16,8 +16,12 @@ MAX_ITEMS = 10_000  # labels per POST
 MICRO = 1_000_000  # absolute errors are summed in millionths (counters are integers)
 
 
-# (time, route, rollout window or None, predictions per arm, rows already labelled)
-Entry = tuple[float, str, str | None, dict[str, tuple[object, ...]], set[int]]
+# (time, route, rollout window or None, predictions per arm, labels of the rows
+# already labelled: row -> the posted label item)
+Entry = tuple[float, str, str | None, dict[str, tuple[object, ...]], dict[int, dict[str, Any]]]
+# an arm that answered after labels came: (route, window, the labelled rows) to score it on
+Late = tuple[str, str | None, list[tuple[int, dict[str, Any]]]]
+RECENT = 20_000  # finished requests whose labels are kept for an arm that answers late
 
 
 def arm_name(backend: str, role: str = "") -> str:
@@ -32,13 +36,21 @@ class Memory:
     One request can have several arms (the human's served answer and the model's
     mirrored or held one): each is added to the same entry. A request whose rows
     are all labelled leaves the memory, and its id is kept (as many as entries)
-    so that a label sent again is told apart from one nobody can match."""
+    so that a label sent again is told apart from one nobody can match. An arm
+    can answer after the label came (a mirror slower than the label, or the drift
+    pass behind the mirror): `remember` then returns the labelled rows, so that
+    the arm is scored on them too, once (the labels of the last RECENT finished
+    requests are kept for that)."""
 
     def __init__(self, max_entries: int = 100_000, ttl: float = 3600.0) -> None:
         self.max_entries = max_entries
         self.ttl = ttl
         self._map: OrderedDict[str, Entry] = OrderedDict()
         self._done: OrderedDict[str, None] = OrderedDict()
+        # finished lately: (route, window, labels by row, arms already scored)
+        self._recent: OrderedDict[str, tuple[str, str | None, dict[int, Any], set[str]]] = (
+            OrderedDict()
+        )
 
     def __len__(self) -> int:
         return len(self._map)
@@ -51,18 +63,25 @@ class Memory:
         arm: str,
         predictions: tuple[object, ...],
         window: str | None = None,
-    ) -> None:
+    ) -> Late | None:
+        """Add an arm's answer; the rows it must be scored on when labels came first."""
         if rid in self._done:
-            return  # labelled already: a late mirror answer has nothing left to score
+            recent = self._recent.get(rid)
+            if recent is None or recent[0] != route or arm in recent[3]:
+                return None
+            recent[3].add(arm)
+            return recent[0], recent[1], list(recent[2].items())
         entry = self._map.get(rid)
         if entry is not None and entry[1] == route:
+            late = entry[4] and arm not in entry[3]
             entry[3][arm] = predictions
-            return
-        self._map[rid] = (now, route, window, {arm: predictions}, set())
+            return (route, entry[2], list(entry[4].items())) if late else None
+        self._map[rid] = (now, route, window, {arm: predictions}, {})
         self._map.move_to_end(rid)
         while len(self._map) > self.max_entries:
             self._map.popitem(last=False)
         self.expire(now)
+        return None
 
     def expire(self, now: float) -> None:
         while self._map:
@@ -76,10 +95,14 @@ class Memory:
 
     def finish(self, rid: str) -> None:
         """Every row of `rid` is labelled: forget it, remember that it was."""
-        self._map.pop(rid, None)
+        entry = self._map.pop(rid, None)
         self._done[rid] = None
         while len(self._done) > self.max_entries:
             self._done.popitem(last=False)
+        if entry is not None and entry[4]:
+            self._recent[rid] = (entry[1], entry[2], entry[4], set(entry[3]))
+            while len(self._recent) > RECENT:
+                self._recent.popitem(last=False)
 
     def done(self, rid: str) -> bool:
         return rid in self._done

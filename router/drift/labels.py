@@ -125,6 +125,7 @@ class Feedback:
         self._lock = asyncio.Lock()  # one poll at a time: a batch is matched once
         # labels no memory held yet, with when this replica first saw them
         self._waiting: list[tuple[float, dict[str, Any]]] = []
+        self._late: Counters = {}  # arms scored after their label, for the next poll
         # each arm's accuracy test (router/drift/concept_watch.py), shown with the figures
         self.tests: Callable[[str], Awaitable[dict[str, Any]]] | None = None
 
@@ -138,7 +139,13 @@ class Feedback:
         role: str = "",
     ) -> None:
         arm = arm_name(backend, role)
-        self.memory.remember(rid, self.clock(), route, arm, predictions, window)
+        late = self.memory.remember(rid, self.clock(), route, arm, predictions, window)
+        if late is not None:  # the label came before this arm's answer: score it now
+            route_, window_, rows = late
+            counters = self._late.setdefault(route_, {})
+            fields = counters.setdefault(f"fb:{int(self.clock() // SLOT)}", {})
+            target = counters.setdefault(f"fbw:{window_}", {}) if window_ else None
+            self._score(arm, predictions, rows, fields, target)
 
     # -- the admin side ---------------------------------------------------------------
     async def submit(self, items: Sequence[dict[str, Any]]) -> str:
@@ -173,7 +180,7 @@ class Feedback:
 
     async def _poll(self) -> int:
         now = self.clock()
-        counters: Counters = {}
+        counters, self._late = self._late, {}
         matched = 0
         for seen_at, item in self._candidates(await self._unseen(), now):
             rid = str(item.get("request_id"))
@@ -223,17 +230,29 @@ class Feedback:
             return 0, "mismatched"
         fresh = [(i, one) for i, one in pairs if i not in done]
         for i, one in fresh:
-            done.add(i)
-            for arm, predictions in arms.items():
-                if i >= len(predictions):
-                    continue  # this arm answered fewer rows: nothing of its own to score
-                for key, n in outcome(predictions[i], one).items():
-                    for target in (fields, window):
-                        if target is not None:
-                            _bump(target, f"{arm}#{key}", n)
+            done[i] = one
+        for arm, predictions in arms.items():
+            self._score(arm, predictions, fresh, fields, window)
         if len(done) == len(first):
             self.memory.finish(rid)  # every row labelled: the request is done
         return len(fresh), "matched" if fresh else "duplicate"
+
+    @staticmethod
+    def _score(
+        arm: str,
+        predictions: tuple[object, ...],
+        rows: list[tuple[int, dict[str, Any]]],
+        fields: dict[str, int],
+        window: dict[str, int] | None,
+    ) -> None:
+        """Count one arm's outcome on labelled rows into the minute and window hashes."""
+        for i, one in rows:
+            if i >= len(predictions):
+                continue  # this arm answered fewer rows: nothing of its own to score
+            for key, n in outcome(predictions[i], one).items():
+                for target in (fields, window):
+                    if target is not None:
+                        _bump(target, f"{arm}#{key}", n)
 
     def _candidates(self, fresh: list[str], now: float) -> list[tuple[float, dict[str, Any]]]:
         """The labels still within their GRACE, then those of the new batches, oldest first."""

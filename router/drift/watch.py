@@ -317,7 +317,12 @@ class DriftIO:
         figures = {"psi": f["psi"], "n": f["n"], "threshold": f["threshold"]} if f else {}
         (log.warning if f else log.info)(event, route=route, feature=name, **figures)
         if self.is_leader():
-            entry = {"event": event, "feature": name, "actor": "drift", **figures}
+            words = (  # what `routerctl history` prints: the feature and its figures
+                f"{name}: PSI {f['psi']:.3f} >= {f['threshold']:g} over {f['n']} rows in the window"
+                if f
+                else f"{name}: back under the threshold"
+            )
+            entry = {"event": event, "feature": name, "actor": "drift", "reason": words, **figures}
             with contextlib.suppress(StoreUnavailable):
                 await self.store.add_history(route, entry)
 

@@ -211,13 +211,16 @@ def diff_lines(records: list[dict[str, Any]]) -> list[str]:
         status = "/".join(str(x) for x in r.get("status", []))
         latency = "/".join(f"{x:g}" for x in r.get("latency_ms", []))
         where = f"  {r['target']}" if r.get("target") else ""
+        items = r.get("items")
+        batch = f"  items {items[0]} compared, {items[1]} agree" if items else ""
         lines.append(
             f"request {r.get('id', '-')}  shadow {r.get('backend', '-')}{where}  "
-            f"status {status}  latency {latency} ms (primary/shadow)"
+            f"status {status}  latency {latency} ms (primary/shadow){batch}"
         )
         for f in r.get("fields", []):
+            row = f" row {f['item']}" if "item" in f else ""
             lines.append(
-                f"  {f.get('field')}: {f.get('reason')}  "
+                f"  {f.get('field')}{row}: {f.get('reason')}  "
                 f"primary {f.get('primary')}  shadow {f.get('shadow')}"
             )
         for key in ("paths", "errors"):

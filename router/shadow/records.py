@@ -14,6 +14,7 @@ from typing import Any
 from router.core.compare import Comparison
 from router.core.compare_kinds import FieldResult
 from router.core.jsonpath import MISSING
+from router.core.protocols.base import inflate
 
 
 def disagreement_record(
@@ -51,10 +52,11 @@ def disagreement_record(
     if comparison.errors:
         record["errors"] = list(comparison.errors)
     if not fields_only:
-        record["primary"] = _cut(primary_body.decode("utf-8", "replace"), max_chars)
-        record["shadow"] = _cut(shadow_body.decode("utf-8", "replace"), max_chars)
+        # a gzipped answer (MLServer's, for a client that accepts gzip) shown as text
+        record["primary"] = _cut(inflate(primary_body).decode("utf-8", "replace"), max_chars)
+        record["shadow"] = _cut(inflate(shadow_body).decode("utf-8", "replace"), max_chars)
     if request_body is not None:
-        record["request"] = _cut(request_body.decode("utf-8", "replace"), max_chars)
+        record["request"] = _cut(inflate(request_body).decode("utf-8", "replace"), max_chars)
     return json.dumps(record, separators=(",", ":"), allow_nan=False, default=str)
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import json
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
@@ -38,6 +39,7 @@ import orjson
 from router.core.jsonpath import MISSING, JsonPath, compile_path
 
 NOT_JSON: Final = "not JSON"
+MAX_INFLATED: Final = 64 * 1024 * 1024  # a compressed body never grows past this here
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,29 @@ def path_check(name: str) -> str:
 def path_column(doc: object, name: str) -> list[object]:
     """The items of a JSON path in a decoded document (see the module docstring)."""
     return json_path(name).items(doc) if doc is not MISSING else []
+
+
+def inflate(body: bytes, limit: int = MAX_INFLATED) -> bytes:
+    """A gzip or zlib (HTTP "deflate") body decompressed; any other body as it is.
+
+    Model servers compress answers for clients that accept it (MLServer gzips every
+    answer of 500 bytes or more, and `requests` always accepts gzip), and clients may
+    compress requests (tritonclient's request_compression_algorithm). The captured
+    bytes carry no headers, so the format is told by its magic: no JSON document
+    starts with 0x1f or 'x'. A body that would inflate past `limit` is left as it
+    is (and reads as not JSON)."""
+    if body[:2] == b"\x1f\x8b":
+        wbits = 16 + zlib.MAX_WBITS
+    elif body[:1] == b"x" and int.from_bytes(body[:2], "big") % 31 == 0:
+        wbits = zlib.MAX_WBITS
+    else:
+        return body
+    try:
+        unpack = zlib.decompressobj(wbits)
+        out = unpack.decompress(body, limit)
+    except zlib.error:
+        return body
+    return body if unpack.unconsumed_tail else out
 
 
 def loads(body: bytes) -> object:

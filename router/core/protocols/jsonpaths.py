@@ -21,6 +21,7 @@ from router.core.jsonpath import MISSING
 from router.core.protocols.base import (
     NOT_JSON,
     Items,
+    inflate,
     loads,
     path_check,
     paths_only,
@@ -59,11 +60,13 @@ class JsonPaths:
         return ""
 
     def request_items(self, body: bytes, names: Sequence[str]) -> Items:
+        body = inflate(body)
         doc = loads(body)
         problem = NOT_JSON if body and not _decoded(doc) else ""
         return Items(paths_only(doc, names), problem)
 
     def answer_items(self, body: bytes, names: Sequence[str] | None) -> Items:
+        body = inflate(body)
         doc = loads(body)
         if not _decoded(doc):
             return Items({}, NOT_JSON)

@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from router.core.jsonpath import MISSING
-from router.core.protocols.base import NOT_JSON, Items, loads, path_check, path_column
+from router.core.protocols.base import NOT_JSON, Items, inflate, loads, path_check, path_column
 
 _CALL: Final = re.compile(rb"/(?:chat/)?completions(?:\?.*)?$")
 ANSWER_NAMES: Final = ("text", "finish_reason", "tool_calls", "completion_tokens", "prompt_tokens")
@@ -70,6 +70,7 @@ class OpenAI:
         return ""
 
     def request_items(self, body: bytes, names: Sequence[str]) -> Items:
+        body = inflate(body)
         doc = loads(body)
         if doc is MISSING:
             return Items({}, NOT_JSON if body else "")
@@ -77,6 +78,7 @@ class OpenAI:
         return Items({n: path_column(doc, n) if n.startswith("$") else [row[n]] for n in names})
 
     def answer_items(self, body: bytes, names: Sequence[str] | None) -> Items:
+        body = inflate(body)
         doc, problem = completion(body)
         if problem:
             return Items({}, problem)

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Final
 
 from router.core.jsonpath import MISSING
-from router.core.protocols.base import NOT_JSON, Items, loads, path_check, path_column
+from router.core.protocols.base import NOT_JSON, Items, inflate, loads, path_check, path_column
 
 _PREDICT: Final = re.compile(
     rb"/v1/models/[^/?:]+(?:/versions/[^/?:]+|/labels/[^/?:]+)?:predict(?:\?.*)?$"
@@ -53,10 +53,10 @@ class TfServing:
         )
 
     def request_items(self, body: bytes, names: Sequence[str]) -> Items:
-        return read(body, _REQUEST, names)
+        return read(inflate(body), _REQUEST, names)
 
     def answer_items(self, body: bytes, names: Sequence[str] | None) -> Items:
-        return read(body, _ANSWER, names)
+        return read(inflate(body), _ANSWER, names)
 
 
 def read(body: bytes, keys: tuple[str, str], names: Sequence[str] | None) -> Items:

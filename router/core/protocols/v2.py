@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from router.core.jsonpath import MISSING
-from router.core.protocols.base import NOT_JSON, Items, loads, path_check, path_column
+from router.core.protocols.base import NOT_JSON, Items, inflate, loads, path_check, path_column
 
 _INFER: Final = re.compile(rb"/v2/models/[^/?]+(?:/versions/[^/?]+)?/infer(?:\?.*)?$")
 _DECODER: Final = json.JSONDecoder()
@@ -80,10 +80,10 @@ class OpenInference:
         )
 
     def request_items(self, body: bytes, names: Sequence[str]) -> Items:
-        return read(body, "inputs", names)
+        return read(inflate(body), "inputs", names)
 
     def answer_items(self, body: bytes, names: Sequence[str] | None) -> Items:
-        return read(body, "outputs", names)
+        return read(inflate(body), "outputs", names)
 
 
 def read(body: bytes, key: str, names: Sequence[str] | None) -> Items:
