@@ -123,9 +123,9 @@ class V2Service:
             return web.json_response({"error": str(exc)}, status=400)
         payload = json.dumps(self.answer(rows, str(doc.get("id", "")))).encode()
         response = web.Response(body=payload, content_type="application/json")
-        if self.opts.gzip_min is not None and len(payload) >= self.opts.gzip_min:
-            if "gzip" in request.headers.get("Accept-Encoding", ""):
-                response.enable_compression(web.ContentCoding.gzip)
+        gzip_min, accepts = self.opts.gzip_min, request.headers.get("Accept-Encoding", "")
+        if gzip_min is not None and len(payload) >= gzip_min and "gzip" in accepts:
+            response.enable_compression(web.ContentCoding.gzip)  # as MLServer does
         return response
 
     async def model_metadata(self, request: web.Request) -> web.Response:
