@@ -747,8 +747,14 @@ class Exchange:
         up, self.upstream = self.upstream, None
         if up is not None:
             up.abandon()
-        if self.t0:
-            self._record(502 if self.started else 499)  # 499: client left first (nginx's word)
+        timer = self.timer
+        if timer is not None:  # an event stream is complete when its [DONE] came (the
+            self.timer = None  # openai SDK closes at it, maybe before the last chunk)
+            timer.finish(timer.ended)
+            if timer.ended and self.shadow is not None:
+                self._offer_answered(self.status)
+        if self.t0:  # no backend error: the head's status once sent (as nginx logs it),
+            self._record(self.status if self.started else 499)  # else 499: client left first
 
     def _finish(self, status: int, keep_alive: bool) -> None:
         if self.finished:

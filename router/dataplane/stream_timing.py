@@ -89,6 +89,7 @@ class StreamTimer:
 
     __slots__ = (
         "cur",
+        "ended",
         "events",
         "first",
         "last",
@@ -116,6 +117,7 @@ class StreamTimer:
         self.pending = 0  # events of the current read
         self.token = False  # a token was seen (the first one is timed at its read's end)
         self.tail = b""  # the last piece with an event: usage lives there
+        self.ended = False  # `data: [DONE]` came: the stream is whole, whatever follows
         # openai: the last two reads after the first token are held, not yet counted:
         # a stream ends with the finish-only event and the usage event, which are no
         # tokens and no gaps; only `finish` can tell (it decodes them, once a stream)
@@ -128,7 +130,10 @@ class StreamTimer:
         n = data.count(b"\ndata:") + (1 if data.startswith(b"data:") else 0)
         if not n:
             return
-        n -= data.count(DONE_READ)
+        done = data.count(DONE_READ)
+        if done:
+            self.ended = True
+            n -= done
         if n <= 0:
             return
         self.tail = data
