@@ -273,6 +273,20 @@ def test_routerctl_status_prints_stream_timing_per_arm() -> None:
     assert stream_lines({"arms": []}) == []
 
 
+def test_a_usage_of_zero_tokens_on_a_stream_with_tokens_is_not_believed() -> None:
+    """LiteLLM's proxy streams /v1/completions with `"usage": {"completion_tokens": 0}`
+    in every chunk: 20-token streams were counted as 0 tokens (10.0 per stream shown
+    over chat and completions streams alike)."""
+    usage = b',"usage":{"completion_tokens":0,"prompt_tokens":0,"total_tokens":0}}\n\n'
+    text = b'data: {"choices":[{"index":0,"text":"%b"}]' + usage
+    stats = StreamStats()
+    timer = StreamTimer(stats, time.perf_counter(), llm=True)
+    end = b'data: {"choices":[{"finish_reason":"length","index":0}]' + usage
+    feed(timer, text % b"care", text % b" router", text % b" at", end, b"data: [DONE]\n\n")
+    timer.finish(True)
+    assert (stats.streams, stats.tokens, sum(stats.gaps)) == (1, 3, 2)
+
+
 @pytest.mark.parametrize("done", [True, False])
 async def test_a_client_that_leaves_at_done_ends_a_complete_stream(done: bool) -> None:
     """The openai SDK stops reading at `data: [DONE]` and closes. When the backend's last

@@ -20,7 +20,8 @@ shadow's) hold a `StreamTimer`; every read of the backend's stream calls
                   and the usage event (the last two reads are held until the
                   end, then decoded)
     tokens        the answer's usage.completion_tokens when its last read has
-                  it, else its token events from the first token on
+                  it (and it is not 0: LiteLLM's placeholder on /v1/completions),
+                  else its token events from the first token on
     total         request to the stream's last byte
 
 A read costs a clock read, a `bytes.count` per piece and a bucket increment;
@@ -209,7 +210,7 @@ class StreamTimer:
         stats.streams += 1
         stats.total += perf_counter() - self.start
         used = usage_tokens(tail)
-        stats.tokens += used if used >= 0 else self.events
+        stats.tokens += used if used > 0 else self.events  # 0: a proxy's placeholder
 
 
 def _events(data: bytes) -> list[object]:
