@@ -123,9 +123,9 @@ class V2Service:
             return web.json_response({"error": str(exc)}, status=400)
         payload = json.dumps(self.answer(rows, str(doc.get("id", "")))).encode()
         response = web.Response(body=payload, content_type="application/json")
-        if self.opts.gzip_min is not None and len(payload) >= self.opts.gzip_min:
-            if "gzip" in request.headers.get("Accept-Encoding", ""):
-                response.enable_compression(web.ContentCoding.gzip)
+        big = self.opts.gzip_min is not None and len(payload) >= self.opts.gzip_min
+        if big and "gzip" in request.headers.get("Accept-Encoding", ""):
+            response.enable_compression(web.ContentCoding.gzip)
         return response
 
     async def model_metadata(self, request: web.Request) -> web.Response:
