@@ -168,3 +168,23 @@ def test_validate_file(tmp_path: Path) -> None:
     done = routerctl("validate", str(bad))
     assert done.returncode == 1
     assert "routes[0].strategy.split.weights" in done.stdout
+
+
+def test_routerctl_piped_into_head_ends_quietly(tmp_path: Path) -> None:
+    """`routerctl feedback ROUTE | head` printed a BrokenPipeError traceback once head
+    had its lines; like any Unix tool it now ends quietly on a closed pipe."""
+    routes = [
+        {"name": f"r{i}", "match": {"path_prefix": f"/r{i}"},
+         "strategy": {"split": {"weights": {"nope": 140}}}}
+        for i in range(3000)
+    ]  # fmt: skip
+    config = tmp_path / "many.yaml"
+    config.write_text(json.dumps({"backends": {}, "routes": routes}))
+    cli = [sys.executable, "-m", "router.ops.cli", "validate", str(config)]
+    with subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline()  # head -1
+        proc.stdout.close()
+        _, err = proc.communicate(timeout=60)
+    assert b"Traceback" not in err, err.decode()
+    assert b"BrokenPipeError" not in err, err.decode()

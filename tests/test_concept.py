@@ -67,3 +67,19 @@ def test_a_state_survives_the_store() -> None:
     again = ArmWatch.from_dict(watch.to_dict())
     assert again == watch
     assert again.figures()["reference_n"] == REFERENCE
+
+
+def test_routerctl_feedback_says_an_arm_is_still_collecting_its_reference() -> None:
+    """With 462 of REFERENCE labels, `routerctl feedback` read 'reference 30.1% of 462
+    labels', as if the test were holding the arm to it: it is not yet."""
+    from router.ops.cli_views import feedback_lines
+
+    collecting, held = ArmWatch(), ArmWatch()
+    collecting.feed(462, 139)
+    held.feed(REFERENCE + 10, 450)
+    body = {"route": "r", "accuracy_test": {"a": collecting.figures(), "b": held.figures()}}
+    lines = [line for line in feedback_lines(body) if line.startswith("accuracy test")]
+    assert lines[0] == (
+        f"accuracy test a: collecting its reference, 462 of {REFERENCE} labels (30.1% so far)"
+    )
+    assert lines[1].startswith("accuracy test b: ok  reference ")

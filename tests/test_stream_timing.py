@@ -16,7 +16,7 @@ from router.dataplane.metrics import BOUNDS, bucket_of
 from router.dataplane.stream_timing import StreamStats, StreamTimer, carries_token, is_event_stream
 from router.shadow.streams import StreamMetrics, arm_figures, counter
 from router.state.memory import MemoryStore
-from tests.support.dataplane import Fixed, backend, make_runtime, running_plane
+from tests.support.dataplane import CopySink, Fixed, backend, make_runtime, running_plane
 from tests.support.rawbackend import RawBackend, reset
 
 ROLE = b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
@@ -271,3 +271,69 @@ def test_routerctl_status_prints_stream_timing_per_arm() -> None:
     assert cells[:3] == ["llama", "primary", "4"]
     assert cells[-4:] == ["20.0/stream,", "9.8/s", "2050ms", "mean"]
     assert stream_lines({"arms": []}) == []
+
+
+def test_a_usage_of_zero_tokens_on_a_stream_with_tokens_is_not_believed() -> None:
+    """LiteLLM's proxy streams /v1/completions with `"usage": {"completion_tokens": 0}`
+    in every chunk: 20-token streams were counted as 0 tokens (10.0 per stream shown
+    over chat and completions streams alike)."""
+    usage = b',"usage":{"completion_tokens":0,"prompt_tokens":0,"total_tokens":0}}\n\n'
+    text = b'data: {"choices":[{"index":0,"text":"%b"}]' + usage
+    stats = StreamStats()
+    timer = StreamTimer(stats, time.perf_counter(), llm=True)
+    end = b'data: {"choices":[{"finish_reason":"length","index":0}]' + usage
+    feed(timer, text % b"care", text % b" router", text % b" at", end, b"data: [DONE]\n\n")
+    timer.finish(True)
+    assert (stats.streams, stats.tokens, sum(stats.gaps)) == (1, 3, 2)
+
+
+@pytest.mark.parametrize("done", [True, False])
+async def test_a_client_that_leaves_at_done_ends_a_complete_stream(done: bool) -> None:
+    """The openai SDK stops reading at `data: [DONE]` and closes. When the backend's last
+    chunk comes later (LiteLLM's proxy: 8 of 18 answers through it), the stream was
+    recorded as a 502 of the backend (the error-rate gate's figure), its timing dropped
+    and its shadow copy never sent. Now: the head's status, a complete stream, a copy.
+    A client that leaves before [DONE] (a cancelled generation) is still no backend
+    error, but neither a complete stream nor a copy."""
+    events = ROLE + token("a") + token("b") + FINISH + (b"data: [DONE]\n\n" if done else b"")
+
+    async def handler(b: RawBackend, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await b.next_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                b"transfer-encoding: chunked\r\n\r\n")  # fmt: skip
+        w.write(b"%x\r\n%b\r\n" % (len(events), events))
+        await w.drain()
+        await asyncio.sleep(0.3)  # the terminating chunk lags, as through LiteLLM
+        w.write(b"0\r\n\r\n")
+        await w.drain()
+        await r.read()
+
+    b = await RawBackend(handler).start()
+    shadow = RouteSpec("chat", MatchSpec(path_prefix="/"), "fixed", Fixed("llm", ("copy",)),
+                       protocol="openai")  # fmt: skip
+    rt = make_runtime([backend("llm", b.port), backend("copy", 1)], [shadow])
+    streams = StreamMetrics(rt, MemoryStore())
+    try:
+        async with running_plane(rt) as p:
+            p.plane.stream_sink = streams
+            sink = CopySink()
+            p.plane.shadow_sink = sink
+            reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+            body = b'{"stream": true}'
+            writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Length: %d\r\n\r\n%b" % (len(body), body))  # fmt: skip
+            seen = b""
+            while b"[DONE]" not in seen and b'"b"' not in seen.split(b"\r\n\r\n", 1)[-1]:
+                seen += await asyncio.wait_for(reader.read(65536), 5)
+            writer.close()  # as the SDK does at [DONE]
+            for _ in range(100):
+                if p.recorder.records:
+                    break
+                await asyncio.sleep(0.02)
+            records = p.recorder.records
+    finally:
+        await b.close()
+    assert [(r.backend, r.status) for r in records] == [("llm", 200)]
+    stats = streams.stats[("chat", "llm", "primary")]
+    assert (stats.streams, stats.tokens) == ((1, 2) if done else (0, 0))
+    assert len(sink.copies) == (1 if done else 0)

@@ -66,8 +66,14 @@ def client_left(ex: Exchange) -> None:
     up, ex.upstream = ex.upstream, None
     if up is not None:
         up.abandon()
-    if ex.t0:
-        record(ex, 502 if ex.started else 499)  # 499: client left first (nginx's word)
+    timer = ex.timer
+    if timer is not None:  # an event stream is complete when its [DONE] came (the
+        ex.timer = None  # openai SDK closes at it, maybe before the last chunk)
+        timer.finish(timer.ended)
+        if timer.ended and ex.shadow is not None:
+            offer_answered(ex, ex.status)
+    if ex.t0:  # no backend error: the head's status once sent (as nginx logs it),
+        record(ex, ex.status if ex.started else 499)  # else 499: client left first
 
 
 def rid_line_of(ex: Exchange) -> bytes:

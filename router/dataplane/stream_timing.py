@@ -20,7 +20,8 @@ shadow's) hold a `StreamTimer`; every read of the backend's stream calls
                   and the usage event (the last two reads are held until the
                   end, then decoded)
     tokens        the answer's usage.completion_tokens when its last read has
-                  it, else its token events from the first token on
+                  it (and it is not 0: LiteLLM's placeholder on /v1/completions),
+                  else its token events from the first token on
     total         request to the stream's last byte
 
 A read costs a clock read, a `bytes.count` per piece and a bucket increment;
@@ -89,6 +90,7 @@ class StreamTimer:
 
     __slots__ = (
         "cur",
+        "ended",
         "events",
         "first",
         "last",
@@ -116,6 +118,7 @@ class StreamTimer:
         self.pending = 0  # events of the current read
         self.token = False  # a token was seen (the first one is timed at its read's end)
         self.tail = b""  # the last piece with an event: usage lives there
+        self.ended = False  # `data: [DONE]` came: the stream is whole, whatever follows
         # openai: the last two reads after the first token are held, not yet counted:
         # a stream ends with the finish-only event and the usage event, which are no
         # tokens and no gaps; only `finish` can tell (it decodes them, once a stream)
@@ -128,7 +131,10 @@ class StreamTimer:
         n = data.count(b"\ndata:") + (1 if data.startswith(b"data:") else 0)
         if not n:
             return
-        n -= data.count(DONE_READ)
+        done = data.count(DONE_READ)
+        if done:
+            self.ended = True
+            n -= done
         if n <= 0:
             return
         self.tail = data
@@ -204,7 +210,7 @@ class StreamTimer:
         stats.streams += 1
         stats.total += perf_counter() - self.start
         used = usage_tokens(tail)
-        stats.tokens += used if used >= 0 else self.events
+        stats.tokens += used if used > 0 else self.events  # 0: a proxy's placeholder
 
 
 def _events(data: bytes) -> list[object]:

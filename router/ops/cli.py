@@ -306,9 +306,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     api = Api(args.admin, args.token)
     try:
         code: int = args.func(api, args)
+        sys.stdout.flush()
     except Unreachable as err:
         print(str(err), file=sys.stderr)
         return USAGE
+    except BrokenPipeError:  # `routerctl ... | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        return OK
     return code
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from router.core.concept import REFERENCE
+
 
 def when(ts: Any) -> str:
     """An epoch time (s or ms) as UTC text with its age; other values as given."""
@@ -316,6 +318,12 @@ def feedback_lines(body: dict[str, Any]) -> list[str]:
     for arm, c in (body.get("accuracy_test") or {}).items():
         ref = "-" if c.get("reference") is None else f"{100 * c['reference']:.1f}%"
         state = "ALARM" if c.get("alarm") else "ok"
+        if c.get("p0") is None:  # the test holds the arm to nothing yet
+            lines.append(
+                f"accuracy test {arm}: collecting its reference, {c.get('reference_n', 0)} "
+                f"of {REFERENCE} labels ({ref} so far)"
+            )
+            continue
         lines.append(
             f"accuracy test {arm}: {state}  reference {ref} of {c.get('reference_n', 0)} labels  "
             f"CUSUM {c.get('cusum')} (alarm at {c.get('threshold')})"
