@@ -231,7 +231,9 @@ class Exchange:
         self.backend, self.reason = d.primary, d.reason
         pool = self.pool = plane.pools.get(d.primary)
         if pool is None:
-            self.fail(UpstreamConnectError(f"backend {d.primary!r} is not configured"))
+            self.fail(
+                UpstreamConnectError(f"backend {d.primary!r} is not configured", "not_configured")
+            )
             return
         if d.mirrors and plane.shadow_sink is not None:
             self._keep_mirror(d.mirrors, route.strategy)
@@ -447,7 +449,7 @@ class Exchange:
         if d is None or d.primary in ("", self.backend):
             self.reason = d.reason if d is not None else self.reason
             if not leg.replayable:
-                self.fail(UpstreamConnectError("the model gave no answer to serve"))
+                self.fail(UpstreamConnectError("the model gave no answer to serve", "no_answer"))
                 return
             self.on_response_head(leg.status, leg.reason, leg.headers, leg.length)
             body = leg.answer_body()
@@ -472,7 +474,9 @@ class Exchange:
         pool = self.pool = self.plane.pools.get(d.primary)
         self.backend, self.reason = d.primary, d.reason
         if pool is None:
-            self.fail(UpstreamConnectError(f"backend {d.primary!r} is not configured"))
+            self.fail(
+                UpstreamConnectError(f"backend {d.primary!r} is not configured", "not_configured")
+            )
             return
         body, extra, framing = leg.second(d, self.req.content_length is not None)
         if self.plane.shadow_sink is not None and d.reason in HELD_ROLES and leg.replayable:
@@ -715,6 +719,9 @@ class Exchange:
         up, self.upstream = self.upstream, None
         if up is not None:
             up.abandon()
+        if isinstance(err, UpstreamError):  # a failure path only: the happy one pays nothing
+            failures, key = self.plane.failures, (self.route_name, self.backend, err.reason)
+            failures[key] = failures.get(key, 0) + 1
         follow = self.follow
         if follow is not None and follow.first and not isinstance(err, ClientError):
             follow.lose(err)
@@ -835,6 +842,9 @@ class DataPlane:
         self.drift_sink: DriftSink | None = None  # bodies of drift-watched routes
         self.access: AccessLog | None = None  # None: no access line (sample 0)
         self.mirror_errors = 0  # offers that raised; the request went on regardless
+        # (route, backend, reason) -> requests a backend failed, as their clients saw it
+        # (router/ops/telemetry.py exports them; counted on the failure path only)
+        self.failures: dict[tuple[str, str, str], int] = {}
         self.stopping = False  # SIGTERM came: every answer closes its connection
         self.draining = False  # no longer accepting: idle connections close
         self.sweeper = Sweeper(self.connections, sweep_interval)
@@ -859,6 +869,17 @@ class DataPlane:
             if pools.get(name) is not old:
                 old.retire()
         self.pools = pools
+
+    def in_flight(self) -> dict[str, int]:
+        """Requests received and not yet answered, per route: counted when asked (a
+        scrape), so the request path keeps no gauge. Pipelined requests waiting behind
+        another have no route yet and are not counted."""
+        out: dict[str, int] = {}
+        for conn in self.connections:
+            for ex in conn.queue:
+                if ex.t0 and not ex.finished and ex.route_name:
+                    out[ex.route_name] = out.get(ex.route_name, 0) + 1
+        return out
 
     def new_exchange(self, conn: ClientConnection, req: Request) -> Exchange:
         return Exchange(self, conn, req)
