@@ -120,12 +120,14 @@ def rollout_panels() -> list[Panel]:
             "Transitions",
             [
                 (
-                    f"sum by (route, event, cause) "
-                    f"(increase(router_rollout_transitions_total{{{ROUTE}}}[{RATE}]))",
+                    f"sum by (route, event, cause) (router_rollout_transitions_total{{{ROUTE}}})",
                     "{{route}} {{event}} ({{cause}})",
                 )
             ],
             width=12,
+            description="Rollout changes written, counted since each replica started: each "
+            "step up is one transition. (A counter's first increment is invisible to "
+            "increase(), so the annotations use the rollout's own timestamp.)",
         ),
     ]
 
@@ -406,9 +408,12 @@ def _variables() -> list[dict[str, Any]]:
 
 
 def _annotations() -> list[dict[str, Any]]:
+    # every change of a rollout moves its updated timestamp: a gauge, so the first change
+    # of a route shows too (a brand-new counter series has no increase to show)
     expr = (
-        f"sum by (route, event, cause) "
-        f"(increase(router_rollout_transitions_total{{{ROUTE}}}[1m])) > 0"
+        "max by (route, phase) (\n"
+        f"  (changes(router_rollout_updated_timestamp_seconds{{{ROUTE}}}[1m]) > 0)\n"
+        "  * on (route, instance) group_left (phase) (router_rollout_phase == 1)\n)"
     )
     return [
         {
@@ -425,11 +430,11 @@ def _annotations() -> list[dict[str, Any]]:
             "enable": True,
             "expr": expr,
             "iconColor": "orange",
-            "name": "Rollout transitions",
+            "name": "Rollout changes",
             "step": "30s",
-            "titleFormat": "{{route}}: {{event}}",
-            "textFormat": "cause: {{cause}}",
-            "tagKeys": "route,event,cause",
+            "titleFormat": "{{route}}: {{phase}}",
+            "textFormat": "now {{phase}} (routerctl history {{route}} says why)",
+            "tagKeys": "route,phase",
             "useValueForTime": False,
         },
     ]

@@ -29,7 +29,7 @@ from tests.support.manifests import find, render
 ROOT = Path(__file__).resolve().parent.parent
 PROMQL_WORDS = {
     "sum", "max", "min", "by", "on", "and", "or", "rate", "increase", "histogram_quantile",
-    "group", "le", "vector", "bool", "without", "ignoring", "group_left", "time",
+    "group", "le", "vector", "bool", "without", "ignoring", "group_left", "time", "changes",
 }  # fmt: skip
 SUFFIXES = ("_bucket", "_sum", "_count")
 
@@ -95,7 +95,7 @@ def test_the_dashboard_model_is_sound() -> None:
     variables = {v["name"]: v for v in model["templating"]["list"]}
     assert variables["datasource"]["query"] == "prometheus"
     assert "route" in variables["route"]["definition"]
-    assert any("transitions" in a.get("expr", "") for a in model["annotations"]["list"])
+    assert any("router_rollout_updated" in a.get("expr", "") for a in model["annotations"]["list"])
 
 
 def test_the_dashboard_pairs_each_arm_panel_by_panel() -> None:

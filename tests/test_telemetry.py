@@ -106,20 +106,21 @@ def gate(name: str, verdict: str, value: float, n: int) -> dict[str, Any]:
 
 
 def test_gates_read_their_verdict_and_a_value_only_once_they_have_one() -> None:
-    """No sample, or a waiting gate's placeholder 0: no value (it would read as "no errors")."""
+    """No sample, or a waiting latency gate's placeholder 0: no value; a waiting error-rate
+    gate's 0 increase is a figure."""
     rt = runtime()
     rt.live = {"iris": Rollout("iris", kind="canary", phase="progressing")}
     figures = RolloutFigures(rt, MemoryStore())
     figures.analysis["iris"] = {
         "at": 5.0,
-        "gates": [gate("error_rate", "pass", 0.0, 80), gate("latency", "wait", 0.0, 40),
+        "gates": [gate("error_rate", "wait", 0.0, 80), gate("latency", "wait", 0.0, 40),
                   gate("agreement", "wait", 0.9, 30), gate("accuracy", "wait", 0.7, 0)],
     }  # fmt: skip
     lines = rollout_lines(rt, figures)
     verdicts = samples(lines, "router_gate_verdict")
     on = {k for k, v in verdicts.items() if v == 1}
     assert on == {
-        'router_gate_verdict{route="iris",gate="error_rate",verdict="pass"}',
+        'router_gate_verdict{route="iris",gate="error_rate",verdict="wait"}',
         'router_gate_verdict{route="iris",gate="latency",verdict="wait"}',
         'router_gate_verdict{route="iris",gate="agreement",verdict="wait"}',
         'router_gate_verdict{route="iris",gate="accuracy",verdict="wait"}',

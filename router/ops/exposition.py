@@ -140,23 +140,34 @@ def render_text(families: Iterable[Family]) -> str:
 def to_openmetrics(text: str) -> str:
     """The same page in OpenMetrics 1.0: only the HELP and TYPE lines change (a
     counter family is named without `_total`, a gauge named `*_info` is an `info`,
-    `untyped` is `unknown`), blank lines go, `# EOF` ends it."""
-    lines = [line for line in text.splitlines() if line]
+    `untyped` is `unknown`), blank lines go, `# EOF` ends it.
+
+    The page is cut at its comment lines (a few per family) and only those are
+    rewritten; the sample lines between them are copied as they are, so a page of
+    100,000 samples converts at the speed of `str.split` and `str.join`."""
+    parts = ("\n" + text.replace("\n\n", "\n")).split("\n# ")
+    heads = [p.partition("\n") for p in parts[1:]]
     kinds = {}
-    for line in lines:
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ", 3)
+    for head, _, _ in heads:
+        word, _, rest = head.partition(" ")
+        if word == "TYPE":
+            name, _, kind = rest.partition(" ")
             kinds[name] = kind.strip()
-    out: list[str] = []
-    for line in lines:
-        if line.startswith(("# HELP ", "# TYPE ")):
-            _, word, name, rest = [*line.split(" ", 3), ""][:4]
-            new, kind = _om_name(name, kinds.get(name, "untyped"))
-            rest = kind if word == "TYPE" else rest.replace('"', '\\"')
-            line = f"# {word} {new} {rest}"
-        out.append(line)
-    out.append("# EOF")
-    return "\n".join(out) + "\n"
+    out = [parts[0].strip("\n")] if parts[0].strip("\n") else []
+    for head, _, samples in heads:
+        word, _, rest = head.partition(" ")
+        name, _, tail = rest.partition(" ")
+        new, kind = _om_name(name, kinds.get(name, "untyped"))
+        out.append(f"# {word} {new} {kind if word == 'TYPE' else tail.replace(chr(34), BQ)}")
+        if samples:  # copied once, by the join below
+            out.append(samples)
+    if out and out[-1].endswith("\n"):
+        out[-1] = out[-1].rstrip("\n")
+    out.append("# EOF\n")
+    return "\n".join(out)
+
+
+BQ = '\\"'  # a double quote escaped, as OpenMetrics wants it in HELP
 
 
 def _om_name(name: str, kind: str) -> tuple[str, str]:

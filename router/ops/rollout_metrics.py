@@ -19,8 +19,8 @@ these worker 0's own under `--workers N`):
   aborted entry of its history.
 
 A gate's value is exported only once it has one: not before the candidate has
-a sample, nor while a gate waits with its placeholder 0 (the latency gate below
-its minimum sample), where a 0 would read as "no errors" or "no agreement".
+a sample (a 0 would read as "no errors" or "no agreement"), nor while a latency
+or ttft gate waits below its minimum sample per arm (its placeholder 0).
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ log = structlog.get_logger("router.ops.rollout_metrics")
 REFRESH_INTERVAL: Final = 1.0
 HISTORY_LOOKBACK: Final = 20  # entries read to find what aborted a rollout
 VERDICTS: Final = ("pass", "fail", "wait")
+# Gates judging a ratio of quantiles answer 0 while below their minimum sample per arm:
+# a placeholder (no real ratio is 0), never exported as a value
+RATIO_GATES: Final = frozenset({"latency", "ttft"})
 Rows = list[tuple[dict[str, str], float]]
 
 
@@ -195,7 +198,7 @@ def _gate_rows(rows: dict[str, Rows], route: str, analysis: Mapping[str, Any] | 
             if isinstance(n, int):
                 rows["router_gate_samples"].append(({**labels, "arm": arm}, n))
         value = gate.get("value")
-        placeholder = not value and gate.get("verdict") == "wait"  # a gate's "no figure yet"
+        placeholder = gate["name"] in RATIO_GATES and not value and gate.get("verdict") == "wait"
         if (
             isinstance(value, int | float)
             and isinstance(cand, int)
