@@ -268,6 +268,8 @@ async def test_every_panel_and_rule_returns_data_on_a_real_prometheus(
         await asyncio.to_thread(wait_port, probes)
         targets = [f"127.0.0.1:{probes}", f"127.0.0.1:{broken.admin_port}", dead[7:]]
         prom = await asyncio.to_thread(Prometheus(tmp_path, targets, [RULES]).start)
+        # every target scraped once before any traffic: the ramp's steps are seen moving
+        assert await until(prom, {"first scrapes": "count(up) == 3"}) == {}
         await rollouts_seeded(main, {"ramp", "abort", "stuck"})
         sent = await traffic(main)
         await post_labels(main, sent["ramp"] + sent["const"])
@@ -295,6 +297,11 @@ async def test_every_panel_and_rule_returns_data_on_a_real_prometheus(
         aborted = prom.query('router_rollout_aborted{route="abort"}')
         assert [r["metric"]["cause"] for r in aborted] == ["error_rate"]
         assert value(prom, 'router_rollout_phase{route="abort",phase="aborted"}') == 1
+        ramp = 'router_rollout_weight_ratio{route="ramp"}[5m]'
+        assert (value(prom, f"min_over_time({ramp})"), value(prom, f"max_over_time({ramp})")) == (
+            0.2,
+            0.8,
+        )  # it ramped through its steps while scraped
         assert value(prom, f'router_store_up{{instance="127.0.0.1:{broken.admin_port}"}}') == 0
         assert value(prom, f'up{{instance="127.0.0.1:{probes}"}}') == 1  # scraped as OpenMetrics
 
