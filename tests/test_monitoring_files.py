@@ -23,7 +23,8 @@ from router.config.reader import parse
 from router.ops.exposition import parse as families
 from router.parts import Parts
 from scripts import monitoring
-from scripts.dashboard import DS, build, queries
+from scripts.dashboard import build, queries
+from scripts.grafana import DS
 from tests.support.manifests import find, render
 
 ROOT = Path(__file__).resolve().parent.parent
