@@ -20,7 +20,7 @@ IMAGE       ?= deploy-router:$(VERSION)
 IMAGE_BUILD ?= podman build
 BASE        ?=
 
-.PHONY: venv lock lock-check test-latest native interpreted lint fmt test demo bench redis dist image clean
+.PHONY: venv lock lock-check test-latest native interpreted lint fmt test demo bench redis rules monitoring dist image clean
 
 venv: $(STAMP)
 
@@ -72,8 +72,21 @@ fmt: venv
 redis:
 	@command -v redis-server >/dev/null || sh scripts/install-redis.sh
 
-test: venv redis native lint
-	$(BIN)/pytest
+# The Prometheus rules: their syntax, then the unit tests beside them (one firing and
+# one quiet case per alert). promtool comes with Debian's `prometheus` package, which
+# .ci/run installs; tests/support/prometheus.py finds it (and prometheus) the same way.
+PROMTOOL ?= $(or $(shell command -v promtool 2>/dev/null),/usr/bin/promtool)
+rules:
+	@command -v $(PROMTOOL) >/dev/null || { echo "promtool not found: apt-get install prometheus, or make PROMTOOL=/path/to/promtool" >&2; exit 1; }
+	$(PROMTOOL) check rules deploy/prometheus/rules.yml
+	cd deploy/prometheus && $(PROMTOOL) test rules rules_test.yml
+
+# Rewrite the dashboard and the PrometheusRule from their sources (scripts/monitoring.py).
+monitoring: venv
+	$(BIN)/python -m scripts.monitoring
+
+test: venv redis native lint rules
+	PROMTOOL=$(PROMTOOL) $(BIN)/pytest
 
 demo: venv native
 	$(BIN)/python -m examples.demo

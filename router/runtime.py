@@ -60,6 +60,9 @@ class Runtime:
     loaded_at: float = field(default_factory=time.time)
     last_reload_error: str | None = None
     last_reload_error_at: float | None = None
+    reload_refusals: int = (
+        0  # config edits refused since start (router_config_reload_refusals_total)
+    )
     store_ok: bool = True  # False while the state store is unreachable
     store_kind: str = "memory"
     # what the state follower knows beyond ok/unreachable: restores, a lost epoch
@@ -91,3 +94,4 @@ class Runtime:
     def reload_failed(self, message: str) -> None:
         self.last_reload_error = message
         self.last_reload_error_at = time.time()
+        self.reload_refusals += 1

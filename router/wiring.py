@@ -35,10 +35,12 @@ from router.dataplane.routing import RouteTable, build_table
 from router.drift.concept_watch import ConceptIO
 from router.drift.labels import Feedback
 from router.drift.watch import DriftIO
-from router.ops.admin import build_admin_app, load_token, prometheus_page
+from router.ops.admin import build_admin_app, load_token
 from router.ops.logfile import AccessLogging, LogFileError
 from router.ops.logs import configure_logging
 from router.ops.probes import Probes
+from router.ops.rollout_metrics import RolloutFigures
+from router.ops.telemetry import Telemetry
 from router.ops.workers import WorkerCounters
 from router.runtime import Runtime
 from router.shadow.mirror import Mirrors
@@ -117,15 +119,39 @@ class Parts:
             self.runtime, self.store, is_leader=lambda: self.controller.leadership.is_leader
         )
         self.feedback.tests = self.concept.figures
+        self.telemetry = self._build_telemetry()
         # the kubelet's and Prometheus's listener (router/ops/probes.py); worker 0's, like admin
         spec = config.probes
-        self.probes = Probes(spec, self.runtime, self._page) if spec and worker == 0 else None
+        page = self.telemetry.page
+        self.probes = Probes(spec, self.runtime, page) if spec and worker == 0 else None
+
+    def _build_telemetry(self) -> Telemetry:
+        """/metrics (router/ops/telemetry.py); the rollouts' verdicts are read from the
+        store in the background by the worker that serves it."""
+        self.figures = RolloutFigures(self.runtime, self.store) if self.worker == 0 else None
+        telemetry = Telemetry(
+            self.runtime,
+            self.metrics,
+            extensions=[self.drift, self.feedback, self.concept, self.automation, self.streams],
+            plane=self.dataplane,
+            mirrors=self.mirrors,
+            feedback=self.feedback,
+            figures=self.figures,
+            is_leader=lambda: self.controller.leadership.is_leader,
+        )
+        self.writer.on_written = telemetry.count_transitions
+        self.drift.role_of = self.streams.role_of = telemetry.roles.role
+        if self.worker_counters is not None:
+            self.worker_counters.local = lambda: "\n".join(telemetry.local_lines()) + "\n"
+            if self.worker == 0:
+                telemetry.peers = self.worker_counters
+        return telemetry
 
     def _build_controller(self, config: Config) -> Controller:
         lease = Leadership(
             self.store, "controller", holder=self.live.holder, ttl=config.controller.lease_ttl
         )
-        writer = Writer(self.store, self.live, actor=f"controller@{lease.holder}")
+        writer = self.writer = Writer(self.store, self.live, actor=f"controller@{lease.holder}")
         canary = CanaryController(self.store, self.live, self.metrics, writer)
         bluegreen = BlueGreenController(self.runtime, self.store, self.live, self.metrics, writer)
         # every kind's judged period gets a metrics window (a canary's as before)
@@ -156,6 +182,8 @@ class Parts:
         await self.drift.start()
         await self.feedback.start()
         await self.concept.start()
+        if self.figures is not None:
+            await self.figures.start()
         if self.worker == 0:
             await self._start_admin()
         # logrotate renames the access file, then sends SIGHUP: write to a new one
@@ -199,6 +227,8 @@ class Parts:
         await self.drift.stop()
         await self.feedback.stop()
         await self.concept.stop()
+        if self.figures is not None:
+            await self.figures.stop()
         await self.live.stop()
         await self.flusher.stop()
         if self.worker_counters is not None:
@@ -223,13 +253,11 @@ class Parts:
             history=self.store.history,
             shadow=self.mirrors,
             extensions=[self.drift, self.feedback, self.concept, self.automation, self.streams],
+            page=self.telemetry.page,
         )
         self.admin_runner = web.AppRunner(app, access_log=None)
         await self.admin_runner.setup()
         await web.TCPSite(self.admin_runner, spec.host, spec.port).start()
-
-    def _page(self) -> str:
-        return prometheus_page(self.runtime, self.metrics, [self.drift, self.feedback])
 
     # -- callbacks ---------------------------------------------------------
     def _reloaded(self, prepared: tuple[Config, RouteTable, list[str]]) -> None:

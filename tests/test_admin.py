@@ -214,9 +214,9 @@ async def test_metrics_text(client: Client) -> None:
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     text = await resp.text()
-    assert 'router_requests_total{route="iris",backend="iris-v2",code="2xx"} 1' in text
+    assert 'router_requests_total{route="iris",backend="iris-v2",role="pair",code="200"} 1' in text
     assert "router_store_up 1" in text
-    assert 'router_route_weight_percent{route="iris",backend="iris-v2"} 25.0' in text
+    assert 'router_route_weight_percent{route="iris",backend="iris-v2",role="pair"} 25.0' in text
 
 
 async def test_post_needs_bearer_token(client: Client, calls: Calls) -> None:

@@ -124,7 +124,8 @@ async def test_unshifted_inputs_stay_quiet_and_a_shift_alarms_by_name(
         assert [n for n, f in scores.items() if f["alarm"]] == [f"features[{SHIFTED}]"]
         assert await wait_for(lambda: _history_has(router, "drift_alarm"), 3.0)
         text = _metrics(router)
-        line = f'router_drift_alarm{{route="scores",series="inputs",feature="features[{SHIFTED}]"}}'
+        labels = f'route="scores",series="inputs",role="input",feature="features[{SHIFTED}]"'
+        line = f"router_drift_alarm{{{labels}}}"
         assert re.search(re.escape(line) + r" 1(\.0)?\n", text), text
         assert routerctl(["--admin", router.admin_url, "drift", "scores"]) == 0
         out = capsys.readouterr().out

@@ -36,11 +36,15 @@ def worker_pids(supervisor: int) -> set[int]:
 
 
 @contextlib.asynccontextmanager
-async def two_workers(tmp_path: Path, redis: RedisServer) -> AsyncIterator[RouterProcess]:
+async def two_workers(
+    tmp_path: Path, redis: RedisServer, access_file: Path | None = None
+) -> AsyncIterator[RouterProcess]:
     """`router --workers 2` on Redis, a 50/50 split over two named backends."""
     async with named_backends("a", "b") as backends:
         config = split_config(backends, {"a": 50, "b": 50})
         config["state"] = {"url": redis.url}
+        if access_file is not None:  # a line per request, each worker counting its own
+            config["logging"] = {"access_sample": 1, "access_file": str(access_file)}
         yield RouterProcess(tmp_path, config).start("--workers", "2")
 
 
@@ -88,8 +92,9 @@ def gauge(metrics: str, name: str) -> float | None:
 async def test_metrics_of_worker_0_count_every_worker(
     tmp_path: Path, fresh_redis: RedisServer
 ) -> None:
-    """/metrics (served by worker 0) counts the requests every worker answered."""
-    async with two_workers(tmp_path, fresh_redis) as router:
+    """/metrics (served by worker 0) counts the requests every worker answered, and adds
+    up the workers' other counters (here: each one's access log lines)."""
+    async with two_workers(tmp_path, fresh_redis, tmp_path / "access.log") as router:
         users = [f"user-{i}" for i in range(300)]
         try:
             # 32 connections spread over 2 workers by SO_REUSEPORT: all on one is 2**-31
@@ -101,6 +106,7 @@ async def test_metrics_of_worker_0_count_every_worker(
                 if (
                     requests_total(page) == len(users)
                     and gauge(page, "router_metrics_workers") == 2
+                    and gauge(page, "router_access_log_lines_total") == len(users)
                 ):
                     break
                 await asyncio.sleep(0.2)
@@ -108,6 +114,8 @@ async def test_metrics_of_worker_0_count_every_worker(
             router.stop()
     assert gauge(page, "router_metrics_workers") == 2
     assert requests_total(page) == len(users)
+    assert gauge(page, "router_access_log_lines_total") == len(users)
+    assert page.count("# TYPE router_access_log_lines_total ") == 1
 
 
 def reaped(pid: int) -> bool:

@@ -196,14 +196,10 @@ async def test_llm_routes_shadow_and_canary(tmp_path: Path) -> None:
         assert arm["tokens_per_stream"] == TOKENS  # each event one token, no usage asked for
         assert DELAY * 0.5 < arm["ttft_p50"] < DELAY * 3  # first token one delay in
         assert DELAY * 0.5 < arm["inter_token_p50"] < DELAY * 3
-    assert (
-        'router_stream_first_token_seconds_count{route="same",backend="llm-b",role="shadow"} 31'
-        in metrics
-    )
-    assert (
-        'router_stream_inter_token_seconds_bucket{route="same",backend="llm-a",role="primary",le="+Inf"}'
-        in metrics
-    )
+    shadow = 'route="same",backend="llm-b",role="shadow",answer="mirrored"'
+    assert f"router_stream_first_token_seconds_count{{{shadow}}} 31" in metrics
+    served = 'route="same",backend="llm-a",role="primary",answer="served"'
+    assert f'router_stream_inter_token_seconds_bucket{{{served},le="+Inf"}}' in metrics
     assert first["phase"] == "aborted"
     assert "never got user traffic" in first["reason"]
     assert [e["event"] for e in history] == ["start", "abort"]

@@ -44,10 +44,12 @@ def test_every_policy_point_holds(rendered: dict[str, list[Obj]], name: str) -> 
 
 
 def test_the_overlays_bring_redis_and_monitoring(rendered: dict[str, list[Obj]]) -> None:
-    """Redis with its AOF on a claim in both overlays; the PodMonitor in production."""
+    """Redis with its AOF on a claim in both overlays; the PodMonitor and the alerting
+    rules in production."""
     for name in ("overlays/demo", "overlays/production"):
         assert find(rendered[name], "StatefulSet", "deploy-router-redis")
     assert find(rendered["overlays/production"], "PodMonitor", "deploy-router")
+    assert find(rendered["overlays/production"], "PrometheusRule", "deploy-router")
     (secret,) = find(rendered["overlays/demo"], "Secret", "deploy-router")
     assert {"admin-token", "redis-url"} <= secret["data"].keys()
 

@@ -109,18 +109,36 @@ def test_window_stats_need_minimum_count() -> None:
     assert WindowStats(0, 0, [0] * NBUCKETS).error_rate() is None
 
 
-def test_errors_and_status_classes_counted() -> None:
-    """Statuses >= 500 (incl. 502 connect failure, 504 timeout) are errors; 4xx are not."""
+def test_errors_and_status_codes_counted() -> None:
+    """Statuses >= 500 (incl. 502 connect failure, 504 timeout) are errors; 4xx are not.
+    Each status code is its own series, labelled with the backend's role."""
     m = Metrics()
-    for status in (200, 201, 304, 404, 500, 502, 504):
+    m.role_of = lambda route, backend: "stable"
+    for status in (200, 200, 201, 304, 404, 500, 502, 504):
         record(m, "r", "b", status, 0.01)
     stats = m.local("r", "b")
-    assert (stats.requests, stats.errors) == (7, 3)
+    assert (stats.requests, stats.errors) == (8, 3)
     text = m.exposition()
-    assert 'router_requests_total{route="r",backend="b",code="2xx"} 2' in text
-    assert 'router_requests_total{route="r",backend="b",code="4xx"} 1' in text
-    assert 'router_requests_total{route="r",backend="b",code="5xx"} 3' in text
-    assert 'router_request_errors_total{route="r",backend="b"} 3' in text
+    arm = 'route="r",backend="b",role="stable"'
+    for code, n in (("200", 2), ("201", 1), ("304", 1), ("404", 1), ("502", 1), ("504", 1)):
+        assert f'router_requests_total{{{arm},code="{code}"}} {n}' in text
+    assert f"router_request_errors_total{{{arm}}} 3" in text
+
+
+def test_unrouted_and_rejected_requests_have_families_of_their_own() -> None:
+    """No route: router_unrouted_requests_total; a route but no backend (refused before one
+    was picked): router_rejected_requests_total. Never route="" or backend="", which any
+    `sum by` would merge with everything."""
+    m = Metrics()
+    record(m, "", "", 404, 0.001)
+    record(m, "iris", "", 413, 0.001)
+    record(m, "iris", "v1", 200, 0.01)
+    text = m.exposition()
+    assert 'router_unrouted_requests_total{code="404"} 1' in text
+    assert 'router_rejected_requests_total{route="iris",code="413"} 1' in text
+    assert 'route=""' not in text
+    assert 'backend=""' not in text
+    assert 'router_requests_total{route="iris",backend="v1",role="",code="200"} 1' in text
 
 
 _SAMPLE = re.compile(
@@ -157,7 +175,7 @@ def test_histogram_exposition_is_cumulative() -> None:
     assert counts == sorted(counts)
     assert buckets[0] == ("0.0005", "1")
     assert buckets[-1] == ("+Inf", "4")
-    assert 'router_request_duration_seconds_count{route="r",backend="b"} 4' in text
+    assert 'router_request_duration_seconds_count{route="r",backend="b",role=""} 4' in text
     total = re.search(r"router_request_duration_seconds_sum\{.*\} (\S+)", text)
     assert total is not None
     assert float(total.group(1)) == pytest.approx(100.0444)

@@ -71,6 +71,7 @@ async def test_offers_before_start_or_to_unknown_backends_are_counted_drops() ->
     figures = await mirrors.summary("r")
     assert (figures["offered"], figures["dropped"]) == (2, 2)
     assert mirrors.errors == 1
+    assert mirrors.totals.dropped == {("r", "s", "no_lane"): 1, ("r", "ghost", "no_lane"): 1}
 
 
 async def test_byte_budget_bounds_the_queues() -> None:
@@ -89,6 +90,7 @@ async def test_byte_budget_bounds_the_queues() -> None:
     assert queued <= 3000
     figures = await mirrors.summary("r")
     assert figures["dropped"] >= 7
+    assert mirrors.totals.dropped == {("r", "s", "memory_full"): figures["dropped"]}
 
 
 async def test_flush_survives_a_store_outage(fresh_redis: RedisServer) -> None:
@@ -113,6 +115,11 @@ async def test_flush_survives_a_store_outage(fresh_redis: RedisServer) -> None:
     pair = figures["shadows"]["s"]
     assert (pair["n"], pair["agreement"]["k"], figures["oversize_body"]) == (2, 1, 1)
     assert [d["id"] for d in diffs] == ["id-2"]
+    # /metrics counted both comparisons as they were judged, the outage or not
+    totals = mirrors.totals
+    assert totals.outcomes == {("r", "s", "agree"): 1, ("r", "s", "disagree"): 1}
+    assert (totals.compared, totals.agreed) == ({("r", "s", "$.x"): 2}, {("r", "s", "$.x"): 1})
+    assert totals.dropped == {("r", "s", "oversize_body"): 1}
 
 
 async def test_stop_cancels_workers_and_leaves_nothing_running() -> None:

@@ -228,7 +228,8 @@ async def test_probes_listener_serves_health_readiness_and_metrics_only(tmp_path
                 got["POST"] = (resp.status, "")
     assert got["/healthz"][0] == 200
     assert json.loads(got["/readyz"][1]) == {"status": "ready"}
-    assert 'router_requests_total{route="predict",backend="a",code="2xx"} 1' in got["/metrics"][1]
+    served = 'router_requests_total{route="predict",backend="a",role="split",code="200"} 1'
+    assert served in got["/metrics"][1]
     assert got["/v1/status"][0] == 404
     assert got["/dashboard"][0] == 404
     assert got["POST"][0] in (404, 405)

@@ -10,7 +10,8 @@ from tests.support.rawbackend import RawBackend, free_port, reset, response
 
 
 async def test_connect_refused_is_502_json() -> None:
-    """A backend nobody listens on gives 502 JSON naming the backend and the request id."""
+    """A backend nobody listens on gives 502 JSON naming the backend and the request id,
+    and counts as a failure of that backend for the reason `refused` (/metrics)."""
     rt = make_runtime([backend("gone", free_port())])
     async with running_plane(rt) as p:
         resp = await request(p.port, get())
@@ -20,6 +21,7 @@ async def test_connect_refused_is_502_json() -> None:
     assert doc["backend"] == "gone"
     assert doc["request_id"] == resp.header("x-request-id")
     assert [(r.backend, r.status) for r in records] == [("gone", 502)]
+    assert p.plane.failures == {("main", "gone", "refused"): 1}
 
 
 async def _answer_with(raw: bytes, *, rst: bool = False) -> RawBackend:
@@ -47,6 +49,7 @@ async def test_reset_before_head_is_502() -> None:
         await b.close()
     assert resp.status == 502
     assert json.loads(resp.body)["backend"] == "b"
+    assert p.plane.failures == {("main", "b", "reset"): 1}
 
 
 async def test_garbage_before_head_is_502() -> None:
@@ -58,6 +61,7 @@ async def test_garbage_before_head_is_502() -> None:
     finally:
         await b.close()
     assert resp.status == 502
+    assert p.plane.failures == {("main", "b", "invalid"): 1}
 
 
 async def test_unexpected_101_is_502() -> None:
@@ -84,6 +88,7 @@ async def test_hanging_backend_is_504() -> None:
     assert resp.status == 504
     assert json.loads(resp.body)["backend"] == "slow"
     assert [r.status for r in records] == [504]
+    assert p.plane.failures == {("main", "slow", "timeout"): 1}
 
 
 async def test_truncated_length_body_aborts_client() -> None:
@@ -102,6 +107,7 @@ async def test_truncated_length_body_aborts_client() -> None:
     assert head.status == 200
     assert len(rest) < 100
     assert [r.status for r in records] == [502]
+    assert p.plane.failures == {("main", "b", "reset"): 1}  # after the head: counted too
 
 
 async def test_truncated_chunked_body_has_no_last_chunk() -> None:

@@ -173,12 +173,10 @@ async def test_a_stream_through_the_data_plane_is_timed_token_by_token() -> None
     )
     assert figures["streams"] == 1
     assert 0.03 < figures["inter_token_p50"] < 0.06
+    streams.role_of = lambda route, backend: "split"
     lines = "\n".join(streams.metric_lines())
-    assert (
-        'router_stream_first_token_seconds_count{route="chat",backend="llm",role="primary"} 1'
-        in lines
-    )
-    labels = '{route="chat",backend="llm",role="primary"}'
+    labels = '{route="chat",backend="llm",role="split",answer="served"}'
+    assert f"router_stream_first_token_seconds_count{labels} 1" in lines
     assert f"router_stream_inter_token_seconds_count{labels} {sum(stats.gaps)}" in lines
 
 

@@ -97,6 +97,9 @@ class Writer:
         self.store = store
         self.live = live
         self.actor = actor
+        # told each stored rollout's events and who wrote them (None: the controller),
+        # once written: /metrics counts transitions (router/ops/telemetry.py)
+        self.on_written: Callable[[Rollout, Sequence[Entry], str | None], None] | None = None
 
     async def write(
         self,
@@ -120,6 +123,8 @@ class Writer:
                 **event,
             }
             await self.store.add_history(stored.route, entry)
+        if self.on_written is not None and events:
+            self.on_written(stored, events, actor)
         return stored
 
     async def explain(self, route: str, figures: Mapping[str, Any]) -> None:

@@ -20,9 +20,17 @@ The hierarchy (h11's `error_status_hint` idea: the error carries its answer)::
 Once a response head went to the client, no status can be sent any more: the
 proxy aborts the client connection instead, so a truncated body never looks
 complete.
+
+Every error also carries a `reason`, one word from a fixed set, for the metric
+of backend failures (`router_upstream_failures_total{reason}`): refused,
+connect_timeout, tls, unreachable, not_configured, reset, invalid, timeout, busy,
+no_answer. A word, never the detail: the detail holds addresses and exception
+text, which must not become label values.
 """
 
 from __future__ import annotations
+
+import ssl
 
 
 class ProxyError(Exception):
@@ -30,10 +38,12 @@ class ProxyError(Exception):
 
     status: int = 502
     code: str = "proxy error"  # short words for the JSON body's "error"
+    default_reason: str = "error"  # the metric's word when the raiser gives none
 
-    def __init__(self, detail: str = "") -> None:
+    def __init__(self, detail: str = "", reason: str = "") -> None:
         super().__init__(detail or self.code)
         self.detail = detail or self.code
+        self.reason = reason or self.default_reason
 
 
 class NoRoute(ProxyError):
@@ -84,18 +94,33 @@ class UpstreamError(ProxyError):
 class UpstreamConnectError(UpstreamError):
     status = 502
     code = "backend unreachable"
+    default_reason = "unreachable"
 
 
 class UpstreamProtocolError(UpstreamError):
     status = 502
     code = "backend closed or sent an invalid response"
+    default_reason = "reset"
 
 
 class UpstreamTimeout(UpstreamError):
     status = 504
     code = "backend timeout"
+    default_reason = "timeout"
 
 
 class UpstreamBusy(UpstreamError):
     status = 503
     code = "backend busy"
+    default_reason = "busy"
+
+
+def connect_reason(exc: BaseException) -> str:
+    """The failure word of a connect that raised `exc` (see the module doc)."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, TimeoutError):
+        return "connect_timeout"
+    if isinstance(exc, ssl.SSLError):
+        return "tls"
+    return "unreachable"

@@ -50,7 +50,7 @@ def decide(ex: Exchange) -> UpstreamPool | None:
     ex.backend, ex.reason = d.primary, d.reason
     pool = ex.pool = plane.pools.get(d.primary)
     if pool is None:
-        ex.fail(UpstreamConnectError(f"backend {d.primary!r} is not configured"))
+        ex.fail(UpstreamConnectError(f"backend {d.primary!r} is not configured", "not_configured"))
         return None
     if d.mirrors and plane.shadow_sink is not None:
         keep_mirror(ex, d.mirrors, route.strategy.copies)

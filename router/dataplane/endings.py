@@ -16,7 +16,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from router.core.errors import ClientError, ProxyError, UpstreamBusy, UpstreamTimeout
+from router.core.errors import (
+    ClientError,
+    ProxyError,
+    UpstreamBusy,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from router.dataplane.http1 import error_response
 from router.dataplane.legs import model_failed
 from router.dataplane.taps import offer_answered, record
@@ -39,6 +45,9 @@ def failed(ex: Exchange, err: ProxyError) -> None:
     up, ex.upstream = ex.upstream, None
     if up is not None:
         up.abandon()
+    if isinstance(err, UpstreamError):  # a failure path only: the happy one pays nothing
+        failures, key = ex.plane.failures, (ex.route_name, ex.backend, err.reason)
+        failures[key] = failures.get(key, 0) + 1
     follow = ex.follow
     if follow is not None and follow.first and not isinstance(err, ClientError):
         model_failed(ex, follow, err)  # the human may answer instead

@@ -57,7 +57,7 @@ def follow_next(ex: Exchange, status: int) -> None:
     if d is None or d.primary in ("", ex.backend):
         ex.reason = d.reason if d is not None else ex.reason
         if not leg.replayable:
-            ex.fail(UpstreamConnectError("the model gave no answer to serve"))
+            ex.fail(UpstreamConnectError("the model gave no answer to serve", "no_answer"))
             return
         ex.on_response_head(leg.status, leg.reason, leg.headers, leg.length)
         body = leg.answer_body()
@@ -89,7 +89,7 @@ def second_leg(ex: Exchange, d: Decision, leg: FollowLeg) -> None:
     pool = ex.pool = ex.plane.pools.get(d.primary)
     ex.backend, ex.reason = d.primary, d.reason
     if pool is None:
-        ex.fail(UpstreamConnectError(f"backend {d.primary!r} is not configured"))
+        ex.fail(UpstreamConnectError(f"backend {d.primary!r} is not configured", "not_configured"))
         return
     body, extra, framing = leg.second(d, ex.req.content_length is not None)
     if ex.plane.shadow_sink is not None and d.reason in HELD_ROLES and leg.replayable:

@@ -67,7 +67,9 @@ class CounterStore(Protocol):
 # histograms as they are.
 BOUNDS: Final[tuple[float, ...]] = LATENCY_BOUNDS
 NBUCKETS: Final = len(BOUNDS) + 1
-_CLASS_LABELS: Final = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
+# Counts per exact status code: a list indexed by the code costs what the status
+# class did (one index); codes outside 100..599 count under 0.
+NCODES: Final = 600
 
 
 def window_start(t: float) -> int:
@@ -163,17 +165,21 @@ def _no_peers() -> list[Snapshot]:
     return []
 
 
+def _no_role(route: str, backend: str) -> str:
+    return ""
+
+
 class _Slot:
     """Cumulative counts of one (route, backend), and what was already flushed."""
 
-    __slots__ = ("classes", "errors", "hist", "lat_sum", "nbytes", "requests", "sent")
+    __slots__ = ("codes", "errors", "hist", "lat_sum", "nbytes", "requests", "sent")
 
     def __init__(self) -> None:
         self.requests = 0
         self.errors = 0
         self.nbytes = 0
         self.lat_sum = 0.0
-        self.classes = [0] * len(_CLASS_LABELS)
+        self.codes = [0] * NCODES
         self.hist = [0] * NBUCKETS
         # requests, errors, lat_sum_ms, then the histogram, as of the last collect
         self.sent = [0] * (3 + NBUCKETS)
@@ -185,7 +191,7 @@ class _Slot:
             "errors": self.errors,
             "nbytes": self.nbytes,
             "lat_sum": self.lat_sum,
-            "classes": list(self.classes),
+            "codes": {str(code): n for code, n in enumerate(self.codes) if n},
             "hist": list(self.hist),
         }
 
@@ -195,8 +201,9 @@ class _Slot:
         self.errors += int(snap["errors"])
         self.nbytes += int(snap["nbytes"])
         self.lat_sum += float(snap["lat_sum"])
-        for i, n in enumerate(snap["classes"][: len(self.classes)]):
-            self.classes[i] += int(n)
+        for code, n in dict(snap["codes"]).items():
+            c = int(code)
+            self.codes[c if 0 <= c < NCODES else 0] += int(n)
         for i, n in enumerate(snap["hist"][: len(self.hist)]):
             self.hist[i] += int(n)
 
@@ -235,6 +242,9 @@ class Metrics:
         self.peers: Callable[[], list[Snapshot]] = _no_peers
         # how many workers are alive, when some peers are dead workers' last counts
         self.live_workers: Callable[[], int] | None = None
+        # (route, backend) -> the backend's role in the route (stable, candidate, shadow,
+        # ...), read when /metrics renders (router/ops/roles.py); never per request
+        self.role_of: Callable[[str, str], str] = _no_role
 
     def record(
         self,
@@ -250,8 +260,7 @@ class Metrics:
         if slot is None:
             slot = self._slots[(route, backend)] = _Slot()
         slot.requests += 1
-        cls = status // 100
-        slot.classes[cls if 0 < cls < 6 else 0] += 1
+        slot.codes[status if 0 < status < NCODES else 0] += 1
         if status >= 500:
             slot.errors += 1
         slot.nbytes += nbytes
@@ -340,28 +349,60 @@ class Metrics:
 
     def exposition(self) -> str:
         """Prometheus text format 0.0.4 of the cumulative counts plus every collector."""
+        return "\n".join(self.request_lines() + self.process_lines()) + "\n"
+
+    def request_lines(self) -> list[str]:
+        """The request families: this process's counts plus the other workers' (`peers`).
+
+        A slot of no route (nothing matched) is `router_unrouted_requests_total`, one of
+        a route but no backend (refused before one was picked) is
+        `router_rejected_requests_total`: an empty label would match every `sum by`."""
         peers = self.peers()
         slots = self._merged(peers) if peers else self._slots
+        routed: dict[tuple[str, str, str], _Slot] = {}
+        rejected: dict[str, _Slot] = {}
+        for (route, backend), slot in slots.items():
+            if route and backend:
+                routed[(route, backend, self.role_of(route, backend))] = slot
+            else:
+                rejected[route] = slot
         lines: list[str] = []
-        lines += _requests_lines(slots)
-        lines += _errors_lines(slots)
-        lines += _bytes_lines(slots)
-        lines += _histogram_lines(slots)
+        lines += _requests_lines(routed)
+        lines += _errors_lines(routed)
+        lines += _bytes_lines(routed)
+        lines += _histogram_lines(routed)
+        lines += _rejected_lines(rejected)
         lines += metric_lines(
             "router_metrics_workers",
             "gauge",
             "Live router processes (the counts above also keep those of workers that died).",
             [({}, 1 + len(peers) if self.live_workers is None else self.live_workers())],
         )
-        lines += metric_lines(
+        return lines
+
+    def process_lines(self) -> list[str]:
+        """This process's own figures of the metrics' flush, plus every collector."""
+        lines = metric_lines(
             "router_metrics_dropped_total",
             "counter",
             "Requests whose metrics were dropped because the state store was unreachable too long.",
             [({}, self.dropped)],
         )
+        lines += metric_lines(
+            "router_metrics_flush_failures_total",
+            "counter",
+            "Flushes of the request counts the state store did not take (kept for the next).",
+            [({}, self.flush_failures)],
+        )
+        lines += metric_lines(
+            "router_metrics_pending_windows",
+            "gauge",
+            "10 s windows of request counts waiting for the state store (0 when it answers).",
+            [({}, len(self._pending))],
+        )
         for fn in self._collectors:
             lines.extend(fn())
-        return "\n".join(lines) + "\n"
+        return lines
 
 
 def _escape(value: str) -> str:
@@ -394,28 +435,60 @@ def metric_lines(
     return lines
 
 
-_Slots = Mapping[tuple[str, str], _Slot]
+_Slots = Mapping[tuple[str, str, str], _Slot]  # (route, backend, role) -> counts
+
+
+def _arm(key: tuple[str, str, str]) -> dict[str, str]:
+    return {"route": key[0], "backend": key[1], "role": key[2]}
+
+
+def _codes(slot: _Slot) -> list[tuple[str, int]]:
+    return [(str(code) if code else "other", n) for code, n in enumerate(slot.codes) if n]
 
 
 def _requests_lines(slots: _Slots) -> list[str]:
     samples = [
-        ({"route": r, "backend": b, "code": _CLASS_LABELS[i]}, n)
-        for (r, b), s in sorted(slots.items())
-        for i, n in enumerate(s.classes)
-        if n
+        ({**_arm(key), "code": code}, n)
+        for key, s in sorted(slots.items())
+        for code, n in _codes(s)
     ]
-    help_text = "Requests answered, by route, backend and status class."
+    help_text = "Requests answered, by route, backend, its role and status code."
     return metric_lines("router_requests_total", "counter", help_text, samples)
 
 
+def _rejected_lines(slots: Mapping[str, _Slot]) -> list[str]:
+    unrouted = [({"code": code}, n) for code, n in _codes(slots[""])] if "" in slots else []
+    rejected = [
+        ({"route": route, "code": code}, n)
+        for route, s in sorted(slots.items())
+        if route
+        for code, n in _codes(s)
+    ]
+    return [
+        *metric_lines(
+            "router_unrouted_requests_total",
+            "counter",
+            "Requests no route matched (or refused before routing), by status code.",
+            unrouted,
+        ),
+        *metric_lines(
+            "router_rejected_requests_total",
+            "counter",
+            "Requests of a route answered before a backend was picked (bad or too large "
+            "requests), by status code.",
+            rejected,
+        ),
+    ]
+
+
 def _errors_lines(slots: _Slots) -> list[str]:
-    samples = [({"route": r, "backend": b}, s.errors) for (r, b), s in sorted(slots.items())]
+    samples = [(_arm(key), s.errors) for key, s in sorted(slots.items())]
     help_text = "Requests that failed: status >= 500, including connect failures and timeouts."
     return metric_lines("router_request_errors_total", "counter", help_text, samples)
 
 
 def _bytes_lines(slots: _Slots) -> list[str]:
-    samples = [({"route": r, "backend": b}, s.nbytes) for (r, b), s in sorted(slots.items())]
+    samples = [(_arm(key), s.nbytes) for key, s in sorted(slots.items())]
     help_text = "Response body bytes sent to clients."
     return metric_lines("router_response_bytes_total", "counter", help_text, samples)
 
@@ -423,8 +496,8 @@ def _bytes_lines(slots: _Slots) -> list[str]:
 def _histogram_lines(slots: _Slots) -> list[str]:
     name = "router_request_duration_seconds"
     lines = metric_lines(name, "histogram", "Time from request received to response done.", [])
-    for (route, backend), slot in sorted(slots.items()):
-        base = {"route": route, "backend": backend}
+    for key, slot in sorted(slots.items()):
+        base = _arm(key)
         running = 0
         for bound, count in zip((*BOUNDS, math.inf), slot.hist, strict=True):
             running += count

@@ -60,6 +60,9 @@ class DataPlane:
         self.drift_sink: DriftSink | None = None  # bodies of drift-watched routes
         self.access: AccessLog | None = None  # None: no access line (sample 0)
         self.mirror_errors = 0  # offers that raised; the request went on regardless
+        # (route, backend, reason) -> requests a backend failed, as their clients saw it
+        # (router/ops/telemetry.py exports them; counted on the failure path only)
+        self.failures: dict[tuple[str, str, str], int] = {}
         self.stopping = False  # SIGTERM came: every answer closes its connection
         self.draining = False  # no longer accepting: idle connections close
         self.sweeper = Sweeper(self.connections, sweep_interval)
@@ -84,6 +87,17 @@ class DataPlane:
             if pools.get(name) is not old:
                 old.retire()
         self.pools = pools
+
+    def in_flight(self) -> dict[str, int]:
+        """Requests received and not yet answered, per route: counted when asked (a
+        scrape), so the request path keeps no gauge. Pipelined requests waiting behind
+        another have no route yet and are not counted."""
+        out: dict[str, int] = {}
+        for conn in self.connections:
+            for ex in conn.queue:
+                if ex.t0 and not ex.finished and ex.route_name:
+                    out[ex.route_name] = out.get(ex.route_name, 0) + 1
+        return out
 
     def new_exchange(self, conn: ClientConnection, req: Request) -> Exchange:
         return Exchange(self, conn, req)

@@ -48,6 +48,7 @@ from router.core.errors import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
+    connect_reason,
 )
 from router.dataplane.http1 import SPENT_RESPONSE_PARSER, Header
 
@@ -145,7 +146,7 @@ class UpstreamConnection:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._lost(UpstreamProtocolError(f"invalid response: {exc}"))
+            self._lost(UpstreamProtocolError(f"invalid response: {exc}", "invalid"))
             return
         if self.done:
             self._finish(sink)
@@ -189,7 +190,7 @@ class UpstreamConnection:
         status = self.parser.get_status_code()
         if status < 200:
             if status == 101:
-                raise UpstreamProtocolError("unexpected 101 Switching Protocols")
+                raise UpstreamProtocolError("unexpected 101 Switching Protocols", "invalid")
             self._interim = True  # skipped; its on_message_complete is ignored
             self._headers = []
             self._reason = b""
@@ -346,7 +347,8 @@ class UpstreamPool:
             )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             self.open -= 1
-            done(None, UpstreamConnectError(f"connect to {spec.host}:{spec.port}: {exc!r}"))
+            where = f"connect to {spec.host}:{spec.port}: {exc!r}"
+            done(None, UpstreamConnectError(where, connect_reason(exc)))
             return
         except asyncio.CancelledError:
             self.open -= 1

@@ -118,6 +118,10 @@ class Feedback:
         self.memory = Memory(max_entries, ttl)
         self.clock = clock
         self.matched = 0  # labels this replica matched
+        self.received = 0  # labels POSTed to this replica (any replica may match them)
+        # (route, arm, counter field) -> this replica's sums since start, for /metrics
+        # (router/ops/telemetry.py): the fields of `outcome`, folded in once stored
+        self.totals: dict[tuple[str, str, str], int] = {}
         self._seen: set[str] = set()
         self._seen_order: deque[str] = deque()
         self._seq = 0
@@ -155,6 +159,7 @@ class Feedback:
         text = f"{batch_id} {json.dumps(list(items), separators=(',', ':'))}"
         await self.store.push_sample(NAMESPACE, BATCH_KIND, text, BATCH_CAP, BATCH_TTL)
         await self.store.add_counters(NAMESPACE, {"received": {"n": len(items)}}, BATCH_TTL)
+        self.received += len(items)
         return batch_id
 
     async def outcome(self, batch_id: str, n: int, wait: float = OUTCOME_WAIT) -> dict[str, int]:
@@ -199,8 +204,22 @@ class Feedback:
             self._outcome(counters, item, kind)
         if counters:
             await self.store.add_counters_many(counters, WINDOW_TTL)
+            self._fold(counters)
         self.matched += matched
         return matched
+
+    def _fold(self, counters: Counters) -> None:
+        """Add the per-minute hashes just stored to this replica's totals."""
+        for route, hashes in counters.items():
+            if route == NAMESPACE:
+                continue
+            for name, fields in hashes.items():
+                if not name.startswith("fb:"):
+                    continue  # the window hashes hold the same counts again
+                for key, n in fields.items():
+                    arm, _, field = key.rpartition("#")
+                    at = (route, arm, field)
+                    self.totals[at] = self.totals.get(at, 0) + n
 
     def _outcome(self, counters: Counters, item: dict[str, Any], kind: str) -> None:
         shared = counters.setdefault(NAMESPACE, {})
@@ -341,12 +360,20 @@ class Feedback:
         app.router.add_get("/v1/routes/{name}/feedback", show)
 
     def metric_lines(self) -> list[str]:
-        return metric_lines(
-            "router_feedback_matched_total",
-            "counter",
-            "Delayed labels this replica matched to a request it served.",
-            [({}, float(self.matched))],
-        )
+        return [
+            *metric_lines(
+                "router_feedback_matched_total",
+                "counter",
+                "Delayed labels this replica matched to a request it served.",
+                [({}, float(self.matched))],
+            ),
+            *metric_lines(
+                "router_feedback_received_total",
+                "counter",
+                "Delayed labels POSTed to this replica (the replica that served one matches it).",
+                [({}, float(self.received))],
+            ),
+        ]
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:

@@ -128,6 +128,8 @@ class DriftIO:
         self.routes: dict[str, RouteDrift] = {}
         self.observed = 0
         self._tasks: list[asyncio.Task[None]] = []
+        # (route, backend) -> role, for the `role` label of the output series (router/ops/roles.py)
+        self.role_of: Callable[[str, str], str] = _no_role
 
     # -- config ----------------------------------------------------------------
     def apply_config(self, config: Config) -> None:
@@ -360,19 +362,28 @@ class DriftIO:
         app.router.add_post("/v1/routes/{name}/drift/reset", reset)
 
     def metric_lines(self) -> list[str]:
-        """Gauges from the latest scores of each route (refreshed every sync)."""
-        psi: list[tuple[dict[str, str], float]] = []
-        alarm: list[tuple[dict[str, str], float]] = []
+        """Gauges from the latest scores of each route (refreshed every sync). A feature
+        with no value in the current window has its sample count (0) and no score: a 0
+        would read as "no drift"."""
+        fams: dict[str, list[tuple[dict[str, str], float]]] = {k: [] for k in _DRIFT_HELP}
         for rd in self.routes.values():
             for label, found in rd.last.items():
+                role = "input" if label == "inputs" else self.role_of(rd.route, label)
                 for s in found:
-                    labels = {"route": rd.route, "series": label, "feature": s.name}
-                    psi.append((labels, s.psi))
-                    alarm.append((labels, float(s.alarm)))
+                    labels = {"route": rd.route, "series": label, "role": role, "feature": s.name}
+                    fams["router_drift_samples"].append((labels, float(s.n)))
+                    fams["router_drift_threshold"].append((labels, s.threshold))
+                    if not s.n:
+                        continue
+                    fams["router_drift_psi"].append((labels, s.psi))
+                    fams["router_drift_js_distance"].append((labels, s.js))
+                    if s.ks is not None:
+                        fams["router_drift_ks"].append((labels, s.ks))
+                    fams["router_drift_alarm"].append((labels, float(s.alarm)))
+        lines = [x for name, rows in fams.items() for x in _gauge(name, rows)]
         dropped: list[tuple[dict[str, str], float]] = [({}, float(self.sink.dropped))]
         return [
-            *metric_lines("router_drift_psi", "gauge", "PSI of a window vs its reference.", psi),
-            *metric_lines("router_drift_alarm", "gauge", "1 while a feature alarms.", alarm),
+            *lines,
             *metric_lines(
                 "router_drift_dropped_total",
                 "counter",
@@ -380,6 +391,24 @@ class DriftIO:
                 dropped,
             ),
         ]
+
+
+_DRIFT_HELP = {
+    "router_drift_psi": "PSI of the current window vs its reference (absent: no sample yet).",
+    "router_drift_js_distance": "Jensen-Shannon distance of the current window vs its reference.",
+    "router_drift_ks": "Kolmogorov-Smirnov statistic of a numeric feature vs its reference.",
+    "router_drift_alarm": "1 while a feature alarms (PSI >= threshold on min_samples or more).",
+    "router_drift_samples": "Values of a feature in the current window (every replica's).",
+    "router_drift_threshold": "The PSI a feature alarms at.",
+}
+
+
+def _gauge(name: str, rows: list[tuple[dict[str, str], float]]) -> list[str]:
+    return metric_lines(name, "gauge", _DRIFT_HELP[name], rows)
+
+
+def _no_role(route: str, backend: str) -> str:
+    return ""
 
 
 def _ref_state(stream: Stream) -> dict[str, Any]:

@@ -46,7 +46,7 @@ from aiohttp import web
 import router
 from router.config.spec import AdminSpec
 from router.core.rollout import Rollout
-from router.dataplane.metrics import Metrics, metric_lines
+from router.dataplane.metrics import Metrics
 from router.dataplane.routing import CompiledRoute
 from router.native import data_plane
 from router.ops.dashboard import (
@@ -56,6 +56,9 @@ from router.ops.dashboard import (
     freshen_reasons,
     install_dashboard,
 )
+from router.ops.exposition import negotiate
+from router.ops.roles import route_weights as route_weights  # the admin API's, re-exported
+from router.ops.telemetry import Telemetry
 from router.runtime import Runtime
 from router.state.base import StoreUnavailable
 
@@ -90,10 +93,8 @@ class AdminExtension(Protocol):
 
 
 TOKEN_ENV = "ROUTER_ADMIN_TOKEN"
-PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Fixed for the life of the process: what got imported is what runs.
 DATA_PLANE = data_plane()
-_SAMPLE_KEYS = range(5, 10_000, 10)  # one key per 10 basis points, for decide() sampling
 _NO_TOKEN = (
     "admin changes are disabled: no token is configured; set ROUTER_ADMIN_TOKEN "
     "(or admin.token_file in config.yaml) and restart the router"
@@ -107,23 +108,6 @@ def load_token(spec: AdminSpec) -> str | None:
         with open(spec.token_file, encoding="utf-8") as f:
             token = f.read().strip()
     return token or None
-
-
-def route_weights(route: CompiledRoute, live: Rollout | None) -> dict[str, float]:
-    """Share of requests (percent) each backend answers now.
-
-    Strategies that know their split expose `weights(live)`; for any other the
-    split is measured by asking `decide` for keys spread evenly over the 10 000
-    buckets (pure and cheap: 1 000 calls), which is exact to 0.1 %.
-    """
-    weights = getattr(route.strategy, "weights", None)
-    if callable(weights):
-        return {str(k): float(v) for k, v in weights(live).items()}
-    counts = dict.fromkeys(route.strategy.backends(), 0)
-    for key in _SAMPLE_KEYS:
-        primary = route.strategy.decide(key, live, None).primary
-        counts[primary] = counts.get(primary, 0) + 1
-    return {name: round(100 * n / len(_SAMPLE_KEYS), 1) for name, n in counts.items()}
 
 
 def route_entry(route: CompiledRoute, live: Rollout | None) -> dict[str, Any]:
@@ -180,8 +164,12 @@ class _Admin:
         history: History | None,
         shadow: ShadowFigures | None = None,
         extensions: Sequence[AdminExtension] = (),
+        page: Callable[[], str] | None = None,
     ) -> None:
         self.extensions = tuple(extensions)
+        # the /metrics text: the router's whole page (router/ops/telemetry.py), or for an
+        # admin app built alone (tests) one of these parts and the extensions' lines
+        self.page = page or Telemetry(runtime, metrics, extensions=self.extensions).page
         self.runtime = runtime
         self.metrics = metrics
         self.token = token.encode() if token else None
@@ -301,33 +289,9 @@ class _Admin:
         return _json(200, {"route": route.name, "diffs": diffs})
 
     async def metrics_text(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.page().encode(), headers={"Content-Type": PROMETHEUS_TYPE})
-
-    def page(self) -> str:
-        """The Prometheus text of /metrics (the probes listener serves the same)."""
-        lines = self._runtime_lines() + [x for e in self.extensions for x in e.metric_lines()]
-        return self.metrics.exposition() + "\n".join(lines) + "\n"
-
-    def _runtime_lines(self) -> list[str]:
-        rt = self.runtime
-        lines = metric_lines(
-            "router_store_up", "gauge", "1 when the state store answers.", [({}, int(rt.store_ok))]
-        )
-        lines += metric_lines(
-            "router_config_reload_failed",
-            "gauge",
-            "1 while the last config reload was refused (the old config keeps serving).",
-            [({}, int(rt.last_reload_error is not None))],
-        )
-        shares = [
-            ({"route": r.name, "backend": b}, share)
-            for r in self._routes()
-            for b, share in route_weights(r, rt.live.get(r.name)).items()
-        ]
-        lines += metric_lines(
-            "router_route_weight_percent", "gauge", "Share of a route's requests.", shares
-        )
-        return lines
+        """Prometheus text, or OpenMetrics when the scraper's Accept prefers it."""
+        body, content_type = negotiate(self.page(), request.headers.get("Accept", ""))
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def action(self, request: web.Request) -> web.Response:
         if (refused := self.refusal(request)) is not None:
@@ -384,10 +348,21 @@ def build_admin_app(
     history: History | None = None,
     shadow: ShadowFigures | None = None,
     extensions: Sequence[AdminExtension] = (),
+    page: Callable[[], str] | None = None,
 ) -> web.Application:
-    """The admin application; serve it with `start_admin` (or any aiohttp runner)."""
+    """The admin application; serve it with `start_admin` (or any aiohttp runner).
+    `page` renders /metrics (router/ops/telemetry.py `Telemetry.page`)."""
     admin = _Admin(
-        runtime, metrics, token, actions or {}, extra_status, reload, history, shadow, extensions
+        runtime,
+        metrics,
+        token,
+        actions or {},
+        extra_status,
+        reload,
+        history,
+        shadow,
+        extensions,
+        page,
     )
     app = web.Application(middlewares=[_json_errors], client_max_size=1024 * 1024)
     app.router.add_get("/healthz", admin.healthz)
@@ -413,13 +388,6 @@ def build_admin_app(
     )
     install_dashboard(app, dashboard)  # GET /dashboard and GET /v1/dashboard, read-only
     return app
-
-
-def prometheus_page(
-    runtime: Runtime, metrics: Metrics, extensions: Sequence[AdminExtension] = ()
-) -> str:
-    """The admin API's /metrics text, for a listener that serves nothing else of it."""
-    return _Admin(runtime, metrics, None, {}, None, None, None, None, extensions).page()
 
 
 async def start_admin(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:

@@ -3,7 +3,8 @@
     GET /healthz   200 while the process's event loop answers (liveness, startup)
     GET /readyz    200 ready (or degraded: state store down, still routing);
                    503 starting (data listener not up yet) or stopping (SIGTERM came)
-    GET /metrics   the admin API's Prometheus text, when `probes.metrics` is true
+    GET /metrics   the admin API's Prometheus text (OpenMetrics when the scraper's
+                   Accept asks for it), when `probes.metrics` is true
 
 The admin API binds loopback by default and serves the routes' state, the
 dashboard and the changes; none of that belongs on a port the node and every
@@ -20,9 +21,8 @@ from collections.abc import Callable
 from aiohttp import web
 
 from router.config.spec import ProbesSpec
+from router.ops.exposition import negotiate
 from router.runtime import Runtime
-
-PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def _json(status: int, body: dict[str, object]) -> web.Response:
@@ -47,8 +47,8 @@ def build_probes_app(runtime: Runtime, page: Callable[[], str] | None) -> web.Ap
         render = page
 
         async def metrics(request: web.Request) -> web.Response:
-            headers = {"Content-Type": PROMETHEUS_TYPE}
-            return web.Response(body=render().encode(), headers=headers)
+            body, content_type = negotiate(render(), request.headers.get("Accept", ""))
+            return web.Response(body=body, headers={"Content-Type": content_type})
 
         app.router.add_get("/metrics", metrics)
     return app

@@ -2,12 +2,14 @@
 
 Only worker 0 serves the admin API, but every worker answers requests and
 counts its own. So each worker writes a snapshot of its cumulative request
-counts to a directory the supervisor made for this run (once a second and when
-it stops; written to a temporary name and renamed, so a reader never sees half
-a file), and worker 0's /metrics adds the other workers' latest snapshots to
-its own counts. The other workers' figures are therefore up to a second old,
-well inside any Prometheus scrape interval; `router_metrics_workers` says how
-many processes the figures include.
+counts, and the text of its other per-process figures (mirrors, failures,
+comparisons, ...: router/ops/telemetry.py `local_lines`), to a directory the
+supervisor made for this run (once a second and when it stops; written to a
+temporary name and renamed, so a reader never sees half a file), and worker
+0's /metrics adds the other workers' latest snapshots to its own counts
+(the text by router/ops/exposition.py `merge`). The other workers' figures are
+therefore up to a second old, well inside any Prometheus scrape interval;
+`router_metrics_workers` says how many processes the figures include.
 
 A worker that dies is restarted by the supervisor (router/ops/supervisor.py),
 which first renames its last snapshot `retired-WORKER-PID.json`: its requests
@@ -25,7 +27,9 @@ import asyncio
 import contextlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -48,6 +52,8 @@ class WorkerCounters:
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
         self._live = 1
+        self.local: Callable[[], str] | None = None  # this worker's per-process text
+        self._peer_local: list[tuple[bool, str]] = []
         if worker == 0:
             metrics.peers = self.peers
             metrics.live_workers = self.live
@@ -59,7 +65,10 @@ class WorkerCounters:
         """Replace this worker's snapshot file atomically."""
         final = self.path(self.worker)
         temp = final.with_suffix(".tmp")
-        temp.write_text(json.dumps(self.metrics.snapshot()))
+        body: dict[str, Any] = {"slots": self.metrics.snapshot()}
+        if self.local is not None:
+            body["local"] = self.local()
+        temp.write_text(json.dumps(body))
         os.replace(temp, final)
 
     def live(self) -> int:
@@ -70,6 +79,7 @@ class WorkerCounters:
     def peers(self) -> list[Snapshot]:
         """The latest snapshot of every other worker, and the last of each dead one."""
         out: list[Snapshot] = []
+        local: list[tuple[bool, str]] = []
         live = 1
         for path in sorted(self.directory.glob("*.json")):
             retired = path.name.startswith("retired-")
@@ -79,11 +89,18 @@ class WorkerCounters:
                 snap = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue  # gone, or unreadable: counted as not reporting
-            if isinstance(snap, list):
-                out.append(snap)
+            if isinstance(snap, dict) and isinstance(snap.get("slots"), list):
+                out.append(snap["slots"])
+                if isinstance(text := snap.get("local"), str):
+                    local.append((not retired, text))
                 live += not retired
         self._live = live
+        self._peer_local = local
         return out
+
+    def peer_local(self) -> list[tuple[bool, str]]:
+        """(live?, per-process text) of every other worker, as of the last `peers()`."""
+        return self._peer_local
 
     @staticmethod
     def retire(directory: str, worker: int, pid: int) -> None:

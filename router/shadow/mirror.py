@@ -69,6 +69,7 @@ from router.shadow.lanes import Lane, RouteFigures
 from router.shadow.records import disagreement_record
 from router.shadow.stored import DIFFS, read_summary, window_counter
 from router.shadow.streams import StreamMetrics
+from router.shadow.totals import MirrorTotals
 from router.state.base import StateStore, StoreUnavailable
 from strategies.shadow import SampleSpec
 
@@ -118,6 +119,7 @@ class Mirrors:
         # body): delayed labels score it (router/drift/watch.py `remember_answer`)
         self.answered: Answered | None = None
         self.streams: StreamMetrics | None = None  # times shadows' event streams
+        self.totals = MirrorTotals()  # this process's counts since start, for /metrics
 
     # -- wiring -------------------------------------------------------------------
 
@@ -183,11 +185,11 @@ class Mirrors:
     def _offer(self, copy: MirrorCopy) -> None:
         figures = self._figures(copy.route)
         figures.count("offered")
-        if copy.body is None:
-            figures.count("oversize_body")
-            return
-        if copy.primary_body is None:
-            figures.count("oversize_answer")
+        if copy.body is None or copy.primary_body is None:
+            why = "oversize_body" if copy.body is None else "oversize_answer"
+            figures.count(why)
+            for backend in copy.backends:
+                self.totals.drop(copy.route, backend, why)
             return
         size, now = _size(copy), monotonic()
         for backend in copy.backends:
@@ -195,14 +197,17 @@ class Mirrors:
             if lane is not None and copy.held is None and lane.breaker.is_open(now):
                 figures.count(lane.down_key)
                 figures.count(lane.dropped_key)
+                self.totals.drop(copy.route, backend, "shadow_down")
                 continue
             if lane is None or self.queued_bytes + size > self.max_queued_bytes:
                 figures.count(lane.dropped_key if lane else f"dropped|{escape(backend)}")
+                self.totals.drop(copy.route, backend, "memory_full" if lane else "no_lane")
                 continue
             try:
                 lane.queue.put_nowait(copy)
             except asyncio.QueueFull:
                 figures.count(lane.dropped_key)
+                self.totals.drop(copy.route, backend, "queue_full")
                 continue
             self.queued_bytes += size
 
@@ -242,6 +247,7 @@ class Mirrors:
                 raise
             except Exception:  # one bad copy must not stop the lane
                 self._figures(copy.route).count(lane.errors_key)
+                self.totals.fail(copy.route, lane.name, "error")
                 log.exception("mirror_failed", route=copy.route, backend=lane.name)
             finally:
                 lane.busy -= 1
@@ -263,6 +269,7 @@ class Mirrors:
             rewritten = rewrite.body(body) if body else body
             if rewritten is None:  # not a JSON object: this arm's request cannot be made
                 self._figures(copy.route).count(lane.rewrite_key)
+                self.totals.drop(copy.route, lane.name, "rewrite_failed")
                 return
             body, extra, own = rewritten, rewrite.lines, rewrite.names
         data = request_bytes(pool, copy.method, copy.target, copy.headers, body, rid, extra, own)
@@ -270,15 +277,19 @@ class Mirrors:
         if lane.breaker.is_open(monotonic()):  # queued before the shadow went down
             self._figures(copy.route).count(lane.down_key)
             self._figures(copy.route).count(lane.dropped_key)
+            self.totals.drop(copy.route, lane.name, "shadow_down")
             return
+        self.totals.send(copy.route, lane.name)
         started = perf_counter()
         clock = self._clock(copy.route, lane.name, started)
         try:
             status, answer = await fetch(
                 pool, data, head_only=copy.method == b"HEAD", limit=ANSWER_MAX_BODY + 1, clock=clock
             )
-        except (UpstreamError, TimeoutError):
+        except (UpstreamError, TimeoutError) as exc:
             status, answer = 0, b""  # counted as no_answer by the comparison
+            why = exc.reason if isinstance(exc, UpstreamError) else "timeout"
+            self.totals.fail(copy.route, lane.name, why)
         self._breaker(lane, status)
         self.judge(copy, lane.name, Answer(status, answer, perf_counter() - started))
 
@@ -319,6 +330,7 @@ class Mirrors:
         if self.answered is not None and 200 <= shadow.status < 300:
             self.answered(copy.route, backend, copy.role, copy.request_id, shadow.body)
         figures.tally(counter_name(backend, cid)).add(c)
+        self.totals.judged(copy.route, backend, c)
         if (current := window_of(self.runtime, copy.route)) is not None:
             figures.window_tally(window_counter(backend, current, cid)).add(c)
         if not c.agree and settings.samples.enabled and backend != settings.secondary:

@@ -6,9 +6,10 @@ and to the mirror workers (role "shadow"), and keeps their `StreamStats` per
 (route, backend, role). Then, off the request path:
 
 - /metrics: `router_stream_first_token_seconds` and
-  `router_stream_inter_token_seconds`, histograms by route, backend and role
-  (this process's counts; with --workers N, worker 0's own, like the mirror
-  gauges).
+  `router_stream_inter_token_seconds`, histograms by route, backend, the
+  backend's `role` in the route (router/ops/roles.py) and `answer`: `served`
+  (the client's, role "primary" here) or `mirrored` (this process's counts;
+  with --workers N worker 0 adds the others', router/ops/exposition.py).
 - the store, about once a second in ONE `add_counters_many` call: each
   stats' increments since the last flush go to the route's counter hash
   `st:<backend>:<role>` (every replica adds to it: what `routerctl status`
@@ -51,6 +52,10 @@ def _no_window(route: str) -> str | None:
     return None
 
 
+def _no_role(route: str, backend: str) -> str:
+    return ""
+
+
 def counter(backend: str, role_or_window: str) -> str:
     return f"st:{backend}:{role_or_window}"
 
@@ -72,6 +77,7 @@ class StreamMetrics:
         self.flush_interval = flush_interval
         self.stats: dict[Key, StreamStats] = {}
         self._task: asyncio.Task[None] | None = None
+        self.role_of: Callable[[str, str], str] = _no_role  # the `role` label (/metrics)
 
     # -- handing out timers (request path and mirror workers) -----------------------
 
@@ -104,7 +110,9 @@ class StreamMetrics:
         ):
             lines += metric_lines(name, "histogram", text, [])
             for (route, backend, role), stats in sorted(self.stats.items()):
-                labels = f'route="{_esc(route)}",backend="{_esc(backend)}",role="{role}"'
+                arm = f'route="{_esc(route)}",backend="{_esc(backend)}"'
+                answer = "served" if role == "primary" else "mirrored"
+                labels = f'{arm},role="{_esc(self.role_of(route, backend))}",answer="{answer}"'
                 counts = stats.first if attr == "first" else stats.gaps
                 total = stats.first_sum if attr == "first" else stats.gap_sum
                 lines += _histogram(name, labels, counts, total)
