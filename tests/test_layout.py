@@ -130,6 +130,12 @@ def test_the_router_folder_holds_few_modules_beside_its_planes() -> None:
     assert len(top) <= 8, top
 
 
+def test_no_module_is_longer_than_450_lines() -> None:
+    """A module past 450 lines holds more than one idea: split it (STYLE.md: 100-300)."""
+    long = {n: len(p.read_text().splitlines()) for n, p in modules().items()}
+    assert {n: lines for n, lines in long.items() if lines > 450} == {}
+
+
 def test_readme_maps_every_module() -> None:
     """The README's Development section names each folder and each module in it."""
     readme = (ROOT / "README.md").read_text()

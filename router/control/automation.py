@@ -46,7 +46,8 @@ from router.control.base import KindBase, Reply, Writer, strategy_of, window_id
 from router.core.ladder import judge, next_level, plan, rank
 from router.core.rollout import Rollout
 from router.dataplane.follow import FALLBACKS
-from router.dataplane.metrics import metric_lines, read_step_window
+from router.dataplane.metric_text import metric_lines
+from router.dataplane.metrics import read_step_window
 from router.dataplane.routing import CompiledRoute
 from router.drift.labels import backend_counts, figures, window_counts
 from router.ops.admin import Refusal

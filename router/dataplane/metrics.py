@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 `Metrics.record` is on the request path, so it only bumps integers in a slotted
-`_Slot` found by one dict lookup (plus one `bisect` for the latency bucket). It
+`Slot` found by one dict lookup (plus one `bisect` for the latency bucket). It
 keeps *cumulative* counts since start; those feed Prometheus text at /metrics.
 
 Shared windows. The controller must judge a candidate on every replica's
@@ -39,6 +39,7 @@ from typing import Any, Final, Protocol
 import structlog
 
 from router.core.stats import LATENCY_BOUNDS, quantile
+from router.dataplane.metric_text import metric_lines, request_families
 from router.state.base import StoreUnavailable
 
 log = structlog.get_logger("router.dataplane.metrics")
@@ -157,7 +158,7 @@ def _no_step(route: str) -> str | None:
     return None
 
 
-# [route, backend, _Slot.snapshot()] per (route, backend) of one process
+# [route, backend, Slot.snapshot()] per (route, backend) of one process
 Snapshot = list[list[Any]]
 
 
@@ -169,7 +170,7 @@ def _no_role(route: str, backend: str) -> str:
     return ""
 
 
-class _Slot:
+class Slot:
     """Cumulative counts of one (route, backend), and what was already flushed."""
 
     __slots__ = ("codes", "errors", "hist", "lat_sum", "nbytes", "requests", "sent")
@@ -231,7 +232,7 @@ class Metrics:
         # route -> id of its current rollout step, or None: set by the router so
         # that each step's counts land in a hash of their own ("windows per step")
         self.step_window: Callable[[str], str | None] = _no_step
-        self._slots: dict[tuple[str, str], _Slot] = {}
+        self._slots: dict[tuple[str, str], Slot] = {}
         self._collectors: list[Collector] = []
         self._pending: Pending = {}
         self.max_pending_windows = max_pending_windows
@@ -258,7 +259,7 @@ class Metrics:
     ) -> None:
         slot = self._slots.get((route, backend))
         if slot is None:
-            slot = self._slots[(route, backend)] = _Slot()
+            slot = self._slots[(route, backend)] = Slot()
         slot.requests += 1
         slot.codes[status if 0 < status < NCODES else 0] += 1
         if status >= 500:
@@ -269,7 +270,7 @@ class Metrics:
 
     def local(self, route: str, backend: str) -> WindowStats:
         """This process's cumulative counts of (route, backend) since start."""
-        slot = self._slots.get((route, backend)) or _Slot()
+        slot = self._slots.get((route, backend)) or Slot()
         return WindowStats(slot.requests, slot.errors, list(slot.hist), BOUNDS, slot.lat_sum)
 
     def add_collector(self, fn: Collector) -> None:
@@ -333,17 +334,17 @@ class Metrics:
         """This process's cumulative request counts, JSON-ready, for the other workers."""
         return [[route, backend, slot.snapshot()] for (route, backend), slot in self._slots.items()]
 
-    def _merged(self, peers: list[Snapshot]) -> dict[tuple[str, str], _Slot]:
+    def _merged(self, peers: list[Snapshot]) -> dict[tuple[str, str], Slot]:
         """Own slots plus every peer's snapshot, as fresh slots (own ones untouched)."""
-        merged: dict[tuple[str, str], _Slot] = {}
+        merged: dict[tuple[str, str], Slot] = {}
         for key, slot in self._slots.items():
-            merged[key] = fresh = _Slot()
+            merged[key] = fresh = Slot()
             fresh.add(slot.snapshot())
         for peer in peers:
             for route, backend, snap in peer:
                 key = (str(route), str(backend))
                 if key not in merged:
-                    merged[key] = _Slot()
+                    merged[key] = Slot()
                 merged[key].add(snap)
         return merged
 
@@ -359,19 +360,15 @@ class Metrics:
         `router_rejected_requests_total`: an empty label would match every `sum by`."""
         peers = self.peers()
         slots = self._merged(peers) if peers else self._slots
-        routed: dict[tuple[str, str, str], _Slot] = {}
-        rejected: dict[str, _Slot] = {}
+        routed: dict[tuple[str, str, str], Slot] = {}
+        rejected: dict[str, Slot] = {}
         for (route, backend), slot in slots.items():
             if route and backend:
                 routed[(route, backend, self.role_of(route, backend))] = slot
             else:
                 rejected[route] = slot
         lines: list[str] = []
-        lines += _requests_lines(routed)
-        lines += _errors_lines(routed)
-        lines += _bytes_lines(routed)
-        lines += _histogram_lines(routed)
-        lines += _rejected_lines(rejected)
+        lines += request_families(routed, rejected)
         lines += metric_lines(
             "router_metrics_workers",
             "gauge",
@@ -403,109 +400,6 @@ class Metrics:
         for fn in self._collectors:
             lines.extend(fn())
         return lines
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _labels(labels: Mapping[str, str]) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
-
-
-def _number(value: float) -> str:
-    if isinstance(value, int):
-        return str(value)
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(value)
-
-
-def metric_lines(
-    name: str, kind: str, help_text: str, samples: Iterable[tuple[Mapping[str, str], float]]
-) -> list[str]:
-    """One metric family in Prometheus text: HELP, TYPE, then one line per sample.
-
-    Other modules use this in their collectors (see `Metrics.add_collector`).
-    """
-    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-    lines += [f"{name}{_labels(labels)} {_number(value)}" for labels, value in samples]
-    return lines
-
-
-_Slots = Mapping[tuple[str, str, str], _Slot]  # (route, backend, role) -> counts
-
-
-def _arm(key: tuple[str, str, str]) -> dict[str, str]:
-    return {"route": key[0], "backend": key[1], "role": key[2]}
-
-
-def _codes(slot: _Slot) -> list[tuple[str, int]]:
-    return [(str(code) if code else "other", n) for code, n in enumerate(slot.codes) if n]
-
-
-def _requests_lines(slots: _Slots) -> list[str]:
-    samples = [
-        ({**_arm(key), "code": code}, n)
-        for key, s in sorted(slots.items())
-        for code, n in _codes(s)
-    ]
-    help_text = "Requests answered, by route, backend, its role and status code."
-    return metric_lines("router_requests_total", "counter", help_text, samples)
-
-
-def _rejected_lines(slots: Mapping[str, _Slot]) -> list[str]:
-    unrouted = [({"code": code}, n) for code, n in _codes(slots[""])] if "" in slots else []
-    rejected = [
-        ({"route": route, "code": code}, n)
-        for route, s in sorted(slots.items())
-        if route
-        for code, n in _codes(s)
-    ]
-    return [
-        *metric_lines(
-            "router_unrouted_requests_total",
-            "counter",
-            "Requests no route matched (or refused before routing), by status code.",
-            unrouted,
-        ),
-        *metric_lines(
-            "router_rejected_requests_total",
-            "counter",
-            "Requests of a route answered before a backend was picked (bad or too large "
-            "requests), by status code.",
-            rejected,
-        ),
-    ]
-
-
-def _errors_lines(slots: _Slots) -> list[str]:
-    samples = [(_arm(key), s.errors) for key, s in sorted(slots.items())]
-    help_text = "Requests that failed: status >= 500, including connect failures and timeouts."
-    return metric_lines("router_request_errors_total", "counter", help_text, samples)
-
-
-def _bytes_lines(slots: _Slots) -> list[str]:
-    samples = [(_arm(key), s.nbytes) for key, s in sorted(slots.items())]
-    help_text = "Response body bytes sent to clients."
-    return metric_lines("router_response_bytes_total", "counter", help_text, samples)
-
-
-def _histogram_lines(slots: _Slots) -> list[str]:
-    name = "router_request_duration_seconds"
-    lines = metric_lines(name, "histogram", "Time from request received to response done.", [])
-    for key, slot in sorted(slots.items()):
-        base = _arm(key)
-        running = 0
-        for bound, count in zip((*BOUNDS, math.inf), slot.hist, strict=True):
-            running += count
-            le = "+Inf" if math.isinf(bound) else repr(bound)
-            lines.append(f"{name}_bucket{_labels({**base, 'le': le})} {running}")
-        lines.append(f"{name}_sum{_labels(base)} {slot.lat_sum!r}")
-        lines.append(f"{name}_count{_labels(base)} {slot.requests}")
-    return lines
 
 
 class MetricsFlusher:

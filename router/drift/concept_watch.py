@@ -25,7 +25,7 @@ import structlog
 from aiohttp import web
 
 from router.core.concept import ArmWatch
-from router.dataplane.metrics import metric_lines
+from router.dataplane.metric_text import metric_lines
 from router.drift.labels import HORIZON, SLOT, by_arm
 from router.ops.admin import Refusal
 from router.runtime import Runtime

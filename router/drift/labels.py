@@ -74,7 +74,7 @@ import structlog
 from aiohttp import web
 
 from router.core.stats import shown_bounds
-from router.dataplane.metrics import metric_lines
+from router.dataplane.metric_text import metric_lines
 from router.drift.label_items import MICRO, Entry, Memory, arm_name, outcome, parse_items, rows_of
 from router.ops.admin import Refusal
 from router.state.base import StateStore, StoreUnavailable

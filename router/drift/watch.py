@@ -54,7 +54,7 @@ from aiohttp import web
 from router.config.spec import Config
 from router.core.drift import Reference, counter_fields, counts_from_fields
 from router.core.drift_scores import FeatureScore, scores
-from router.dataplane.metrics import metric_lines
+from router.dataplane.metric_text import metric_lines
 from router.drift.streams import DriftSink, Item, RouteDrift, Stream, ref_id
 from router.ops.admin import Refusal
 from router.state.base import StateStore, StoreUnavailable

@@ -44,7 +44,7 @@ import structlog
 
 from router.config.spec import LoggingSpec
 from router.dataplane.accesslog import AccessLog
-from router.dataplane.metrics import metric_lines
+from router.dataplane.metric_text import metric_lines
 
 log = structlog.get_logger("router.access")
 

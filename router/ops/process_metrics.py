@@ -14,7 +14,7 @@ import os
 import resource
 from functools import cache
 
-from router.dataplane.metrics import metric_lines
+from router.dataplane.metric_text import metric_lines
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100

@@ -35,7 +35,7 @@ import structlog
 
 from router.control.base import ANALYSIS_SAMPLE, TABLES
 from router.core.rollout import BASIS_POINTS, Rollout
-from router.dataplane.metrics import metric_lines
+from router.dataplane.metric_text import metric_lines
 from router.dataplane.routing import CompiledRoute
 from router.runtime import Runtime
 from router.state.base import StateStore, StoreUnavailable

@@ -35,7 +35,8 @@ from typing import Any, Protocol
 import router
 from router.core.analysis import GATES
 from router.core.rollout import Rollout
-from router.dataplane.metrics import Metrics, metric_lines
+from router.dataplane.metric_text import metric_lines
+from router.dataplane.metrics import Metrics
 from router.drift.label_items import MICRO
 from router.native import data_plane
 from router.ops.exposition import merge, parse, render_text

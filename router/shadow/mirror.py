@@ -66,12 +66,11 @@ from router.shadow.figures import counter_name, escape
 from router.shadow.hints import add_hints
 from router.shadow.judging import judging, protocol_of, settings_of, window_of
 from router.shadow.lanes import Lane, RouteFigures
-from router.shadow.records import disagreement_record
+from router.shadow.records import sample_record
 from router.shadow.stored import DIFFS, read_summary, window_counter
 from router.shadow.streams import StreamMetrics
 from router.shadow.totals import MirrorTotals
 from router.state.base import StateStore, StoreUnavailable
-from strategies.shadow import SampleSpec
 
 log = structlog.get_logger("router.shadow.mirror")
 
@@ -334,7 +333,7 @@ class Mirrors:
         if (current := window_of(self.runtime, copy.route)) is not None:
             figures.window_tally(window_counter(backend, current, cid)).add(c)
         if not c.agree and settings.samples.enabled and backend != settings.secondary:
-            figures.samples.append(_sample(copy, backend, c, shadow.body, settings.samples))
+            figures.samples.append(sample_record(copy, backend, c, shadow.body, settings.samples))
         return c
 
     # -- flushing --------------------------------------------------------------
@@ -441,20 +440,3 @@ class Mirrors:
                 if isinstance(record, dict):
                     out.append(record)
         return out
-
-
-def _sample(
-    copy: MirrorCopy, backend: str, c: Comparison, shadow_body: bytes, spec: SampleSpec
-) -> str:
-    record = disagreement_record(
-        copy.request_id,
-        c,
-        copy.primary_body or b"",
-        shadow_body,
-        fields_only=spec.fields_only,
-        request_body=copy.body if spec.store_request_body else None,
-    )
-    # the record is a JSON object: name the shadow (and the path, unless only the
-    # fields may be kept: a query string can hold personal data) without a re-parse
-    target = "" if spec.fields_only else f'"target":{json.dumps(copy.target.decode("latin-1"))},'
-    return f'{{"backend":{json.dumps(backend)},{target}{record[1:]}'

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from router.core.compare import Comparison
 from router.core.compare_kinds import FieldResult
 from router.core.jsonpath import MISSING
 from router.core.protocols.base import inflate
+
+if TYPE_CHECKING:
+    from router.dataplane.shadow_copy import MirrorCopy
+    from strategies.shadow import SampleSpec
 
 
 def disagreement_record(
@@ -84,3 +88,22 @@ def _cut(text: str, max_chars: int) -> str:
     if len(text) <= max_chars:
         return text
     return f"{text[:max_chars]}…(+{len(text) - max_chars} chars)"
+
+
+def sample_record(
+    copy: MirrorCopy, backend: str, c: Comparison, shadow_body: bytes, spec: SampleSpec
+) -> str:
+    """One disagreement of `backend` with the primary, as the route's sample settings
+    allow it to be kept (router/shadow/mirror.py pushes it to the route's diffs list)."""
+    record = disagreement_record(
+        copy.request_id,
+        c,
+        copy.primary_body or b"",
+        shadow_body,
+        fields_only=spec.fields_only,
+        request_body=copy.body if spec.store_request_body else None,
+    )
+    # the record is a JSON object: name the shadow (and the path, unless only the
+    # fields may be kept: a query string can hold personal data) without a re-parse
+    target = "" if spec.fields_only else f'"target":{json.dumps(copy.target.decode("latin-1"))},'
+    return f'{{"backend":{json.dumps(backend)},{target}{record[1:]}'

@@ -34,7 +34,8 @@ import structlog
 from aiohttp import web
 
 from router.core.stats import LATENCY_BOUNDS, quantile
-from router.dataplane.metrics import NBUCKETS, metric_lines
+from router.dataplane.metric_text import metric_lines
+from router.dataplane.metrics import NBUCKETS
 from router.dataplane.stream_timing import StreamStats, StreamTimer, is_event_stream
 from router.runtime import Runtime
 from router.state.base import StateStore, StoreUnavailable

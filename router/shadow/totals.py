@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from typing import Final
 
 from router.core.compare import Comparison
-from router.dataplane.metrics import metric_lines
+from router.dataplane.metric_text import metric_lines
 
 RoleOf = Callable[[str, str], str]
 Counts = dict[tuple[str, ...], int]
