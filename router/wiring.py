@@ -19,6 +19,7 @@ import structlog
 from aiohttp import web
 
 from router import native
+from router.capture.writer import Capture
 from router.config.reader import parse
 from router.config.reload import ConfigWatcher, diff_summary
 from router.config.spec import Config
@@ -117,6 +118,11 @@ class Parts:
             self.runtime, self.store, is_leader=lambda: self.controller.leadership.is_leader
         )
         self.feedback.tests = self.concept.figures
+        # payload capture (router/capture/): the data plane's tap, the shadows' answers, labels
+        self.capture = Capture(self.runtime)
+        self.dataplane.capture_sink = self.capture.sink
+        self.mirrors.capture = self.capture.shadow_answer
+        self.feedback.on_labels = self.capture.labels
         # the kubelet's and Prometheus's listener (router/ops/probes.py); worker 0's, like admin
         spec = config.probes
         self.probes = Probes(spec, self.runtime, self._page) if spec and worker == 0 else None
@@ -156,6 +162,7 @@ class Parts:
         await self.drift.start()
         await self.feedback.start()
         await self.concept.start()
+        await self.capture.start()
         if self.worker == 0:
             await self._start_admin()
         # logrotate renames the access file, then sends SIGHUP: write to a new one
@@ -193,6 +200,7 @@ class Parts:
         asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         self.access.close()  # the last requests' lines
         await self.mirrors.stop()
+        await self.capture.stop()  # after the mirrors: their last answers are captured too
         await self.streams.stop()
         await self.watcher.stop()
         await self.controller.stop()
@@ -222,14 +230,26 @@ class Parts:
             reload=self.watcher.check_now,
             history=self.store.history,
             shadow=self.mirrors,
-            extensions=[self.drift, self.feedback, self.concept, self.automation, self.streams],
+            extensions=self._extensions(),
         )
         self.admin_runner = web.AppRunner(app, access_log=None)
         await self.admin_runner.setup()
         await web.TCPSite(self.admin_runner, spec.host, spec.port).start()
 
+    def _extensions(self) -> list[Any]:
+        return [
+            self.drift,
+            self.feedback,
+            self.concept,
+            self.automation,
+            self.streams,
+            self.capture,
+        ]
+
     def _page(self) -> str:
-        return prometheus_page(self.runtime, self.metrics, [self.drift, self.feedback])
+        return prometheus_page(
+            self.runtime, self.metrics, [self.drift, self.feedback, self.capture]
+        )
 
     # -- callbacks ---------------------------------------------------------
     def _reloaded(self, prepared: tuple[Config, RouteTable, list[str]]) -> None:
@@ -258,6 +278,7 @@ class Parts:
         self.dataplane.access = self.access.active()
         self.mirrors.apply_config(config)
         self.drift.apply_config(config)
+        self.capture.apply_config(config)
         if changes is None:
             changes = diff_summary(old, config)
         log.info("config reloaded", hash=config.source_hash, changes=changes)

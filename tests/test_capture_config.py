@@ -40,7 +40,9 @@ def test_a_capture_block_is_read_whole() -> None:
         + "              sink: {http: {url: http://127.0.0.1:9/, timeout: 500ms, retries: 1}}}\n"
     ).routes[0]
     spec = route.capture
-    assert spec is not None and spec.file is None and spec.http is not None
+    assert spec is not None
+    assert spec.file is None
+    assert spec.http is not None
     assert (spec.mode, spec.sample, spec.arms, spec.max_body) == (
         "response", 0.05, frozenset({"shadow"}), 8192,
     )  # fmt: skip
@@ -103,7 +105,9 @@ def test_admin_tokens_need_a_role_a_label_and_one_source(tmp_path: Path) -> None
     )
     found = errors("", head)
     assert "admin.tokens[1].role: must be one of viewer, operator, got 'boss'" in found
-    assert "admin.tokens[1].label: duplicate label, first used at admin.tokens[0], got 'ci'" in found
+    assert (
+        "admin.tokens[1].label: duplicate label, first used at admin.tokens[0], got 'ci'" in found
+    )
     assert "admin.tokens[2]: must set exactly one of file, env" in found
     spec = parse(f"admin:\n  tokens: [{{label: v, role: viewer, file: {token}}}]\n" + BASE)
     assert spec.admin.tokens[0].role == "viewer"

@@ -76,6 +76,8 @@ log = structlog.get_logger("router.shadow.mirror")
 
 COUNTER_TTL: Final = 7 * 24 * 3600.0  # figures outlive a quiet weekend
 Answered = Callable[[str, str, str, str, bytes], None]
+# the copy, the shadow backend, its status, body and latency: capture pairs it (router/capture/)
+Captured = Callable[[MirrorCopy, str, int, bytes, float], None]
 
 
 def _size(copy: MirrorCopy) -> int:
@@ -118,6 +120,7 @@ class Mirrors:
         # body): delayed labels score it (router/drift/watch.py `remember_answer`)
         self.answered: Answered | None = None
         self.streams: StreamMetrics | None = None  # times shadows' event streams
+        self.capture: Captured | None = None  # told each answer to a captured exchange
 
     # -- wiring -------------------------------------------------------------------
 
@@ -316,6 +319,8 @@ class Mirrors:
             float_tolerance=settings.float_tolerance,
         )
         figures = self._figures(copy.route)
+        if copy.captured and self.capture is not None:
+            self.capture(copy, backend, shadow.status, shadow.body, shadow.latency_s)
         if self.answered is not None and 200 <= shadow.status < 300:
             self.answered(copy.route, backend, copy.role, copy.request_id, shadow.body)
         figures.tally(counter_name(backend, cid)).add(c)
