@@ -166,7 +166,7 @@ def in_process(ctx: Context) -> Section:
             "access_log_us": cost,
             "capture": captured,
             "capture_us": capture_cost,
-        },  # fmt: skip
+        },
     )
     sec.rows.append([off["data_plane"], "access log off", f"{off['us']:.2f}"])
     sec.rows.append([on["data_plane"], "default: access log on (to a file)", f"{on['us']:.2f}"])

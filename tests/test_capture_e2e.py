@@ -52,17 +52,16 @@ def lines(*paths: Path) -> list[dict[str, Any]]:
     return out
 
 
-async def until(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
+async def until(check: Callable[[], bool], within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
     while not check():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.05)
 
 
 async def metrics(router: RouterProcess) -> str:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(router.admin_url + "/metrics") as resp:
-            return await resp.text()
+    async with aiohttp.ClientSession() as session, session.get(router.admin_url + "/metrics") as r:
+        return await r.text()
 
 
 async def test_every_exchange_is_one_record_and_each_shadow_answer_is_paired(
