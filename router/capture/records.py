@@ -32,7 +32,7 @@ from router.core.jsonpath import MISSING
 from router.core.protocols import get as protocol_named
 from router.core.protocols.base import loads
 from router.core.protocols.openai import completion, event_data, is_stream
-from router.core.redact import Redactor, redactor
+from router.core.redact import Redactor, redactor_for
 from router.dataplane.capture_copy import Captured
 from router.dataplane.http1 import Header
 
@@ -40,8 +40,7 @@ Record = dict[str, Any]
 
 
 def redactor_of(route: RouteSpec) -> Redactor:
-    r = route.redact
-    return redactor(r.headers, r.remove, r.hash, r.patterns, r.custom)
+    return redactor_for(route.redact)
 
 
 def stamp(seconds: float) -> str:

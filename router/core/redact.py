@@ -27,7 +27,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import Final
+from typing import Final, Protocol
 
 from router.core.jsonpath import JsonPath, compile_path
 
@@ -192,6 +192,26 @@ def _at(parent: dict[str, object] | list[object], key: str | int, rest: Sequence
         del parent[key]  # type: ignore[arg-type]
     else:
         parent[key] = edit(parent[key])  # type: ignore[index]
+
+
+class Settings(Protocol):
+    """A `redact:` block (router/config/spec.py RedactSpec)."""
+
+    @property
+    def headers(self) -> tuple[str, ...]: ...
+    @property
+    def remove(self) -> tuple[str, ...]: ...
+    @property
+    def hash(self) -> tuple[str, ...]: ...
+    @property
+    def patterns(self) -> tuple[str, ...]: ...
+    @property
+    def custom(self) -> tuple[tuple[str, str], ...]: ...
+
+
+def redactor_for(r: Settings) -> Redactor:
+    """The compiled redactor of a route's `redact:` block (one per distinct block)."""
+    return redactor(r.headers, r.remove, r.hash, r.patterns, r.custom)
 
 
 @functools.lru_cache(maxsize=256)

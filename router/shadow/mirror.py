@@ -56,6 +56,7 @@ import structlog
 from router.config.spec import BackendSpec, Config
 from router.core.compare import Answer, Comparison, compare
 from router.core.errors import UpstreamError
+from router.core.redact import RedactionError, redactor_for
 from router.dataplane.http1 import Header
 from router.dataplane.shadow_copy import ANSWER_MAX_BODY, MirrorCopy
 from router.dataplane.stream_timing import StreamTimer
@@ -66,7 +67,7 @@ from router.shadow.figures import counter_name, escape
 from router.shadow.hints import add_hints
 from router.shadow.judging import judging, protocol_of, settings_of, window_of
 from router.shadow.lanes import Lane, RouteFigures
-from router.shadow.records import disagreement_record
+from router.shadow.records import sample_line
 from router.shadow.stored import DIFFS, read_summary, window_counter
 from router.shadow.streams import StreamMetrics
 from router.state.base import StateStore, StoreUnavailable
@@ -327,8 +328,20 @@ class Mirrors:
         if (current := window_of(self.runtime, copy.route)) is not None:
             figures.window_tally(window_counter(backend, current, cid)).add(c)
         if not c.agree and settings.samples.enabled and backend != settings.secondary:
-            figures.samples.append(_sample(copy, backend, c, shadow.body, settings.samples))
+            self._keep_sample(copy, backend, c, shadow.body, settings.samples)
         return c
+
+    def _keep_sample(
+        self, copy: MirrorCopy, backend: str, c: Comparison, body: bytes, spec: SampleSpec
+    ) -> None:
+        """Redacted as the route says (router/core/redact.py); one that cannot be is dropped."""
+        figures = self._figures(copy.route)
+        route = self.runtime.table.by_name.get(copy.route)
+        red = redactor_for(route.spec.redact) if route is not None else None
+        try:
+            figures.samples.append(sample_line(copy, backend, c, body, spec, red))
+        except (RedactionError, RecursionError, ValueError):
+            figures.count("sample_redaction_failed")
 
     # -- flushing --------------------------------------------------------------
 
@@ -434,20 +447,3 @@ class Mirrors:
                 if isinstance(record, dict):
                     out.append(record)
         return out
-
-
-def _sample(
-    copy: MirrorCopy, backend: str, c: Comparison, shadow_body: bytes, spec: SampleSpec
-) -> str:
-    record = disagreement_record(
-        copy.request_id,
-        c,
-        copy.primary_body or b"",
-        shadow_body,
-        fields_only=spec.fields_only,
-        request_body=copy.body if spec.store_request_body else None,
-    )
-    # the record is a JSON object: name the shadow (and the path, unless only the
-    # fields may be kept: a query string can hold personal data) without a re-parse
-    target = "" if spec.fields_only else f'"target":{json.dumps(copy.target.decode("latin-1"))},'
-    return f'{{"backend":{json.dumps(backend)},{target}{record[1:]}'
