@@ -79,7 +79,8 @@ Replace = str | Callable[[re.Match[str]], str]
 # possessive, so no input makes the engine backtrack over a long run.
 SHIPPED: Final[dict[str, tuple[re.Pattern[str], Replace]]] = {
     "email": (re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}+@"
-                         r"(?:[A-Za-z0-9-]{1,63}+\.){1,8}+[A-Za-z]{2,24}+(?![A-Za-z0-9-])"), "[email]"),
+                         r"(?:[A-Za-z0-9-]{1,63}+\.){1,8}+[A-Za-z]{2,24}+(?![A-Za-z0-9-])"),
+              "[email]"),
     "card": (re.compile(r"(?<![\w.])\d(?:[ -]?\d){12,18}(?![\w.])"), _card),
     "phone": (re.compile(r"(?<![\w.+(])\+?\(?\d[\d ()-]{7,20}\d(?![\w.])"), _phone),
 }  # fmt: skip
