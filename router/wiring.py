@@ -36,7 +36,8 @@ from router.dataplane.routing import RouteTable, build_table
 from router.drift.concept_watch import ConceptIO
 from router.drift.labels import Feedback
 from router.drift.watch import DriftIO
-from router.ops.admin import build_admin_app, load_token, prometheus_page
+from router.ops.admin import build_admin_app, prometheus_page
+from router.ops.auth import Access, TokenError, load_tokens
 from router.ops.logfile import AccessLogging, LogFileError
 from router.ops.logs import configure_logging
 from router.ops.probes import Probes
@@ -103,6 +104,7 @@ class Parts:
         self.dataplane.stream_sink = self.streams
         self.mirrors.streams = self.streams
         self.admin_runner: web.AppRunner | None = None
+        self.admin_access = _access(config)  # tokens read once, at start
         # drift and delayed labels (router/drift/watch.py, router/drift/labels.py)
         self.feedback = Feedback(self.store)
         self.drift = DriftIO(
@@ -224,7 +226,7 @@ class Parts:
         app = build_admin_app(
             self.runtime,
             self.metrics,
-            load_token(spec),
+            self.admin_access,
             actions={verb: ctl.action(verb) for verb in ctl.verbs()},
             extra_status=ctl.explain,
             reload=self.watcher.check_now,
@@ -332,6 +334,14 @@ def _access_logging(config: Config) -> AccessLogging:
         return AccessLogging(config.logging)
     except LogFileError as exc:  # like nginx: no start without the log it was told to write
         log.error("logging.access_file cannot be opened", error=str(exc))
+        raise SystemExit(2) from exc
+
+
+def _access(config: Config) -> Access:
+    try:
+        return Access(load_tokens(config.admin))
+    except (TokenError, OSError) as exc:  # no start with a token it was told to use
+        log.error("admin token cannot be read", error=str(exc))
         raise SystemExit(2) from exc
 
 

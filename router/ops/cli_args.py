@@ -70,7 +70,7 @@ def build_parser(commands: Mapping[str, Command]) -> argparse.ArgumentParser:
     parser.add_argument(
         "--token",
         default=os.environ.get("ROUTER_ADMIN_TOKEN"),
-        help="bearer token for changes (env ROUTER_ADMIN_TOKEN)",
+        help="bearer token: a viewer's reads, an operator's changes (env ROUTER_ADMIN_TOKEN)",
     )
     verbs = parser.add_subparsers(dest="command", required=True, metavar="VERB")
     _add_status(verbs, commands)
