@@ -16,6 +16,8 @@ starts (router/ops/auth.py), the certificates when a backend's pool is made
 
 from __future__ import annotations
 
+import ssl
+
 from router.config.spec import BackendTLSSpec, TokenSpec
 from router.core.confkit import Node
 
@@ -48,6 +50,7 @@ def read_backend_tls(backend: Node, scheme: str) -> BackendTLSSpec | None:
     if backend.raw("tls") is None:
         return None
     node = backend.mapping("tls")
+    mark = len(node.errors)
     ca, cert, key = node.readable_file("ca"), node.readable_file("cert"), node.readable_file("key")
     if node.ok and (cert is None) != (key is None):
         missing = "key" if key is None else "cert"
@@ -56,5 +59,21 @@ def read_backend_tls(backend: Node, scheme: str) -> BackendTLSSpec | None:
         node.error(node.path, "only applies to an https url", scheme)
     if ca and backend.data.get("ca_file"):
         node.error(node.sub("ca"), "set tls.ca or ca_file, not both", ca)
+    if node.ok and len(node.errors) == mark:
+        _loadable(node, ca, cert, key)
     node.done()
     return BackendTLSSpec(ca, cert, key)
+
+
+def _loadable(node: Node, ca: str | None, cert: str | None, key: str | None) -> None:
+    """The files must be what they say: a CA bundle, a certificate and its key."""
+    try:
+        ctx = ssl.create_default_context(cafile=ca)
+    except (ssl.SSLError, OSError) as exc:
+        node.error(node.sub("ca"), f"not a CA certificate file: {exc}", ca)
+        return
+    if cert and key:
+        try:
+            ctx.load_cert_chain(cert, key)
+        except (ssl.SSLError, OSError) as exc:
+            node.error(node.sub("cert"), f"certificate and key do not load: {exc}", cert)
