@@ -38,7 +38,8 @@ REQUEST_TYPE: Final = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE: Final = "org.kubeflow.serving.inference.response"
 BACKOFF: Final = 0.1  # seconds before the first retry; doubled each time
 
-Event = tuple[dict[str, str], bytes]
+# the record's ce-* attributes (shared by its events), ce-type, content type, data
+Event = tuple[dict[str, str], str, str, bytes]
 Queued = tuple[str, str, list[Event], int]  # route, kind, events, bytes
 
 
@@ -69,7 +70,7 @@ def events(record: dict[str, Any], spec: HttpSinkSpec) -> list[Event]:
     for key, ce_type in (("request", REQUEST_TYPE), ("response", RESPONSE_TYPE)):
         if key in record:
             ctype, data = _data(record[key])
-            out.append(({**base, "ce-type": ce_type, "content-type": ctype}, data))
+            out.append((base, ce_type, ctype, data))
     return out
 
 
@@ -91,16 +92,13 @@ class HttpSink:
         self._down = False
 
     def offer(self, route: str, kind: str, record: dict[str, Any], line: bytes) -> bool:
-        found = events(record, self.spec)
-        if not found:
-            return True  # nothing this sink sends (a label): not a drop
-        size = sum(len(body) for _, body in found)
         spec = self.spec
-        if (
-            self.queued_events + len(found) > spec.queue
-            or self.queued_bytes + size > spec.max_bytes
-        ):
-            return False
+        if kind == "label":
+            return True  # nothing this sink sends: not a drop
+        if self.queued_events + 2 > spec.queue or self.queued_bytes + len(line) > spec.max_bytes:
+            return False  # full: refused before any work is spent on its events
+        found = events(record, spec)
+        size = sum(len(event[3]) for event in found)
         self.queue.append((route, kind, found, size))
         self.queued_events += len(found)
         self.queued_bytes += size
@@ -129,7 +127,8 @@ class HttpSink:
                 self.queued_events -= len(found)
                 self.queued_bytes -= size
                 ok = True
-                for headers, body in found:
+                for base, ce_type, ctype, body in found:
+                    headers = {**base, "ce-type": ce_type, "content-type": ctype}
                     ok = ok and await self._post(headers, body)
                 counts = self.written
                 if ok:

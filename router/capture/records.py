@@ -121,10 +121,12 @@ def items(route: RouteSpec, request: dict[str, Any] | None, answer: dict[str, An
     protocol = protocol_named(route.protocol)
     out: dict[str, Any] = {}
     names = route.drift.inputs if route.drift is not None else ()
+    outputs = route.drift.outputs if route.drift is not None and route.drift.outputs else None
+    if route.protocol == "json" and not names and outputs is None:
+        return out  # the json protocol's items of an unnamed answer: the answer itself
     if request is not None and names and (raw := _kept_bytes(request)) is not None:
         found = protocol.request_items(raw, names)
         out["inputs"], out["n"] = dict(found.columns), found.count
-    outputs = route.drift.outputs if route.drift is not None and route.drift.outputs else None
     if answer is not None and (raw := _kept_bytes(answer)) is not None:
         found = protocol.answer_items(raw, outputs)
         out["outputs"] = {k: list(v) for k, v in found.columns.items()}

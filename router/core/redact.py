@@ -105,24 +105,34 @@ class Redactor:
         custom: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.kept = frozenset(h.lower() for h in headers if not secret_header(h))
+        self._kept_bytes = frozenset(h.encode("latin-1") for h in self.kept)
         self.remove = tuple(compile_path(p) for p in remove)
         self.hashed = tuple(compile_path(p) for p in hashed)
         rules = [SHIPPED[name] for name in SHIPPED if name in patterns]
         rules += [(re.compile(rx), f"[{name}]") for name, rx in custom]
         self.rules: tuple[tuple[re.Pattern[str], Replace], ...] = tuple(rules)
+        # Most strings (keys, labels) hold neither a digit nor an @: one search skips them.
+        # A custom pattern may match anything, so with one every string is searched.
+        self._maybe = None if custom else re.compile(r"[@\d]")
 
     # -- headers -----------------------------------------------------------------
     def headers(self, headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
         """The allowed headers (first value of each), free text redacted."""
         out: dict[str, str] = {}
+        kept = self._kept_bytes
         for name, value in headers:
-            key = name.decode("latin-1").lower()
-            if key in self.kept and key not in out and not secret_header(key):
+            low = name.lower()
+            if low not in kept:
+                continue
+            key = low.decode("latin-1")
+            if key not in out:
                 out[key] = self.text(value.decode("latin-1"))
         return out
 
     # -- free text -------------------------------------------------------------
     def text(self, text: str) -> str:
+        if self._maybe is not None and self._maybe.search(text) is None:
+            return text
         for pattern, replacement in self.rules:
             text = pattern.sub(replacement, text)
         return text
@@ -131,23 +141,31 @@ class Redactor:
     def document(self, doc: object) -> object:
         """`doc` with the paths removed or hashed and every string's free text
         redacted; a new value (the input is not changed)."""
-        doc = _copy(doc, 0)
+        # One walk makes the new document (strings redacted, or a plain copy); the paths
+        # are then edited in place in that copy.
+        doc = self._strings(doc, 0) if self.rules else _copy(doc, 0)
         for path in self.remove:
             doc = _edit(doc, path, None)
         for path in self.hashed:
             doc = _edit(doc, path, fingerprint)
-        return self._strings(doc, 0) if self.rules else doc
+        return doc
 
     def _strings(self, doc: object, depth: int) -> object:
         if depth > MAX_DEPTH:
             raise RedactionError(f"nested deeper than {MAX_DEPTH}")
         if isinstance(doc, str):
             return self.text(doc)
-        if isinstance(doc, list):
-            return [self._strings(v, depth + 1) for v in doc]
+        walk, deeper = self._strings, depth + 1
+        if isinstance(doc, list):  # numbers (feature vectors) without a call each
+            return [walk(v, deeper) if type(v) in _WALKED else v for v in doc]
         if isinstance(doc, dict):
-            return {self.text(str(k)): self._strings(v, depth + 1) for k, v in doc.items()}
+            text = self.text
+            return {text(str(k)): walk(v, deeper) if type(v) in _WALKED else v
+                    for k, v in doc.items()}  # fmt: skip
         return doc
+
+
+_WALKED: Final = frozenset({str, list, dict})
 
 
 def _copy(doc: object, depth: int) -> object:
