@@ -65,7 +65,7 @@ def stalled_receiver() -> tuple[int, threading.Event]:
 
 
 def rate_lua(workdir: Path, rate: int) -> Path:
-    delay_ms = max(1, round(1000 * CONNECTIONS / rate))
+    delay_ms = max(1, round(1000 * CONNECTIONS / rate) - 1)  # ~1 ms goes to the exchange
     text = wrk.POST_LUA.read_text() + f"\nfunction delay()\n  return {delay_ms}\nend\n"
     path = workdir / "rate.lua"
     path.write_text(text)

