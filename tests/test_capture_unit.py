@@ -80,3 +80,35 @@ async def test_a_sink_buffer_refuses_lines_past_its_cap(tmp_path: Path) -> None:
     assert not sink.offer("r", "exchange", {}, b"123456\n")
     await asyncio.wait_for(sink.close(), 5)
     assert (tmp_path / "x.jsonl").read_bytes() == b"123456\n"
+
+
+async def test_a_reload_that_changes_a_sinks_caps_reopens_it_and_keeps_its_figures(
+    tmp_path: Path,
+) -> None:
+    """New max_bytes for the same path: a new sink with the new caps; counts run on."""
+    from dataclasses import replace
+
+    from router.capture.writer import Capture
+    from router.config.reader import parse
+    from router.dataplane.routing import build_table
+    from router.runtime import Runtime
+
+    text = (
+        "backends: {a: {url: http://127.0.0.1:1}}\nroutes:\n  - name: r\n"
+        "    match: {path_prefix: /}\n    strategy: {split: {weights: {a: 100}}}\n"
+        f"    capture: {{sink: {{file: {{path: {tmp_path}/c.jsonl, max_bytes: MAX}}}}}}\n"
+    )
+    first = parse(text.replace("MAX", "1MiB"))
+    runtime = Runtime(config=first, table=build_table(first))
+    capture = Capture(runtime)
+    old = capture.sinks[f"file:{tmp_path}/c.jsonl"]
+    old.written[("r", "exchange")] = 7
+    second = parse(text.replace("MAX", "2MiB"))
+    runtime.swap_config(second, build_table(second))
+    capture.apply_config(replace(second))
+    new = capture.sinks[f"file:{tmp_path}/c.jsonl"]
+    assert new is not old
+    assert isinstance(new, FileSink)
+    assert new.spec.max_bytes == 2 * 1024 * 1024
+    assert new.written == {("r", "exchange"): 7}
+    await capture.stop()

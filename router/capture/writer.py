@@ -64,6 +64,9 @@ class Sink(Protocol):
 
     def offer(self, route: str, kind: str, record: Record, line: bytes) -> bool: ...
 
+    @property
+    def spec(self) -> object: ...
+
     def depth(self) -> int: ...
 
     async def flush(self) -> None: ...
@@ -98,6 +101,7 @@ class Capture:
         self.failed: dict[tuple[str, str], int] = {}
         self.recent: OrderedDict[str, str] = OrderedDict()  # request id -> route
         self._task: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
         self._idle = True
         self.apply_config(runtime.config)
 
@@ -106,12 +110,20 @@ class Capture:
         """A sink per distinct file path or URL the routes name; unused ones close."""
         wanted = {_key(r.capture): r.capture for r in config.routes if r.capture is not None}
         for key, spec in wanted.items():
-            if key not in self.sinks:
-                self.sinks[key] = _open_sink(spec)
+            old = self.sinks.get(key)
+            if old is None or old.spec != (spec.file or spec.http):  # new, or its caps changed
+                new = self.sinks[key] = _open_sink(spec)
+                if old is not None:  # counters run on: the figures never go back
+                    new.written, new.failed = old.written, old.failed
+                    self._close_later(key, old)
         for key in [k for k in self.sinks if k not in wanted]:
-            sink = self.sinks.pop(key)
-            with contextlib.suppress(RuntimeError):  # no loop: nothing was ever written
-                asyncio.get_running_loop().create_task(sink.close(), name=f"capture-close:{key}")
+            self._close_later(key, self.sinks.pop(key))
+
+    def _close_later(self, key: str, sink: Sink) -> None:
+        with contextlib.suppress(RuntimeError):  # no loop: nothing was ever written
+            task = asyncio.get_running_loop().create_task(sink.close(), name=f"capture-close:{key}")
+            self._closing.add(task)  # referenced until done: never collected mid-close
+            task.add_done_callback(self._closing.discard)
 
     async def start(self) -> None:
         if self._task is None:
