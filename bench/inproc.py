@@ -29,6 +29,8 @@ from bench.scenarios import Check, Context, Section
 from bench.targets import router_yaml
 from router import native
 from router.config.reader import parse
+from router.config.spec import CaptureSpec, FileSinkSpec
+from router.dataplane.capture_copy import CaptureSink
 from router.dataplane.metrics import Metrics
 from router.dataplane.plane import DataPlane
 from router.dataplane.routing import build_table
@@ -83,14 +85,21 @@ class Transport:
         pass
 
 
-def _plane(access_file: str | None) -> DataPlane:
-    """The bench's router config; `access_file`: the default access log, written there."""
+def _plane(access_file: str | None, capture: bool = False) -> DataPlane:
+    """The bench's router config; `access_file`: the default access log, written there;
+    `capture`: the route captures every exchange (the request path's share: the tap and
+    its hand-over; the background pass that writes the records is not on it)."""
     config = parse(router_yaml(port=8080, admin_port=9901, backend_port=8081))
     if access_file is not None:
         logging = replace(config.logging, access_sample=1.0, access_file=access_file)
         config = replace(config, logging=logging)
+    if capture:
+        spec = CaptureSpec(file=FileSinkSpec("/dev/null"))
+        config = replace(config, routes=tuple(replace(r, capture=spec) for r in config.routes))
     runtime = Runtime(config=config, table=build_table(config))
     plane = DataPlane(runtime, Metrics())
+    if capture:  # drained between rounds, outside the clock (the pass runs off the path)
+        plane.capture_sink = CaptureSink(max_pending=10**8, max_bytes=2**62)
     plane.access = AccessLogging(config.logging).active()
     plane.apply_config(config)
     return plane
@@ -102,11 +111,17 @@ def _round(client: ClientConnection, upstream: UpstreamConnection, n: int) -> fl
     to_client = cast(Transport, client.transport).written
     to_backend.clear()
     to_client.clear()
+    sink = client.plane.capture_sink
+    taken = 0
     start = time.process_time()
-    for _ in range(n):
+    for i in range(n):
         client.data_received(REQUEST)
         upstream.data_received(RESPONSE)
+        if sink is not None and i % 64 == 63:  # as capture's pass does, every 50 ms
+            taken += len(sink.take())
     spent = time.process_time() - start
+    if sink is not None and taken + len(sink.take()) != n:
+        raise SystemExit(f"driver broken: {taken} captured for {n} requests")
     if len(to_client) != n or not to_client[-1].startswith(b"HTTP/1.1 200 OK\r\n"):
         raise SystemExit(f"driver broken: {len(to_client)} responses for {n} requests")
     if not to_client[-1].endswith(ANSWER) or not to_backend[-1].endswith(BODY):
@@ -114,8 +129,10 @@ def _round(client: ClientConnection, upstream: UpstreamConnection, n: int) -> fl
     return spent
 
 
-async def measure(requests: int, rounds: int, access_file: str | None = None) -> float:
-    plane = _plane(access_file)
+async def measure(
+    requests: int, rounds: int, access_file: str | None = None, capture: bool = False
+) -> float:
+    plane = _plane(access_file, capture)
     client = ClientConnection(plane, b"http")
     client.connection_made(cast(asyncio.Transport, Transport(("127.0.0.1", 40000))))
     upstream = UpstreamConnection(plane.pools["b"])
@@ -137,17 +154,30 @@ def in_process(ctx: Context) -> Section:
     n = 20_000 if ctx.settings.duration < 5 else 50_000
     off = _child(n)
     on = _child(n, "--access-file", str(ctx.workdir / "inproc-access.log"))
+    captured = _child(n, "--capture")
     cost = on["us"] - off["us"]
+    capture_cost = captured["us"] - off["us"]
     sec = Section(
         "in-process data plane: CPU per request without the kernel (best of 5 rounds)",
         ["data plane", "config", "µs/request"],
-        data={"access_log_off": off, "access_log_on": on, "access_log_us": cost},
+        data={
+            "access_log_off": off,
+            "access_log_on": on,
+            "access_log_us": cost,
+            "capture": captured,
+            "capture_us": capture_cost,
+        },
     )
     sec.rows.append([off["data_plane"], "access log off", f"{off['us']:.2f}"])
     sec.rows.append([on["data_plane"], "default: access log on (to a file)", f"{on['us']:.2f}"])
+    sec.rows.append(
+        [captured["data_plane"], "access log off, capture 100 %", f"{captured['us']:.2f}"]
+    )
     sec.lines.append(f"the access log costs {cost:+.2f} µs a request (lines rendered and written)")
+    sec.lines.append(f"capture costs {capture_cost:+.2f} µs a request on the request path")
     sec.lines.append("the rest of the router's CPU per request above is loopback I/O and uvloop")
     sec.checks.append(Check("access log CPU per request (in-process)", cost, 2.0, "µs"))
+    sec.checks.append(Check("capture CPU per request (in-process)", capture_cost, 5.0, "µs"))
     return sec
 
 
@@ -159,8 +189,11 @@ def main() -> None:
     parser.add_argument(
         "--access-file", help="with the default access log, written to this file (default: off)"
     )
+    parser.add_argument(
+        "--capture", action="store_true", help="the route captures 100 %% of its exchanges"
+    )
     args = parser.parse_args()
-    seconds = uvloop.run(measure(args.requests, args.rounds, args.access_file))
+    seconds = uvloop.run(measure(args.requests, args.rounds, args.access_file, args.capture))
     plane = native.data_plane()
     if args.json:
         print(json.dumps({"us": round(seconds * 1e6, 3), "data_plane": plane}))

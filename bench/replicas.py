@@ -106,7 +106,8 @@ class Fleet:
         self.admins = admins
 
     async def rollout(self, admin: str, route: str) -> dict[str, Any]:
-        async with self.session.get(f"{admin}/v1/routes/{route}") as resp:
+        headers = {"Authorization": f"Bearer {TOKEN}"}  # admin reads need a token too
+        async with self.session.get(f"{admin}/v1/routes/{route}", headers=headers) as resp:
             body: dict[str, Any] = await resp.json()
         return body.get("rollout") or {}
 

@@ -33,7 +33,9 @@ def _soak_seconds(ctx: Context) -> float:
 
 def _shadow_figures(admin_port: int) -> dict[str, Any]:
     url = f"http://127.0.0.1:{admin_port}/v1/routes/all/shadow"
-    with urllib.request.urlopen(url, timeout=5) as resp:
+    token = os.environ.get("ROUTER_ADMIN_TOKEN", "bench-token")  # what start_router gives
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
         figures: dict[str, Any] = json.loads(resp.read())
         return figures
 

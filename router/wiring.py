@@ -19,6 +19,7 @@ import structlog
 from aiohttp import web
 
 from router import native
+from router.capture.writer import Capture
 from router.config.reader import parse
 from router.config.reload import ConfigWatcher, diff_summary
 from router.config.spec import Config
@@ -35,7 +36,8 @@ from router.dataplane.routing import RouteTable, build_table
 from router.drift.concept_watch import ConceptIO
 from router.drift.labels import Feedback
 from router.drift.watch import DriftIO
-from router.ops.admin import build_admin_app, load_token
+from router.ops.admin import build_admin_app
+from router.ops.auth import Access, TokenError, load_tokens
 from router.ops.logfile import AccessLogging, LogFileError
 from router.ops.logs import configure_logging
 from router.ops.probes import Probes
@@ -104,6 +106,7 @@ class Parts:
         self.dataplane.stream_sink = self.streams
         self.mirrors.streams = self.streams
         self.admin_runner: web.AppRunner | None = None
+        self.admin_access = _access(config)  # tokens read once, at start
         # drift and delayed labels (router/drift/watch.py, router/drift/labels.py)
         self.feedback = Feedback(self.store)
         self.drift = DriftIO(
@@ -119,6 +122,11 @@ class Parts:
             self.runtime, self.store, is_leader=lambda: self.controller.leadership.is_leader
         )
         self.feedback.tests = self.concept.figures
+        # payload capture (router/capture/): the data plane's tap, the shadows' answers, labels
+        self.capture = Capture(self.runtime)
+        self.dataplane.capture_sink = self.capture.sink
+        self.mirrors.capture = self.capture.shadow_answer
+        self.feedback.on_labels = self.capture.labels
         self.telemetry = self._build_telemetry()
         # the kubelet's and Prometheus's listener (router/ops/probes.py); worker 0's, like admin
         spec = config.probes
@@ -132,7 +140,7 @@ class Parts:
         telemetry = Telemetry(
             self.runtime,
             self.metrics,
-            extensions=[self.drift, self.feedback, self.concept, self.automation, self.streams],
+            extensions=self._extensions(),
             plane=self.dataplane,
             mirrors=self.mirrors,
             feedback=self.feedback,
@@ -184,6 +192,7 @@ class Parts:
         await self.concept.start()
         if self.figures is not None:
             await self.figures.start()
+        await self.capture.start()
         if self.worker == 0:
             await self._start_admin()
         # logrotate renames the access file, then sends SIGHUP: write to a new one
@@ -221,6 +230,7 @@ class Parts:
         asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         self.access.close()  # the last requests' lines
         await self.mirrors.stop()
+        await self.capture.stop()  # after the mirrors: their last answers are captured too
         await self.streams.stop()
         await self.watcher.stop()
         await self.controller.stop()
@@ -246,18 +256,28 @@ class Parts:
         app = build_admin_app(
             self.runtime,
             self.metrics,
-            load_token(spec),
+            self.admin_access,
             actions={verb: ctl.action(verb) for verb in ctl.verbs()},
             extra_status=ctl.explain,
             reload=self.watcher.check_now,
             history=self.store.history,
             shadow=self.mirrors,
-            extensions=[self.drift, self.feedback, self.concept, self.automation, self.streams],
+            extensions=self._extensions(),
             page=self.telemetry.page,
         )
         self.admin_runner = web.AppRunner(app, access_log=None)
         await self.admin_runner.setup()
         await web.TCPSite(self.admin_runner, spec.host, spec.port).start()
+
+    def _extensions(self) -> list[Any]:
+        return [
+            self.drift,
+            self.feedback,
+            self.concept,
+            self.automation,
+            self.streams,
+            self.capture,
+        ]
 
     # -- callbacks ---------------------------------------------------------
     def _reloaded(self, prepared: tuple[Config, RouteTable, list[str]]) -> None:
@@ -286,6 +306,7 @@ class Parts:
         self.dataplane.access = self.access.active()
         self.mirrors.apply_config(config)
         self.drift.apply_config(config)
+        self.capture.apply_config(config)
         if changes is None:
             changes = diff_summary(old, config)
         log.info("config reloaded", hash=config.source_hash, changes=changes)
@@ -339,6 +360,14 @@ def _access_logging(config: Config) -> AccessLogging:
         return AccessLogging(config.logging)
     except LogFileError as exc:  # like nginx: no start without the log it was told to write
         log.error("logging.access_file cannot be opened", error=str(exc))
+        raise SystemExit(2) from exc
+
+
+def _access(config: Config) -> Access:
+    try:
+        return Access(load_tokens(config.admin))
+    except (TokenError, OSError) as exc:  # no start with a token it was told to use
+        log.error("admin token cannot be read", error=str(exc))
         raise SystemExit(2) from exc
 
 

@@ -22,7 +22,11 @@ from router.state.base import StoreUnavailable
 from strategies.base import EVERY_COPY, Decision
 
 TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 RELOAD_ERROR = "routes[0].strategy.canary.steps[2].weight: must be 0..100, got 140"
+
+
+Client = TestClient[web.Request, web.Application]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,15 +116,16 @@ def calls() -> Calls:
     return Calls()
 
 
-async def serve(app: web.Application) -> AsyncIterator[TestClient[web.Request, web.Application]]:
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+async def serve(
+    app: web.Application, headers: dict[str, str] | None = None
+) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    """A client of the app; `headers` on every request (AUTH: reads need the token too)."""
+    async with TestClient(TestServer(app, host="127.0.0.1"), headers=headers) as client:
         yield client
 
 
 @pytest.fixture
-async def client(
-    runtime: Runtime, calls: Calls
-) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+def app(runtime: Runtime, calls: Calls) -> web.Application:
     metrics = Metrics()
     metrics.record("iris", "iris-v2", 200, 0.01, "weight", "r1", 10)
 
@@ -134,15 +139,23 @@ async def client(
         runtime.reload_failed(RELOAD_ERROR)
         return False
 
-    app = build_admin_app(
+    return build_admin_app(
         runtime, metrics, TOKEN, calls.actions(), extra, reload=reload, history=history
     )
-    async for c in serve(app):
+
+
+@pytest.fixture
+async def client(app: web.Application) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    """The operator's client: every request carries the admin token."""
+    async for c in serve(app, AUTH):
         yield c
 
 
-Client = TestClient[web.Request, web.Application]
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+@pytest.fixture
+async def anon(app: web.Application) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    """A client without a token."""
+    async for c in serve(app):
+        yield c
 
 
 async def test_healthz_ok(client: Client) -> None:
@@ -219,17 +232,18 @@ async def test_metrics_text(client: Client) -> None:
     assert 'router_route_weight_percent{route="iris",backend="iris-v2",role="pair"} 25.0' in text
 
 
-async def test_post_needs_bearer_token(client: Client, calls: Calls) -> None:
-    """POST without a token or with a wrong one is 401; the right one reaches the action."""
-    resp = await client.post("/v1/routes/iris/pause", json={})
+async def test_post_needs_bearer_token(anon: Client, calls: Calls) -> None:
+    """POST without a token or with a wrong one is 401; the right one reaches the action,
+    its actor naming the token's label."""
+    resp = await anon.post("/v1/routes/iris/pause", json={})
     assert resp.status == 401
     bad = {"Authorization": "Bearer wrong"}
-    assert (await client.post("/v1/routes/iris/pause", json={}, headers=bad)).status == 401
+    assert (await anon.post("/v1/routes/iris/pause", json={}, headers=bad)).status == 401
     assert calls.seen == []
-    resp = await client.post("/v1/routes/iris/pause", json={"actor": "me"}, headers=AUTH)
+    resp = await anon.post("/v1/routes/iris/pause", json={"actor": "me"}, headers=AUTH)
     assert resp.status == 200
     assert (await resp.json())["message"] == "iris paused"
-    assert calls.seen == [("iris", {"actor": "me"})]
+    assert calls.seen == [("iris", {"actor": "me by admin"})]
 
 
 async def test_post_refused_when_no_token_configured(runtime: Runtime, calls: Calls) -> None:
@@ -262,10 +276,10 @@ async def test_bad_body_and_store_outage(client: Client) -> None:
     assert "state store" in (await resp.json())["error"]
 
 
-async def test_config_reload_reports_refusal(client: Client) -> None:
+async def test_config_reload_reports_refusal(anon: Client) -> None:
     """POST /v1/config/reload needs the token and reports the reload error in full."""
-    assert (await client.post("/v1/config/reload")).status == 401
-    resp = await client.post("/v1/config/reload", headers=AUTH)
+    assert (await anon.post("/v1/config/reload")).status == 401
+    resp = await anon.post("/v1/config/reload", headers=AUTH)
     assert resp.status == 422
     assert RELOAD_ERROR in (await resp.json())["message"]
 

@@ -84,7 +84,9 @@ def admin_url() -> Iterator[str]:
         yield f"http://127.0.0.1:{server.port}"
 
 
-def routerctl(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+def routerctl(*args: str, token: str | None = TOKEN) -> subprocess.CompletedProcess[str]:
+    """routerctl in a child, with ROUTER_ADMIN_TOKEN as `token` (None: no token at all;
+    reads need one too)."""
     env = {
         k: v for k, v in os.environ.items() if k not in ("ROUTER_ADMIN_TOKEN", "ROUTERCTL_ADMIN")
     }
@@ -123,7 +125,7 @@ def test_action_needs_token_and_prints_message(admin_url: str) -> None:
     """pause with the token prints the result's message (exit 0); without it exit 1, 401 text."""
     done = routerctl("--admin", admin_url, "pause", "iris", token=TOKEN)
     assert (done.returncode, done.stdout.strip()) == (0, "iris paused")
-    refused = routerctl("--admin", admin_url, "pause", "iris")
+    refused = routerctl("--admin", admin_url, "pause", "iris", token=None)
     assert refused.returncode == 1
     assert "bearer token" in refused.stderr
 

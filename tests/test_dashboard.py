@@ -27,7 +27,7 @@ from router.shadow.figures import Rate
 from router.state.base import StoreUnavailable
 from strategies.shadow import Shadow as ShadowStrategy
 from strategies.shadow import ShadowSpec
-from tests.test_admin import TOKEN, make_runtime
+from tests.test_admin import AUTH, TOKEN, make_runtime
 
 Client = TestClient[web.Request, web.Application]
 
@@ -102,7 +102,7 @@ def metrics() -> Metrics:
 @pytest.fixture
 async def client(metrics: Metrics) -> AsyncIterator[Client]:
     app = build_admin_app(make_runtime(), metrics, TOKEN, shadow=Shadow(), extensions=[Drift()])
-    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+    async with TestClient(TestServer(app, host="127.0.0.1"), headers=AUTH) as c:
         yield c
 
 
@@ -130,10 +130,14 @@ async def test_page_is_self_contained_html_with_strict_csp(client: Client) -> No
     assert "https://" not in page
 
 
-async def test_poll_needs_no_token_and_shows_routes(client: Client, metrics: Metrics) -> None:
-    """/v1/dashboard answers without a token: routes, live weights, rollout phase and reason."""
+async def test_poll_needs_a_token_and_shows_routes(client: Client, metrics: Metrics) -> None:
+    """/v1/dashboard is a read: 401 without a token; with one, routes, live weights, rollout
+    phase and reason. The page itself (no figures in it) needs none."""
     record(metrics, "iris-v1", 6)
     record(metrics, "iris-v2", 2, status=503)
+    anonymous = {"Authorization": ""}
+    assert (await client.get(POLL_PATH, headers=anonymous)).status == 401
+    assert (await client.get("/dashboard", headers=anonymous)).status == 200
     resp = await client.get(POLL_PATH)
     assert resp.status == 200
     body = await resp.json()
@@ -234,7 +238,14 @@ global.document = { createElement: node, createElementNS: (ns, t) => node(t),
 const data = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
 let answered = 0;
 const answer = () => ({...data, time: data.time + 2 * answered++});
-global.fetch = async () => ({ ok: true, json: async () => answer() });
+const kept = {};
+let asked = 0;
+const sent = [];
+global.sessionStorage = { getItem: k => (k in kept ? kept[k] : null),
+  setItem: (k, v) => { kept[k] = v; }, removeItem: k => { delete kept[k]; } };
+global.window = { prompt: () => { asked++; return "tok"; } };
+global.fetch = async (url, opts) => { sent.push(opts.headers.Authorization);
+  return { ok: true, status: 200, json: async () => answer() }; };
 let polls = 0;
 global.setTimeout = fn => { if (++polls < 3) Promise.resolve().then(fn); };
 eval(fs.readFileSync(process.argv[3], "utf8"));
@@ -245,7 +256,7 @@ process.on("exit", () => {
     if (n.tag === "polyline") lines.push(n.attrs.points);
     n.children.forEach(walk);
   })(els.routes);
-  console.log(JSON.stringify({ state: els.state.textContent, text, lines }));
+  console.log(JSON.stringify({ state: els.state.textContent, text, lines, asked, sent }));
 });
 """
 
@@ -276,6 +287,8 @@ async def test_page_script_renders_without_errors(tmp_path: Path, with_data: boo
     dash = Dashboard(make_runtime(), metrics, shadow, drift, weights=route_weights)
     shown = await render_page(tmp_path, dash)
     assert shown["state"].startswith("store ok")
+    assert shown["asked"] == 1  # the token is asked for once, then kept for the session
+    assert shown["sent"] == ["Bearer tok"] * 3
     assert "iris (pair)" in shown["text"]
     assert "errors %" in shown["text"]
     if with_data:

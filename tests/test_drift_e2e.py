@@ -79,7 +79,8 @@ def features(rng: np.random.Generator, n: int, shift: float = 0.0) -> list[dict[
 
 
 def get(router: RouterProcess, path: str) -> Any:
-    with urllib.request.urlopen(router.admin_url + path, timeout=5) as resp:
+    req = urllib.request.Request(router.admin_url + path, headers=TOKEN)  # reads need it too
+    with urllib.request.urlopen(req, timeout=5) as resp:
         return json.loads(resp.read())
 
 
@@ -127,7 +128,10 @@ async def test_unshifted_inputs_stay_quiet_and_a_shift_alarms_by_name(
         labels = f'route="scores",series="inputs",role="input",feature="features[{SHIFTED}]"'
         line = f"router_drift_alarm{{{labels}}}"
         assert re.search(re.escape(line) + r" 1(\.0)?\n", text), text
-        assert routerctl(["--admin", router.admin_url, "drift", "scores"]) == 0
+        assert (
+            routerctl(["--admin", router.admin_url, "--token", "test-token", "drift", "scores"])
+            == 0
+        )
         out = capsys.readouterr().out
         assert "ALARM" in out
         assert f"features[{SHIFTED}]" in out

@@ -18,7 +18,7 @@ import pytest
 
 from tests.support.backends import NamedBackend, named_backends
 from tests.support.rawbackend import RawBackend, reset
-from tests.support.routerproc import RouterProcess
+from tests.support.routerproc import ADMIN_TOKEN, RouterProcess
 
 
 def split_config(backends: dict[str, NamedBackend], weights: dict[str, float]) -> dict[str, Any]:
@@ -143,7 +143,16 @@ async def test_bad_edit_is_refused_and_shown_by_routerctl(tmp_path: Path) -> Non
             served = await fan_out(router.url, [f"user-{i}" for i in range(50)])
             out = await asyncio.to_thread(
                 subprocess.run,
-                [sys.executable, "-m", "router.ops.cli", "--admin", router.admin_url, "status"],
+                [
+                    sys.executable,
+                    "-m",
+                    "router.ops.cli",
+                    "--admin",
+                    router.admin_url,
+                    "--token",
+                    ADMIN_TOKEN,
+                    "status",
+                ],
                 capture_output=True,
                 text=True,
                 timeout=10,

@@ -166,7 +166,8 @@ def _drift_dropped(router: RouterProcess) -> int:
 
 
 def _get(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=5) as resp:
+    req = urllib.request.Request(url, headers=TOKEN)  # admin reads need the token too
+    with urllib.request.urlopen(req, timeout=5) as resp:
         body: dict[str, Any] = json.loads(resp.read())
     return body
 

@@ -202,7 +202,7 @@ async def test_labels_posted_to_another_replica_count_exactly_once(
     """200 requests served by A, labelled through B: both report the exact right share per
     backend; labels for unknown request ids are accepted and left unmatched."""
     a, b = replicas
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=TOKEN) as session:  # admin reads need it
         served = await serve(session, a.url, N)
         await wait_remembered(session, a, N)
         labels, expected = labels_for(served)
@@ -231,7 +231,7 @@ async def test_a_label_sent_again_to_the_serving_replica_is_not_counted_twice(
     """Labels already matched through B, re-posted to A, change no figure."""
     a, b = replicas
     n = 2 * BATCH
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=TOKEN) as session:  # admin reads need it
         served = await serve(session, a.url, n + 1)
         await wait_remembered(session, a, n + 1)
         labels, _ = labels_for(served[:n])

@@ -19,6 +19,8 @@ from router.dataplane.metrics import Metrics
 from router.ops.admin import build_admin_app, start_admin
 from tests.test_mirror import FIELDS, Rig, model, models, post_many, rig, shadow_route
 
+TOKEN = "shadow-test-token"
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -27,6 +29,7 @@ async def routerctl(admin: str, *args: str) -> tuple[int, str, str]:
     env = {
         k: v for k, v in os.environ.items() if k not in ("ROUTER_ADMIN_TOKEN", "ROUTERCTL_ADMIN")
     }
+    env["ROUTER_ADMIN_TOKEN"] = TOKEN  # reads need a token too
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "router.ops.cli", "--admin", admin, *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=ROOT,
@@ -37,7 +40,7 @@ async def routerctl(admin: str, *args: str) -> tuple[int, str, str]:
 
 @contextlib.asynccontextmanager
 async def admin_for(r: Rig, *, shadow: bool = True) -> AsyncIterator[str]:
-    app = build_admin_app(r.plane.runtime, Metrics(), None, shadow=r.mirrors if shadow else None)
+    app = build_admin_app(r.plane.runtime, Metrics(), TOKEN, shadow=r.mirrors if shadow else None)
     runner, port = await start_admin(app, "127.0.0.1", 0)
     try:
         yield f"http://127.0.0.1:{port}"
@@ -96,7 +99,7 @@ async def test_admin_shadow_and_diffs_endpoints() -> None:
         constant_label_rig() as (r, setosa),
         admin_for(r) as admin,
         admin_for(r, shadow=False) as bare,
-        aiohttp.ClientSession() as s,
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as s,
     ):
         async with s.get(f"{admin}/v1/routes/iris/shadow") as resp:
             figures = await resp.json()

@@ -24,13 +24,14 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from router.config import checks, yamlload
+from router.config.access import read_backend_tls, read_tokens
+from router.config.payloads import read_capture, read_drift, read_redact
 from router.config.pod import read_probes, read_shutdown
 from router.config.spec import (
     AdminSpec,
     BackendSpec,
     Config,
     ControllerSpec,
-    DriftSpec,
     HeadersSpec,
     LimitsSpec,
     ListenSpec,
@@ -153,9 +154,10 @@ def _admin(root: Node) -> AdminSpec:
     value = node.raw("listen")
     addr = None if value is None else _address(node, node.sub("listen"), value, "127.0.0.1")
     token_file = node.readable_file("token_file")
+    tokens = read_tokens(node)
     node.done()
     host, port = addr or (_DEFAULT.admin.host, _DEFAULT.admin.port)
-    return AdminSpec(host, port, token_file)
+    return AdminSpec(host, port, token_file, tokens)
 
 
 _ANY = ("0.0.0.0", "::", "")
@@ -252,13 +254,14 @@ def _backend(name: str, node: Node) -> BackendSpec | None:
     ca_file = node.readable_file("ca_file")
     if ca_file and parts and parts[0] != "https":
         node.error(node.sub("ca_file"), "only applies to an https url", ca_file)
+    tls = read_backend_tls(node, parts[0] if parts else "")
     node.done()
     if parts is None:
         return None
     scheme, host, port, base = parts
     return BackendSpec(
         name, url, scheme, host, port, base, timeout, connect_timeout, pool_size, health,
-        tls_verify, ca_file, max_connections, queue_timeout,
+        tls_verify, ca_file, max_connections, queue_timeout, tls,
     )  # fmt: skip
 
 
@@ -304,38 +307,6 @@ def _sticky(route: Node) -> StickySpec | None:
     return StickySpec(header, cookie, client_ip)
 
 
-def _paths(node: Node, key: str) -> tuple[str, ...]:
-    """A list of names: JSON paths, or the route protocol's own (checked per route)."""
-    out: list[str] = []
-    for path, item in node.items(key):
-        if not isinstance(item, str) or not item:
-            node.error(path, "must be a JSON path like $.features (or a protocol's name)", item)
-            continue
-        out.append(item)
-    return tuple(out)
-
-
-def _drift(route: Node) -> DriftSpec | None:
-    if route.raw("drift") is None:
-        return None
-    node = route.mapping("drift")
-    d = DriftSpec()
-    inputs, outputs = _paths(node, "inputs"), _paths(node, "outputs")
-    spec = DriftSpec(
-        inputs=inputs,
-        outputs=outputs,
-        reference=node.integer("reference", d.reference, 10, 10_000_000),
-        reference_file=node.readable_file("reference_file"),
-        threshold=node.number("threshold", d.threshold, 0.0, 100.0),
-        min_samples=node.integer("min_samples", d.min_samples, 1, 10**9),
-        window=node.duration("window", d.window),
-    )
-    if node.ok and not inputs and not outputs:
-        node.error(node.path, "must list at least one of inputs or outputs")
-    node.done()
-    return spec
-
-
 def _strategy(route: Node, known: frozenset[str]) -> tuple[str, Any] | None:
     from strategies.registry import REGISTRY  # late: strategies import router modules
 
@@ -369,13 +340,14 @@ def _route_node(node: Node, known: frozenset[str]) -> RouteSpec | None:
         node.error(node.sub("name"), "must match [A-Za-z0-9_.-]+", name)
     match = _match(node)
     sticky = _sticky(node)
-    drift = _drift(node)
+    drift = read_drift(node)
     protocol = node.choice("protocol", "json", tuple(PROTOCOLS))
+    capture, redact = read_capture(node), read_redact(node)
     strategy = _strategy(node, known)
     node.done()
     if not node.ok or strategy is None:
         return None
-    route = RouteSpec(name, match, strategy[0], strategy[1], sticky, drift, protocol)
+    route = RouteSpec(name, match, *strategy, sticky, drift, protocol, capture, redact)
     node.errors.extend(checks.errors(route, node.data, node.path))  # names fit the protocol?
     return route
 

@@ -27,10 +27,21 @@ class ListenSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenSpec:
+    """One admin token: read from a file or an environment variable at start."""
+
+    label: str  # who holds it: named in history for each change it makes
+    role: str  # viewer (reads) | operator (reads and changes)
+    file: str | None = None
+    env: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AdminSpec:
     host: str = "127.0.0.1"
     port: int = 9901
     token_file: str | None = None  # else ROUTER_ADMIN_TOKEN
+    tokens: tuple[TokenSpec, ...] = ()  # more tokens, each with a role and a label
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +92,16 @@ class HeadersSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class BackendTLSSpec:
+    """A backend's `tls:` block: the CA its certificate must chain to, and the client
+    certificate the router presents (mTLS); cert and key come together."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BackendSpec:
     name: str
     url: str
@@ -96,6 +117,7 @@ class BackendSpec:
     ca_file: str | None = None
     max_connections: int = 1024  # open at once, busy or idle; beyond: requests wait
     queue_timeout: float = 5.0  # how long a request waits for one; then 503
+    tls: BackendTLSSpec | None = None  # CA and client certificate (https only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +146,55 @@ class DriftSpec:
     window: float = 60.0  # seconds of the sliding window
 
 
+# Headers kept in captured records when a route names none; credentials never are.
+DEFAULT_KEPT_HEADERS = ("content-type", "accept", "user-agent")
+DEFAULT_PATTERNS = ("email", "card", "phone")
+
+
+@dataclass(frozen=True, slots=True)
+class RedactSpec:
+    """A route's `redact:` block: what is taken out of a payload before it is kept
+    anywhere (capture sinks, shadow disagreement samples): router/core/redact.py."""
+
+    headers: tuple[str, ...] = DEFAULT_KEPT_HEADERS  # allow-list, lower case
+    remove: tuple[str, ...] = ()  # JSON paths taken out
+    hash: tuple[str, ...] = ()  # JSON paths replaced by their length and a hash
+    patterns: tuple[str, ...] = DEFAULT_PATTERNS  # shipped patterns for free text
+    custom: tuple[tuple[str, str], ...] = ()  # (name, regex) of the operator's own
+
+
+@dataclass(frozen=True, slots=True)
+class FileSinkSpec:
+    path: str
+    max_bytes: int = 64 * 1024 * 1024  # a file this big is rotated
+    keep: int = 5  # rotated files kept beside the current one
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSinkSpec:
+    url: str
+    timeout: float = 2.0  # per POST
+    retries: int = 2  # more tries of a failed POST
+    batch: int = 64  # events taken from the queue at once
+    concurrency: int = 4  # POSTs in flight at once
+    queue: int = 10_000  # events waiting, at most; beyond: dropped, counted
+    max_bytes: int = 32 * 1024 * 1024  # bytes waiting, at most
+    source: str = "deploy-router"  # ce-source
+    namespace: str = ""  # ce-namespace (KServe's), none when empty
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureSpec:
+    """A route's `capture:` block (router/capture/): which exchanges are kept, where."""
+
+    mode: str = "all"  # request | response | all
+    sample: float = 1.0  # share of requests captured
+    arms: frozenset[str] = frozenset({"primary", "candidate", "shadow"})
+    max_body: int = 64 * 1024  # per body; beyond: cut, and the record says so
+    file: FileSinkSpec | None = None
+    http: HttpSinkSpec | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class RouteSpec:
     name: str
@@ -133,6 +204,8 @@ class RouteSpec:
     sticky: StickySpec | None = None
     drift: DriftSpec | None = None  # None: no drift watched on this route
     protocol: str = "json"  # how bodies become items (router/core/protocols/): json, v2, tfserving
+    capture: CaptureSpec | None = None  # None: nothing of its payloads is kept
+    redact: RedactSpec = RedactSpec()  # what capture and shadow samples take out
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,8 @@ The hierarchy (h11's `error_status_hint` idea: the error carries its answer)::
     │   ├── HeadersTooLarge      431   request line + headers over limits.max_header_bytes
     │   └── VersionNotSupported  505   an HTTP version other than 1.0 and 1.1 (2.0 prior knowledge)
     └── UpstreamError                  the backend's fault
-        ├── UpstreamConnectError 502   refused, unreachable, TLS failure, connect timeout
+        ├── UpstreamConnectError 502   refused, unreachable, connect timeout
+        │   └── UpstreamTLSError 502   the TLS handshake failed (wrong CA, name, client cert)
         ├── UpstreamProtocolError 502  reset, EOF or garbage before a complete response head
         ├── UpstreamTimeout      504   no response head within backend.timeout
         └── UpstreamBusy         503   every one of max_connections busy past queue_timeout
@@ -95,6 +96,13 @@ class UpstreamConnectError(UpstreamError):
     status = 502
     code = "backend unreachable"
     default_reason = "unreachable"
+
+
+class UpstreamTLSError(UpstreamConnectError):
+    """Said in the answer's words: an operator reading a 502 must see it was TLS."""
+
+    status = 502
+    code = "backend TLS handshake failed"
 
 
 class UpstreamProtocolError(UpstreamError):

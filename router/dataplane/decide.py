@@ -5,7 +5,7 @@ client's when it is sane, else a new one), the route (the data plane's memo of
 (host, path) answers, hit inline: matching never reads the query, so it is kept
 out of the memo), the strategy's `Decision` on the sticky key and the live
 rollouts, and what the decision turns on: the follow-up leg, the shadows'
-copy, a rewrite, drift's tap, the copy kept for a retry. Returns the primary's
+copy, capture's tap, a rewrite, drift's tap, the copy kept for a retry. Returns the primary's
 pool, or None when the exchange already failed (refused head, no route, a
 backend the config does not define).
 """
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from router.core.errors import NoRoute, UpstreamConnectError
 from router.dataplane.http1 import IDEMPOTENT, new_request_id, sane_request_id
 from router.dataplane.legs import begin_follow
-from router.dataplane.taps import keep_mirror
+from router.dataplane.taps import keep_capture, keep_mirror
 
 if TYPE_CHECKING:
     from router.dataplane.proxy import Exchange
@@ -54,6 +54,8 @@ def decide(ex: Exchange) -> UpstreamPool | None:
         return None
     if d.mirrors and plane.shadow_sink is not None:
         keep_mirror(ex, d.mirrors, route.strategy.copies)
+    if route.spec.capture is not None and plane.capture_sink is not None:
+        keep_capture(ex, route.spec.capture)  # after the mirror: its copies are paired
     if d.rewrite is not None:
         ex.rewrite = d.rewrite
     if route.spec.drift is not None and plane.drift_sink is not None:

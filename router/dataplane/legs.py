@@ -97,6 +97,7 @@ def second_leg(ex: Exchange, d: Decision, leg: FollowLeg) -> None:
         held = (leg.status, leg.answer_body(), perf_counter() - ex.t0)
         ex.shadow = ShadowTap((model,), MIRROR_MAX_BODY, held, d.reason)
         ex.shadow.add_body(b"".join(leg.req))
+        ex.shadow.captured = ex.capture is not None
     ex.out = [ex.head_to(pool, framing, extra, leg.own_headers()), body]
     ex.out_len = len(body)
     ex.sent = ex.retried = False

@@ -4,7 +4,7 @@ One per process. The client connections it accepts (router/dataplane/server.py) 
 an `Exchange` per request (router/dataplane/proxy.py), which reads what it needs
 here: the runtime (route table, live rollouts), the pools, the header settings
 computed once per config, and the sinks of the features a route may turn on
-(mirrors, stream clocks, drift). Shutdown follows uvicorn's order: stop
+(mirrors, stream clocks, drift, capture). Shutdown follows uvicorn's order: stop
 accepting, let in-flight answers finish for `drain_timeout`, answer or abort
 the rest, close pools last.
 """
@@ -33,6 +33,7 @@ from router.ops.logs import Fanout
 from router.runtime import Recorder, Runtime
 
 if TYPE_CHECKING:
+    from router.dataplane.capture_copy import CaptureSink
     from router.dataplane.stream_timing import StreamSink
     from router.drift.streams import DriftSink
 
@@ -58,6 +59,7 @@ class DataPlane:
         self.shadow_sink: ShadowSink | None = None
         self.stream_sink: StreamSink | None = None  # clocks for streamed answers
         self.drift_sink: DriftSink | None = None  # bodies of drift-watched routes
+        self.capture_sink: CaptureSink | None = None  # bodies of captured routes
         self.access: AccessLog | None = None  # None: no access line (sample 0)
         self.mirror_errors = 0  # offers that raised; the request went on regardless
         # (route, backend, reason) -> requests a backend failed, as their clients saw it

@@ -81,6 +81,7 @@ from router.dataplane.upstream import UpstreamConnection, UpstreamPool
 
 if TYPE_CHECKING:
     from router.core.rewrite import Rewrite
+    from router.dataplane.capture_copy import CaptureTap
     from router.dataplane.follow import FollowLeg
     from router.dataplane.plane import DataPlane
     from router.dataplane.stream_timing import StreamTimer
@@ -94,6 +95,7 @@ class Exchange:
 
     __slots__ = (
         "backend",
+        "capture",
         "conn",
         "cout",
         "deadline",
@@ -164,6 +166,7 @@ class Exchange:
         self.timer: StreamTimer | None = None  # a streamed answer's clock (stream_timing.py)
         self.rewrite: Rewrite | None = None  # the arm's own request (router/core/rewrite.py)
         self.held: list[bytes] | None = None  # a rewritten request's body, until its end
+        self.capture: CaptureTap | None = None  # captured: bodies for the sink (capture_copy.py)
 
     # request side
 
@@ -193,6 +196,8 @@ class Exchange:
             mirror_too_big(self)
         if self.tap is not None:
             self.tap.add_request(data)
+        if self.capture is not None:
+            self.capture.add_request(data)
         if self.follow is not None:
             self.follow.add_request(data)
             if self.follow.lost:
@@ -325,6 +330,8 @@ class Exchange:
         elif req.version != "1.1":
             framing += b"connection: keep-alive\r\n"
         self.mode, self.status, self.started = mode, status, True
+        if self.capture is not None:
+            self.capture.head = headers
         if length is None and mode != MODE_NONE and self.plane.stream_sink is not None:
             time_stream(self, headers)
         self.cout.append(self._response_head(status, reason, headers, framing))
@@ -346,6 +353,8 @@ class Exchange:
             self.shadow.add_answer(data)
         if self.tap is not None:
             self.tap.add_answer(data)
+        if self.capture is not None:
+            self.capture.add_answer(data)
         if self.mode == MODE_CHUNKED:
             self.cout += (b"%x\r\n" % len(data), data, b"\r\n")
         elif self.mode != MODE_NONE:

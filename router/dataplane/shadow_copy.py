@@ -43,6 +43,7 @@ class MirrorCopy:
     __slots__ = (
         "backends",
         "body",
+        "captured",
         "headers",
         "held",
         "method",
@@ -82,6 +83,7 @@ class MirrorCopy:
         self.primary_latency = primary_latency
         self.held = held  # (status, body, latency): the mirror's answer, already in hand
         self.role = role  # "mirror": sent to the backends; else why the answer was held
+        self.captured = False  # the exchange was captured: so are the shadows' answers
 
 
 class ShadowSink(Protocol):
@@ -101,6 +103,7 @@ class ShadowTap:
         "body",
         "body_cap",
         "body_len",
+        "captured",
         "held",
         "role",
     )
@@ -121,6 +124,7 @@ class ShadowTap:
         self.body_len = 0
         self.answer: list[bytes] = []
         self.answer_len = 0
+        self.captured = False  # set when the exchange is captured (router/dataplane/taps.py)
 
     def add_body(self, data: bytes) -> bool:
         """Keep a piece of the request; False when the body went over the cap."""
@@ -155,7 +159,7 @@ class ShadowTap:
         """The pair for the shadows (`status` 0: the primary never answered)."""
         answer = b"".join(self.answer) if self.answer_len <= self.answer_cap else None
         body = b"".join(self.body)
-        return MirrorCopy(
+        copy = MirrorCopy(
             route,
             self.backends,
             method,
@@ -169,3 +173,5 @@ class ShadowTap:
             self.held,
             self.role,
         )
+        copy.captured = self.captured
+        return copy

@@ -10,6 +10,12 @@ comparison needs the primary's answer, and the client never waits for anything
 that happens after. Without mirrors none of this runs: the cost is one
 `is None` test per body piece.
 
+Capture. A route with `capture:` gets a `CaptureTap` (router/dataplane/capture_copy.py)
+when its exchange is sampled in: body pieces as they pass, up to the route's
+cap, handed to the capture sink as one tuple when the exchange records. A
+mirrored exchange that is captured marks its shadow copy, so the shadows'
+answers are captured too (router/shadow/mirror.py tells the capture sink).
+
 Streams. An answer without a length, on a data plane with a `stream_sink`
 (router/dataplane/stream_timing.py), may be an event stream: it then gets a clock
 (time to first token, gaps) and each next read must come within the backend's
@@ -19,8 +25,8 @@ stops that clock (a slow reader is not a silent backend).
 The end. `record` tells every watcher once: the recorders (metrics and the
 rest; a `Fanout` is flattened so it costs no extra call), the access log
 (router/dataplane/accesslog.py; called only when it logs at all), drift's tap
-(router/drift/streams.py, which the exchange also feeds each body piece) and
-the stream clock. `seconds` runs from activation to the last byte handed to
+(router/drift/streams.py, which the exchange also feeds each body piece),
+capture's tap and the stream clock. `seconds` runs from activation to the last byte handed to
 the client socket; `nbytes` counts response body bytes from the backend.
 """
 
@@ -33,6 +39,7 @@ from router.dataplane.http1 import Header
 from router.dataplane.shadow_copy import MIRROR_MAX_BODY, STREAM_MAX_BODY, MirrorCopy, ShadowTap
 
 if TYPE_CHECKING:
+    from router.config.spec import CaptureSpec
     from router.dataplane.proxy import Exchange
     from strategies.base import Copies
 
@@ -48,6 +55,19 @@ def keep_mirror(ex: Exchange, mirrors: tuple[str, ...], copies: Copies) -> None:
     length = ex.req.content_length
     if length is not None and length > cap:
         mirror_too_big(ex)
+
+
+def keep_capture(ex: Exchange, spec: CaptureSpec) -> None:
+    """A captured exchange keeps its bodies for the capture sink; its shadows' answers
+    are captured too (the mirror copy says so), paired under the same request id."""
+    sink = ex.plane.capture_sink
+    if sink is None:
+        return
+    tap = sink.tap(ex.route_name, spec.sample, spec.max_body, spec.mode, ex.req.method, ex.target)
+    if tap is not None:
+        ex.capture = tap
+        if ex.shadow is not None:
+            ex.shadow.captured = True
 
 
 def mirror_too_big(ex: Exchange) -> None:
@@ -124,6 +144,11 @@ def record(ex: Exchange, status: int, now: float = 0.0) -> None:
     if ex.tap is not None:
         ex.tap.finish(ex.route_name, ex.backend, ex.rid, status)
         ex.tap = None
+    if ex.capture is not None:
+        ex.capture.finish(
+            ex.route_name, backend, ex.reason, ex.rid, status, seconds, ex.req.headers
+        )
+        ex.capture = None
     if ex.timer is not None:
         ex.timer.finish(status == ex.status)  # an abort records its error status
         ex.timer = None

@@ -48,6 +48,7 @@ from router.core.errors import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
+    UpstreamTLSError,
     connect_reason,
 )
 from router.dataplane.http1 import SPENT_RESPONSE_PARSER, Header
@@ -345,7 +346,12 @@ class UpstreamPool:
                 ),
                 spec.connect_timeout,
             )
-        except (OSError, TimeoutError, ssl.SSLError) as exc:
+        except ssl.SSLError as exc:  # before OSError: it is one
+            self.open -= 1
+            why = getattr(exc, "verify_message", "") or exc.reason or str(exc)
+            done(None, UpstreamTLSError(f"TLS handshake with {spec.host}:{spec.port}: {why}"))
+            return
+        except (OSError, TimeoutError) as exc:
             self.open -= 1
             where = f"connect to {spec.host}:{spec.port}: {exc!r}"
             done(None, UpstreamConnectError(where, connect_reason(exc)))
@@ -373,8 +379,12 @@ class UpstreamPool:
 
 
 def client_ssl_context(spec: BackendSpec) -> ssl.SSLContext:
-    """Verification on by default; `ca_file` trusts a private CA."""
-    ctx = ssl.create_default_context(cafile=spec.ca_file)
+    """Verification on by default; `tls.ca` (or `ca_file`) trusts a private CA; `tls.cert`
+    and `tls.key` are the client certificate the router presents (mTLS)."""
+    tls = spec.tls
+    ctx = ssl.create_default_context(cafile=(tls.ca if tls else None) or spec.ca_file)
+    if tls is not None and tls.cert and tls.key:
+        ctx.load_cert_chain(tls.cert, tls.key)
     if not spec.tls_verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE

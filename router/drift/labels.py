@@ -132,6 +132,8 @@ class Feedback:
         self._late: Counters = {}  # arms scored after their label, for the next poll
         # each arm's accuracy test (router/drift/concept_watch.py), shown with the figures
         self.tests: Callable[[str], Awaitable[dict[str, Any]]] | None = None
+        # told every new batch's labels, once per replica: capture writes them (router/capture/)
+        self.on_labels: Callable[[list[dict[str, Any]]], None] | None = None
 
     def remember(
         self,
@@ -279,7 +281,10 @@ class Feedback:
         self._waiting = []
         for text in reversed(fresh):
             batch, _, body = text.partition(" ")
-            out += [(now, {**item, "_batch": batch}) for item in json.loads(body)]
+            items = json.loads(body)
+            if self.on_labels is not None:
+                self.on_labels(items)
+            out += [(now, {**item, "_batch": batch}) for item in items]
         return out
 
     async def _unseen(self) -> list[str]:

@@ -2,18 +2,21 @@
 
 Theory of operation
 -------------------
-Reads are open: `/healthz` (the process is alive), `/readyz` (degraded while
-the state store is unreachable: the data plane keeps serving its last
-snapshot; stopping after SIGTERM; the kubelet's own is router/ops/probes.py),
-`/v1/status` and `/v1/routes/NAME` (what every route does now),
+Who may do what is router/ops/auth.py: `/healthz`, `/readyz`, `/metrics` and the
+dashboard's page answer anyone; every other read needs a viewer (or operator)
+token, every change an operator token. The endpoints: `/healthz` (the process
+is alive), `/readyz` (degraded while the state store is unreachable: the data
+plane keeps serving its last snapshot; stopping after SIGTERM; the kubelet's
+own is router/ops/probes.py), `/v1/status` and `/v1/routes/NAME` (what every route does now),
 `/v1/routes/NAME/history` and `/metrics` (Prometheus text); `/dashboard`, a
 page of live charts, polling `/v1/dashboard` (router/ops/dashboard.py); a shadow route's
 comparison figures at `/v1/routes/NAME/shadow` and its sampled disagreements
 at `/v1/routes/NAME/diffs?n=20` (given a `ShadowFigures`, router/shadow/mirror.py). Changes are
 `POST /v1/routes/NAME/ACTION` and `POST /v1/config/reload`; every POST needs
-`Authorization: Bearer <token>`. With no token configured every POST is
-refused: an admin port that anyone on the host could change is never the
-default.
+an operator's `Authorization: Bearer <token>`, and the history of a change
+names the token's label. With no token configured everything but health and
+metrics is refused: an admin port that anyone on the host could read or
+change is never the default.
 
 Features bring their own routes as `AdminExtension`s: drift
 (`GET /v1/routes/NAME/drift`, `POST /v1/routes/NAME/drift/reset`, see
@@ -31,7 +34,6 @@ included, is JSON; request bodies are never logged.
 from __future__ import annotations
 
 import contextlib
-import hmac
 import inspect
 import json
 import os
@@ -49,6 +51,7 @@ from router.core.rollout import Rollout
 from router.dataplane.metrics import Metrics
 from router.dataplane.routing import CompiledRoute
 from router.native import data_plane
+from router.ops.auth import TOKEN_ENV, Access, Token, actor_of, legacy_token
 from router.ops.dashboard import (
     Dashboard,
     find_drift,
@@ -92,22 +95,21 @@ class AdminExtension(Protocol):
     def metric_lines(self) -> list[str]: ...
 
 
-TOKEN_ENV = "ROUTER_ADMIN_TOKEN"
+__all__ = ["TOKEN_ENV", "build_admin_app", "load_token", "start_admin"]
 # Fixed for the life of the process: what got imported is what runs.
 DATA_PLANE = data_plane()
-_NO_TOKEN = (
-    "admin changes are disabled: no token is configured; set ROUTER_ADMIN_TOKEN "
-    "(or admin.token_file in config.yaml) and restart the router"
-)
 
 
 def load_token(spec: AdminSpec) -> str | None:
-    """The admin token: ROUTER_ADMIN_TOKEN, else the stripped contents of token_file."""
-    token = os.environ.get(TOKEN_ENV, "").strip()
-    if not token and spec.token_file:
-        with open(spec.token_file, encoding="utf-8") as f:
-            token = f.read().strip()
-    return token or None
+    """The operator token of old: ROUTER_ADMIN_TOKEN, else token_file (router/ops/auth.py)."""
+    return legacy_token(spec)
+
+
+def access_of(token: str | Access | None) -> Access:
+    """A single token (as before roles) is an operator token labelled `admin`."""
+    if isinstance(token, Access):
+        return token
+    return Access([Token("admin", "operator", token.encode())] if token else [])
 
 
 def route_entry(route: CompiledRoute, live: Rollout | None) -> dict[str, Any]:
@@ -157,7 +159,7 @@ class _Admin:
         self,
         runtime: Runtime,
         metrics: Metrics,
-        token: str | None,
+        token: str | Access | None,
         actions: Mapping[str, Action],
         extra_status: ExtraStatus | None,
         reload: Reload | None,
@@ -172,7 +174,7 @@ class _Admin:
         self.page = page or Telemetry(runtime, metrics, extensions=self.extensions).page
         self.runtime = runtime
         self.metrics = metrics
-        self.token = token.encode() if token else None
+        self.access = access_of(token)
         self.actions = dict(actions)
         self.extra_status = extra_status
         self.reload = reload
@@ -180,14 +182,8 @@ class _Admin:
         self.shadow = shadow
 
     def refusal(self, request: web.Request) -> web.Response | None:
-        """None when the request carries the admin token, else the answer refusing it."""
-        if self.token is None:
-            return _error(403, _NO_TOKEN)
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        # compare_digest: the time taken must not tell how much of a guess was right
-        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token):
-            return None
-        return _error(401, "missing or wrong bearer token", hint="Authorization: Bearer <token>")
+        """None when the request carries an operator token, else the answer refusing it."""
+        return self.access.refusal(request, change=True)
 
     async def healthz(self, request: web.Request) -> web.Response:
         return _json(200, {"status": "ok"})
@@ -306,8 +302,9 @@ class _Admin:
         body = await _json_body(request)
         if body is None:
             return _error(400, "the body must be a JSON object (or empty)")
+        body["actor"] = actor_of(request, body.get("actor"))  # history names the token's label
         status, result = await handler(route.name, body)
-        log.info("admin_action", route=route.name, action=word, status=status)
+        log.info("admin_action", route=route.name, action=word, status=status, by=body["actor"])
         return _json(status, result)
 
     async def config_reload(self, request: web.Request) -> web.Response:
@@ -341,7 +338,7 @@ async def _json_body(request: web.Request) -> dict[str, Any] | None:
 def build_admin_app(
     runtime: Runtime,
     metrics: Metrics,
-    token: str | None,
+    token: str | Access | None,
     actions: Mapping[str, Action] | None = None,
     extra_status: ExtraStatus | None = None,
     reload: Reload | None = None,
@@ -364,7 +361,9 @@ def build_admin_app(
         extensions,
         page,
     )
-    app = web.Application(middlewares=[_json_errors], client_max_size=1024 * 1024)
+    app = web.Application(
+        middlewares=[_json_errors, admin.access.middleware], client_max_size=1024 * 1024
+    )
     app.router.add_get("/healthz", admin.healthz)
     app.router.add_get("/readyz", admin.readyz)
     app.router.add_get("/v1/status", admin.status)

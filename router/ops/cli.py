@@ -30,6 +30,7 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
+from router.ops import cli_export
 from router.ops.cli_args import ActionVerb, Command, build_parser
 from router.ops.cli_rollout import rollout_lines
 from router.ops.cli_views import (
@@ -298,6 +299,7 @@ COMMANDS: dict[str, Command] = {
     "feedback": cmd_feedback,
     "automation": cmd_automation,
     "action": cmd_action,
+    "export": lambda api, args: cli_export.run(api.base, api.token, args),
 }
 
 

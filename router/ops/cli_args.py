@@ -70,7 +70,7 @@ def build_parser(commands: Mapping[str, Command]) -> argparse.ArgumentParser:
     parser.add_argument(
         "--token",
         default=os.environ.get("ROUTER_ADMIN_TOKEN"),
-        help="bearer token for changes (env ROUTER_ADMIN_TOKEN)",
+        help="bearer token: a viewer's reads, an operator's changes (env ROUTER_ADMIN_TOKEN)",
     )
     verbs = parser.add_subparsers(dest="command", required=True, metavar="VERB")
     _add_status(verbs, commands)
@@ -79,6 +79,7 @@ def build_parser(commands: Mapping[str, Command]) -> argparse.ArgumentParser:
     _add_diffs(verbs, commands)
     _add_drift(verbs, commands)
     _add_automation(verbs, commands)
+    _add_export(verbs, commands)
     for verb in ACTIONS:
         _add_action(verbs, commands, verb)
     return parser
@@ -108,6 +109,22 @@ def _add_status(verbs: Verbs, commands: Mapping[str, Command]) -> None:
         help="redraw every SECONDS (default 2) until Ctrl-C",
     )
     p.set_defaults(func=commands["status"])
+
+
+def _add_export(verbs: Verbs, commands: Mapping[str, Command]) -> None:
+    text = (
+        "Write ROUTE's captured records of the last --since, joined with their delayed "
+        "labels: one JSON line per request, one per item for a batch (inputs, outputs, "
+        "each shadow's outputs, the label), ready to retrain on or to score the candidate "
+        "offline. Reads the route's file sink (a viewer token is enough). Parquet needs "
+        "pyarrow (the optional `parquet` extra)."
+    )
+    p = verbs.add_parser("export", help=text, description=text)
+    p.add_argument("route", metavar="ROUTE")
+    p.add_argument("--since", default="1h", help="how far back, e.g. 30m, 1h, 168h (default 1h)")
+    p.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl")
+    p.add_argument("--output", "-o", metavar="FILE", help="write here (default: stdout)")
+    p.set_defaults(func=commands["export"])
 
 
 def _add_validate(verbs: Verbs, commands: Mapping[str, Command]) -> None:

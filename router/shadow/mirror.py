@@ -31,14 +31,8 @@ rendered by `disagreement_record` (bodies only as the route's sample settings
 allow; the request body never unless `store_request_body`) and pushed to the
 route's "diffs" list, a few per route per flush, newest kept.
 
-Counter hashes per route: `cmp:<backend>` (compare.py's layout) per mirror
-backend, and `mirror` with `offered`, `oversize_body`, `oversize_answer`,
-`sent|<b>`, `dropped|<b>`, `errors|<b>`, `rewrite_failed|<b>` (a copy that its
-arm's `rewrite` could not apply to: router/core/rewrite.py; names escaped with
-compare_figures.escape).
-
-What a route's config says about judging its copies (compare settings, protocol,
-rollout window): router/shadow/judging.py; lanes, breakers and per-route
+The counter hashes: router/shadow/stored.py; what a route's config says about
+judging its copies: router/shadow/judging.py; lanes, breakers and per-route
 figures: router/shadow/lanes.py.
 """
 
@@ -46,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Callable, Mapping
 from time import monotonic, perf_counter
 from typing import Any, Final
@@ -56,6 +49,7 @@ import structlog
 from router.config.spec import BackendSpec, Config
 from router.core.compare import Answer, Comparison, compare
 from router.core.errors import UpstreamError
+from router.core.redact import RedactionError, redactor_for
 from router.dataplane.http1 import Header
 from router.dataplane.shadow_copy import ANSWER_MAX_BODY, MirrorCopy
 from router.dataplane.stream_timing import StreamTimer
@@ -66,16 +60,19 @@ from router.shadow.figures import counter_name, escape
 from router.shadow.hints import add_hints
 from router.shadow.judging import judging, protocol_of, settings_of, window_of
 from router.shadow.lanes import Lane, RouteFigures
-from router.shadow.records import sample_record
-from router.shadow.stored import DIFFS, read_summary, window_counter
+from router.shadow.records import sample_line
+from router.shadow.stored import DIFFS, agreement_pairs, read_diffs, read_summary, window_counter
 from router.shadow.streams import StreamMetrics
 from router.shadow.totals import MirrorTotals
 from router.state.base import StateStore, StoreUnavailable
+from strategies.shadow import SampleSpec
 
 log = structlog.get_logger("router.shadow.mirror")
 
 COUNTER_TTL: Final = 7 * 24 * 3600.0  # figures outlive a quiet weekend
 Answered = Callable[[str, str, str, str, bytes], None]
+# the copy, the shadow backend, its status, body and latency: capture pairs it (router/capture/)
+Captured = Callable[[MirrorCopy, str, int, bytes, float], None]
 
 
 def _size(copy: MirrorCopy) -> int:
@@ -119,6 +116,7 @@ class Mirrors:
         self.answered: Answered | None = None
         self.streams: StreamMetrics | None = None  # times shadows' event streams
         self.totals = MirrorTotals()  # this process's counts since start, for /metrics
+        self.capture: Captured | None = None  # told each answer to a captured exchange
 
     # -- wiring -------------------------------------------------------------------
 
@@ -326,6 +324,8 @@ class Mirrors:
             float_tolerance=settings.float_tolerance,
         )
         figures = self._figures(copy.route)
+        if copy.captured and self.capture is not None:
+            self.capture(copy, backend, shadow.status, shadow.body, shadow.latency_s)
         if self.answered is not None and 200 <= shadow.status < 300:
             self.answered(copy.route, backend, copy.role, copy.request_id, shadow.body)
         figures.tally(counter_name(backend, cid)).add(c)
@@ -333,8 +333,20 @@ class Mirrors:
         if (current := window_of(self.runtime, copy.route)) is not None:
             figures.window_tally(window_counter(backend, current, cid)).add(c)
         if not c.agree and settings.samples.enabled and backend != settings.secondary:
-            figures.samples.append(sample_record(copy, backend, c, shadow.body, settings.samples))
+            self._keep_sample(copy, backend, c, shadow.body, settings.samples)
         return c
+
+    def _keep_sample(
+        self, copy: MirrorCopy, backend: str, c: Comparison, body: bytes, spec: SampleSpec
+    ) -> None:
+        """Redacted as the route says (router/core/redact.py); one that cannot be is dropped."""
+        figures = self._figures(copy.route)
+        route = self.runtime.table.by_name.get(copy.route)
+        red = redactor_for(route.spec.redact) if route is not None else None
+        try:
+            figures.samples.append(sample_line(copy, backend, c, body, spec, red))
+        except (RedactionError, RecursionError, ValueError):
+            figures.count("sample_redaction_failed")
 
     # -- flushing --------------------------------------------------------------
 
@@ -419,24 +431,8 @@ class Mirrors:
         (the automation ladder's figure); None before any comparison."""
         settings, _, cid = judging(self.runtime, route)
         body = await read_summary(self.store, route, settings, self._mirrored(route), cid)
-        pairs = {
-            backend: {
-                "n": pair["n"],
-                "items": pair["items"],
-                "agreement": pair["agreement"],
-                "fields": {name: f["agreement"] for name, f in pair["fields"].items()},
-            }
-            for backend, pair in body["shadows"].items()
-            if pair["n"]
-        }
-        return pairs or None
+        return agreement_pairs(body)
 
     async def diffs(self, route: str, n: int = 20) -> list[dict[str, Any]]:
         """The newest `n` sampled disagreements of the route, newest first."""
-        out = []
-        for item in await self.store.samples(route, DIFFS, n):
-            with contextlib.suppress(ValueError):
-                record = json.loads(item)
-                if isinstance(record, dict):
-                    out.append(record)
-        return out
+        return await read_diffs(self.store, route, n)

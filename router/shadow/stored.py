@@ -3,7 +3,10 @@
 Theory of operation. Every replica's mirror workers add their integer counters
 to the same hashes (router/shadow/mirror.py), so one `read_counters` call gives the
 sum over replicas: `cmp:<backend>` per mirrored backend (compare.py's layout)
-and `mirror` with the route's mirror events. Rates, their bounds and
+and `mirror` with the route's mirror events (`offered`, `oversize_body`,
+`oversize_answer`, `sent|<b>`, `dropped|<b>`, `errors|<b>`, `rewrite_failed|<b>`:
+a copy its arm's `rewrite` could not apply to, router/core/rewrite.py; names
+escaped with figures.escape). Rates, their bounds and
 latency quantiles come from `compare_figures.summarize`; with a `secondary` (a second
 copy of the primary's version) each shadow also gets `compare.noise_report`:
 disagreement beyond the primary's own nondeterminism, and which fields are
@@ -17,6 +20,8 @@ hash into the gates' input: {field: (agree, n)}, "$" for whole answers.
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -142,3 +147,30 @@ async def read_summary(
         "oversize_answer": events.get("oversize_answer", 0),
         "not_inference": events.get("not_inference", 0),
     }
+
+
+def agreement_pairs(summary: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Each compared backend's agreement with the primary, from `read_summary`'s body
+    (the automation ladder's figure); None before any comparison."""
+    pairs = {
+        backend: {
+            "n": pair["n"],
+            "items": pair["items"],
+            "agreement": pair["agreement"],
+            "fields": {name: f["agreement"] for name, f in pair["fields"].items()},
+        }
+        for backend, pair in summary["shadows"].items()
+        if pair["n"]
+    }
+    return pairs or None
+
+
+async def read_diffs(store: StateStore, route: str, n: int) -> list[dict[str, Any]]:
+    """The newest `n` sampled disagreements of the route, newest first."""
+    out = []
+    for item in await store.samples(route, DIFFS, n):
+        with contextlib.suppress(ValueError):
+            record = json.loads(item)
+            if isinstance(record, dict):
+                out.append(record)
+    return out

@@ -22,6 +22,8 @@ from typing import Any
 import yaml
 
 START_TIMEOUT = 30.0
+ADMIN_TOKEN = "test-token"  # the operator token every RouterProcess starts with
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}  # admin reads need a token too
 
 
 def free_port() -> int:
@@ -78,7 +80,7 @@ class RouterProcess:
         os.replace(staging, self.config_path)
 
     def start(self, *args: str, env: dict[str, str] | None = None) -> RouterProcess:
-        full_env = {**os.environ, "ROUTER_ADMIN_TOKEN": "test-token", **(env or {})}
+        full_env = {**os.environ, "ROUTER_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "router", "--config", str(self.config_path), *args],
@@ -104,7 +106,8 @@ class RouterProcess:
 
     def get_text(self, path: str) -> str:
         """GET an admin API path (blocking: call it in a thread from async code)."""
-        with urllib.request.urlopen(self.admin_url + path, timeout=5) as resp:
+        req = urllib.request.Request(self.admin_url + path, headers=ADMIN_AUTH)
+        with urllib.request.urlopen(req, timeout=5) as resp:
             return str(resp.read().decode())
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:

@@ -217,9 +217,29 @@ function render(data) {
   main.replaceChildren(...data.routes.map(r => card(r, data.time)));
   if (!data.routes.length) main.append(el("div", "muted", "no routes"));
 }
+// The admin token is asked for once and kept for this tab only (sessionStorage): the
+// figures need a viewer token; the page itself holds none. A refused token is
+// forgotten and asked for again; a dismissed question is not asked again.
+const TOKEN_KEY = "deploy-router-admin-token";
+let declined = false;
+function adminToken() {
+  let t = sessionStorage.getItem(TOKEN_KEY);
+  if (!t && !declined) {
+    t = (window.prompt("Admin API token (viewer or operator):") || "").trim();
+    if (t) sessionStorage.setItem(TOKEN_KEY, t);
+    else declined = true;
+  }
+  return t || "";
+}
 async function poll() {
   try {
-    const resp = await fetch(POLL, {cache: "no-store"});
+    const t = adminToken();
+    if (!t) throw new Error("no token given: reload the page to enter one");
+    const resp = await fetch(POLL, {cache: "no-store", headers: {"Authorization": "Bearer " + t}});
+    if (resp.status === 401 || resp.status === 403) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      throw new Error("HTTP " + resp.status + ": the token was refused");
+    }
     if (!resp.ok) throw new Error("HTTP " + resp.status);
     render(await resp.json());
   } catch (e) {

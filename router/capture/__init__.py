@@ -1,0 +1,1 @@
+"""Payload capture: records of exchanges, redacted, to rotated files or CloudEvents."""
