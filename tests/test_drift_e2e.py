@@ -137,7 +137,8 @@ async def test_unshifted_inputs_stay_quiet_and_a_shift_alarms_by_name(
         assert f"features[{SHIFTED}]" in out
         # history says which feature alarmed and on what figures (it printed only
         # "drift  drift_alarm", found with real MLServer)
-        assert routerctl(["--admin", router.admin_url, "history", "scores"]) == 0
+        history = ["--admin", router.admin_url, "--token", "test-token", "history", "scores"]
+        assert routerctl(history) == 0
         alarm = [ln for ln in capsys.readouterr().out.splitlines() if "drift_alarm" in ln]
         assert alarm, "no drift_alarm line in routerctl history"
         assert re.search(
